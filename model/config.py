@@ -1,0 +1,67 @@
+"""The network's configuration: stored in every checkpoint, the model is rebuilt from it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from model.backbones import TRUNKS
+
+# Input normalisation each trunk was trained with (EfficientNet-Lite uses the TF-Lite convention).
+TRUNK_NORMALISATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "resnet18": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "resnet34": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "resnet50": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "stylenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+ARCHITECTURES = ("attention", "global")
+CLASSIFICATIONS = ("softmax", "sigmoid")
+
+
+@dataclass
+class ModelConfig:
+    labels: list[str] = field(default_factory=list)  # item label names, in score order
+    architecture: str = "attention"  # "attention" (the paper) or "global" (pooled baseline)
+    trunk: str = "efficientnet_lite0"  # see model.backbones.TRUNKS
+    pretrained: bool = True  # ImageNet weights for the trunk where it has them
+    trunk_weights: str | None = None  # a local trunk weights file, overriding `pretrained`
+    image_height: int = 384  # the paper's input size
+    image_width: int = 256
+    mean: tuple[float, float, float] | None = None  # None: the trunk's own normalisation
+    std: tuple[float, float, float] | None = None
+    channels: int = 128  # D: channels after the 1x1 reduction of the trunk map
+    steps: int = 9  # K: attention steps after the whole-map step 0
+    crop_height: int = 6  # size of the grid each attended crop is resampled to
+    crop_width: int = 4
+    codewords: int = 32  # Deep TEN codewords per crop; part embedding = codewords * channels
+    hidden: int = 512  # LSTM hidden size
+    box_sharpness: float = 12.0  # slope of the soft box edges of the attention maps (per unit of [-1, 1])
+    dropout: float = 0.2  # on the LSTM input
+    classification: str = "softmax"  # "softmax": the paper's L_cls on softmax(s); "sigmoid": BCE per label
+
+    def __post_init__(self) -> None:
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"unknown trunk {self.trunk!r}; choose one of {', '.join(TRUNKS)}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
+        if self.classification not in CLASSIFICATIONS:
+            raise ValueError(f"unknown classification {self.classification!r}; choose one of {CLASSIFICATIONS}")
+        if not self.labels:
+            raise ValueError("a model needs at least one label")
+        if self.image_height % 16 or self.image_width % 16:
+            raise ValueError("image height and width must be multiples of 16 (the trunk's stride)")
+        for name in ("channels", "steps", "crop_height", "crop_width", "codewords", "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        default_mean, default_std = TRUNK_NORMALISATION[self.trunk]
+        self.mean = tuple(self.mean or default_mean)  # type: ignore[assignment]
+        self.std = tuple(self.std or default_std)  # type: ignore[assignment]
+
+    @property
+    def embedding_dim(self) -> int:
+        """Length of one part embedding (and of the global embedding)."""
+        return self.codewords * self.channels
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,151 @@
+"""Training and test data: Clothing Co-Parsing (Yang, Luo, Lin, CVPR 2014) and labelled folders.
+
+CCP protocol of this project: train (and validate) on the 1,094 image-level photos plus the
+odd-numbered pixel-level photos, whose labels are read off their masks as weak image-level labels;
+test on the 502 even-numbered pixel-level photos, with labels, boxes and masks from their masks.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+import torch
+from PIL import Image
+
+from model.labels import NON_ITEMS, item_labels
+
+DATA_DIR_ENV = "FASHION_DATA_DIR"
+MIN_LABEL_PIXELS = 100  # a label counts in a mask where it covers at least this many pixels
+
+
+class DataError(RuntimeError):
+    """A data file is missing or unreadable; the message names it."""
+
+
+@dataclass
+class Sample:
+    image: Path
+    labels: list[str]  # item labels present (weak, image-level)
+    mask: Path | None = None  # pixel-level annotation, for evaluation only
+    source: str = ""  # "image-level" or "pixel-level"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: an explicit path, else $FASHION_DATA_DIR, else ../shared/data."""
+    return Path(explicit or os.environ.get(DATA_DIR_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def _loadmat(path: Path, variable: str) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"missing annotation file {path}")
+    try:
+        return scipy.io.loadmat(str(path))[variable]
+    except Exception as exc:
+        raise DataError(f"cannot read {variable!r} from {path}: {exc}") from exc
+
+
+class ClothingCoParsing:
+    """The CCP layout as published: photos/, annotations/{image,pixel}-level/*.mat, label_list.mat."""
+
+    def __init__(self, root: str | os.PathLike[str], non_items: tuple[str, ...] = NON_ITEMS) -> None:
+        self.root = Path(root)
+        if not (self.root / "photos").is_dir():
+            raise DataError(f"{self.root} is not a Clothing Co-Parsing folder (no photos/ in it)")
+        raw = _loadmat(self.root / "label_list.mat", "label_list").ravel()
+        self.all_labels = [str(entry[0]) if len(entry) else "" for entry in raw]  # index = label id
+        self.labels = item_labels(self.all_labels, non_items)
+
+    def _photo(self, stem: str) -> Path:
+        path = self.root / "photos" / f"{stem}.jpg"
+        if not path.is_file():
+            raise DataError(f"missing photo {path}")
+        return path
+
+    def _names(self, ids: np.ndarray) -> list[str]:
+        wanted = set(self.labels)
+        return sorted({self.all_labels[i] for i in ids.ravel().tolist() if self.all_labels[i] in wanted})
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        return _loadmat(path, "groundtruth")
+
+    def mask_labels(self, mask: np.ndarray) -> list[str]:
+        ids, counts = np.unique(mask, return_counts=True)
+        return self._names(ids[counts >= MIN_LABEL_PIXELS])
+
+    def image_level(self) -> list[Sample]:
+        folder = self.root / "annotations" / "image-level"
+        return [
+            Sample(self._photo(p.stem), self._names(_loadmat(p, "tags")), source="image-level")
+            for p in sorted(folder.glob("*.mat"))
+        ]
+
+    def pixel_level(self) -> list[Sample]:
+        folder = self.root / "annotations" / "pixel-level"
+        return [
+            Sample(self._photo(p.stem), self.mask_labels(self.read_mask(p)), mask=p, source="pixel-level")
+            for p in sorted(folder.glob("*.mat"))
+        ]
+
+    def split(self) -> tuple[list[Sample], list[Sample]]:
+        """(train, test) of the protocol. Train samples carry no mask: it must never reach training."""
+        pixel = self.pixel_level()
+        train = self.image_level() + [
+            Sample(s.image, s.labels, source=s.source) for s in pixel if int(s.image.stem) % 2 == 1
+        ]
+        test = [s for s in pixel if int(s.image.stem) % 2 == 0]
+        if not train or not test:
+            raise DataError(f"no CCP annotations found under {self.root / 'annotations'}")
+        return train, test
+
+
+def load_labelled_folder(folder: str | os.PathLike[str], labels_csv: str | os.PathLike[str]) -> list[Sample]:
+    """A folder of images with a CSV of ``path,labels`` rows (labels separated by ``|``)."""
+    folder = Path(folder)
+    samples = []
+    with open(labels_csv, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if "path" not in row or "labels" not in row:
+                raise DataError(f"{labels_csv} needs the columns 'path' and 'labels'")
+            image = folder / row["path"]
+            if not image.is_file():
+                raise DataError(f"missing image {image} (listed in {labels_csv})")
+            names = [name.strip() for name in row["labels"].split("|") if name.strip()]
+            samples.append(Sample(image, names))
+    return samples
+
+
+def label_vector(sample: Sample, labels: list[str]) -> torch.Tensor:
+    index = {name: i for i, name in enumerate(labels)}
+    target = torch.zeros(len(labels))
+    for name in sample.labels:
+        if name in index:
+            target[index[name]] = 1.0
+    return target
+
+
+def load_image(path: str | os.PathLike[str], size: tuple[int, int]) -> torch.Tensor:
+    """An image file -> (3, H, W) float tensor in [0, 1], resized to ``size`` = (H, W)."""
+    try:
+        with Image.open(path) as image:
+            return image_to_tensor(image, size)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def image_to_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    height, width = size
+    rgb = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """A seeded random (train, validation) split of the training samples."""
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_val = int(round(len(samples) * fraction))
+    return [samples[i] for i in order[n_val:]], [samples[i] for i in order[:n_val]]

@@ -1,0 +1,78 @@
+"""Trunk feature cache for frozen-trunk training: the trunk runs once per photo (and its mirror)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from model.data import load_image
+from model.network import PartAttentionNetwork
+
+log = logging.getLogger(__name__)
+
+
+class ImageFiles(Dataset[torch.Tensor]):
+    def __init__(self, paths: Sequence[Path], size: tuple[int, int]) -> None:
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return load_image(self.paths[i], self.size)
+
+
+def _cache_key(model: PartAttentionNetwork, paths: Sequence[Path], flips: bool) -> str:
+    cfg = model.config
+    trunk_state = hashlib.sha256()
+    for name, tensor in sorted(model.trunk.state_dict().items()):
+        trunk_state.update(name.encode())
+        trunk_state.update(tensor.detach().cpu().numpy().tobytes())
+    spec = {
+        "trunk": cfg.trunk,
+        "weights": trunk_state.hexdigest(),
+        "size": [cfg.image_height, cfg.image_width],
+        "mean": cfg.mean,
+        "std": cfg.std,
+        "paths": [str(p.resolve()) for p in paths],
+        "flips": flips,
+    }
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+
+
+@torch.inference_mode()
+def trunk_features(
+    model: PartAttentionNetwork,
+    paths: Sequence[Path],
+    cache_dir: Path,
+    flips: bool = False,
+    batch_size: int = 16,
+    workers: int = 2,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """(N, F, C, h, w) float16 trunk maps, F = 2 with mirrored copies; cached on disk by content key."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"trunk-{model.config.trunk}-{_cache_key(model, paths, flips)}.pt"
+    if path.is_file():
+        log.info("trunk features from cache %s", path)
+        return torch.load(path, weights_only=True)
+    model.eval().to(device)
+    size = (model.config.image_height, model.config.image_width)
+    loader = DataLoader(ImageFiles(paths, size), batch_size=batch_size, num_workers=workers)
+    chunks = []
+    for images in tqdm(loader, desc=f"trunk features ({len(paths)} photos)", unit="batch"):
+        images = images.to(device)
+        views = [images, images.flip(-1)] if flips else [images]
+        chunks.append(torch.stack([model.trunk_forward(v).half().cpu() for v in views], 1))
+    features = torch.cat(chunks)
+    tmp = path.with_suffix(".tmp")
+    torch.save(features, tmp)
+    tmp.replace(path)  # a killed run never leaves a half-written cache entry
+    return features

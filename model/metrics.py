@@ -1,0 +1,45 @@
+"""Multi-label retrieval metrics of the paper: AP_all (micro AP) and mAP (mean per-label AP)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from model.labels import to_groups
+
+
+def ap_all(targets: np.ndarray, scores: np.ndarray) -> float:
+    """Micro AP over all image-label pairs."""
+    return float(average_precision_score(targets.ravel(), scores.ravel()))
+
+
+def per_label_ap(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AP of each label; NaN for labels with no positive."""
+    out = np.full(targets.shape[1], np.nan)
+    for c in range(targets.shape[1]):
+        if targets[:, c].any():
+            out[c] = average_precision_score(targets[:, c], scores[:, c])
+    return out
+
+
+def multilabel_report(targets: np.ndarray, scores: np.ndarray, labels: Sequence[str]) -> dict[str, object]:
+    """AP_all and mAP (over labels present) over labels and over coarse groups, in percent."""
+    report: dict[str, object] = {}
+    for level, (t, s) in {
+        "labels": (targets, scores),
+        "groups": (to_groups(targets, labels), to_groups(scores, labels)),
+    }.items():
+        aps = per_label_ap(t, s)
+        report[level] = {
+            "ap_all": 100 * ap_all(t, s),
+            "map": 100 * float(np.nanmean(aps)),
+            "present": int((~np.isnan(aps)).sum()),
+        }
+    report["per_label_ap"] = {
+        name: round(100 * float(ap), 2)
+        for name, ap in zip(labels, per_label_ap(targets, scores), strict=True)
+        if not np.isnan(ap)
+    }
+    return report

@@ -1,0 +1,154 @@
+"""The part-attention network of Verma, Anand, Arora, Rai, "Diversity in Fashion Recommendation
+Using Semantic Parsing", ICIP 2018, and its global-pooling baseline.
+
+trunk (stride 16) -> 1x1 conv to D + BN + ReLU -> head. The attention head (RDAR-style recurrent
+spatial transformer + LSTM, Deep TEN texture encoding per crop) fuses label scores as the max over
+steps; the part embedding of label c is the encoding of the crop that scored c highest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.attention import RecurrentAttention
+from model.backbones import build_trunk
+from model.config import ModelConfig
+
+
+@dataclass
+class NetworkOutput:
+    scores: torch.Tensor  # (B, C) fused label scores (logits)
+    global_embedding: torch.Tensor  # (B, E) L2-normalised whole-image embedding
+    step_scores: torch.Tensor | None = None  # (B, K, C) per-step scores (attention only)
+    part_embeddings: torch.Tensor | None = None  # (B, K, E) per-step crop embeddings
+    transforms: torch.Tensor | None = None  # (B, K, 4) (s_x, s_y, t_x, t_y) per step
+    maps: torch.Tensor | None = None  # (B, K, h, w) attention maps
+
+
+class AttentionHead(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attention = RecurrentAttention(
+            channels=config.channels,
+            num_labels=len(config.labels),
+            steps=config.steps,
+            codewords=config.codewords,
+            hidden=config.hidden,
+            crop_size=(config.crop_height, config.crop_width),
+            box_sharpness=config.box_sharpness,
+            dropout=config.dropout,
+        )
+
+    def forward(self, x: torch.Tensor) -> NetworkOutput:
+        out = self.attention(x)
+        return NetworkOutput(
+            scores=out.scores.amax(1),  # s = max over k >= 1 of s_k
+            global_embedding=out.whole_embedding,
+            step_scores=out.scores,
+            part_embeddings=out.embeddings,
+            transforms=out.transforms,
+            maps=out.maps,
+        )
+
+
+class GlobalPoolHead(nn.Module):
+    """The baseline: global average pooling and a linear multi-label classifier."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        self.classify = nn.Linear(config.channels, len(config.labels))
+
+    def forward(self, x: torch.Tensor) -> NetworkOutput:
+        pooled = x.mean((-2, -1))  # (B, D)
+        return NetworkOutput(scores=self.classify(self.dropout(pooled)), global_embedding=F.normalize(pooled, dim=-1))
+
+
+class PartAttentionNetwork(nn.Module):
+    """Photo -> label scores, part embeddings and boxes. ``head_forward`` runs on cached trunk maps."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk, trunk_channels = build_trunk(config.trunk, config.pretrained, config.trunk_weights)
+        self.reduce = nn.Sequential(
+            nn.Conv2d(trunk_channels, config.channels, 1, bias=False), nn.BatchNorm2d(config.channels), nn.ReLU()
+        )
+        self.head = AttentionHead(config) if config.architecture == "attention" else GlobalPoolHead(config)
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+
+    def trunk_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> (B, C_trunk, H/16, W/16)."""
+        return self.trunk((images - self.mean) / self.std)
+
+    def head_forward(self, trunk_map: torch.Tensor) -> NetworkOutput:
+        return self.head(self.reduce(trunk_map))
+
+    def forward(self, images: torch.Tensor) -> NetworkOutput:
+        return self.head_forward(self.trunk_forward(images))
+
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Label probabilities in the form the model was trained with."""
+        if self.config.classification == "softmax":
+            return scores.softmax(-1)
+        return scores.sigmoid()
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [*self.reduce.parameters(), *self.head.parameters()]
+
+
+@dataclass
+class Part:
+    label: str
+    score: float  # probability of the label
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo's pixels
+    step: int  # which attention step found it (0-based, over steps 1..K)
+    embedding: torch.Tensor  # (E,)
+
+
+def transform_to_box(transform: torch.Tensor, width: float, height: float) -> tuple[float, float, float, float]:
+    """(s_x, s_y, t_x, t_y) in [-1, 1] map coordinates -> pixel box clipped to the photo."""
+    sx, sy, tx, ty = (float(v) for v in transform)
+    x0, x1 = ((tx - abs(sx) + 1) / 2 * width, (tx + abs(sx) + 1) / 2 * width)
+    y0, y1 = ((ty - abs(sy) + 1) / 2 * height, (ty + abs(sy) + 1) / 2 * height)
+    return (max(0.0, x0), max(0.0, y0), min(width, x1), min(height, y1))
+
+
+def select_parts(
+    model: PartAttentionNetwork,
+    out: NetworkOutput,
+    index: int,
+    image_size: tuple[int, int],
+    threshold: float = 0.0,
+    max_parts: int | None = None,
+) -> list[Part]:
+    """The parts of one image of a batch: labels above ``threshold``, best first.
+
+    The part of label c is the step k* = argmax_k s_k[c]; its embedding and box are crop k*'s.
+    """
+    if out.step_scores is None or out.part_embeddings is None or out.transforms is None:
+        raise ValueError("parts need the attention architecture")
+    width, height = image_size
+    probs = model.probabilities(out.scores[index])
+    steps = out.step_scores[index].argmax(0)  # (C,)
+    order = torch.argsort(probs, descending=True)
+    parts = []
+    for c in order.tolist():
+        if float(probs[c].detach()) < threshold or (max_parts is not None and len(parts) >= max_parts):
+            break
+        k = int(steps[c])
+        parts.append(
+            Part(
+                label=model.config.labels[c],
+                score=float(probs[c]),
+                box=transform_to_box(out.transforms[index, k], width, height),
+                step=k,
+                embedding=out.part_embeddings[index, k],
+            )
+        )
+    return parts

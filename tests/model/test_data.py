@@ -1,0 +1,95 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from model.data import ClothingCoParsing, DataError, label_vector, load_image, load_labelled_folder
+from model.labels import ITEM_GROUPS, group_names, to_groups
+
+
+def test_ccp_protocol_split_on_the_real_files(ccp_root: Path) -> None:
+    ccp = ClothingCoParsing(ccp_root)
+    assert len(ccp.all_labels) == 59 and len(ccp.labels) == 56
+    assert not {"null", "skin", "hair"} & set(ccp.labels)
+    train, test = ccp.split()
+    assert len(test) == 502 and len(train) == 1094 + 502
+    assert all(int(s.image.stem) % 2 == 0 and s.mask is not None for s in test)
+    # masks never reach training: the odd pixel-level photos come with their weak labels only
+    assert all(s.mask is None for s in train)
+    assert sum(s.source == "pixel-level" for s in train) == 502
+    assert not {s.image for s in train} & {s.image for s in test}
+    assert all(set(s.labels) <= set(ccp.labels) for s in train + test)
+
+
+def test_ccp_mask_labels_need_100_pixels(ccp_root: Path) -> None:
+    ccp = ClothingCoParsing(ccp_root)
+    mask = np.zeros((50, 50), dtype=np.uint8)
+    shoes, bag, skin = (ccp.all_labels.index(n) for n in ("shoes", "bag", "skin"))
+    mask[:10, :10] = shoes  # exactly 100 pixels: counts
+    mask[20:29, 20:31] = bag  # 99 pixels: does not
+    mask[40:, :] = skin  # not an item
+    assert ccp.mask_labels(mask) == ["shoes"]
+
+
+def test_every_ccp_item_label_has_a_group(ccp_root: Path) -> None:
+    labels = ClothingCoParsing(ccp_root).labels
+    grouped = {label for members in ITEM_GROUPS.values() for label in members}
+    assert set(labels) == grouped
+
+
+def test_groups_take_the_max_over_their_labels() -> None:
+    labels = ["heels", "shoes", "bag"]
+    values = np.array([[0.2, 0.7, 0.1]])
+    assert group_names(labels) == ["bags", "footwear"]
+    np.testing.assert_allclose(to_groups(values, labels), [[0.1, 0.7]])
+
+
+def _fake_ccp(root: Path) -> None:
+    (root / "photos").mkdir(parents=True)
+    (root / "annotations" / "image-level").mkdir(parents=True)
+    (root / "annotations" / "pixel-level").mkdir(parents=True)
+    names = np.empty((1, 4), dtype=object)
+    names[0, :] = ["null", "bag", "skin", "shoes"]
+    scipy.io.savemat(root / "label_list.mat", {"label_list": names})
+
+
+def test_unreadable_annotation_names_the_file(tmp_path: Path) -> None:
+    _fake_ccp(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "0003.jpg")
+    bad = tmp_path / "annotations" / "image-level" / "0003.mat"
+    bad.write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="0003.mat"):
+        ClothingCoParsing(tmp_path).image_level()
+
+
+def test_missing_photo_names_the_file(tmp_path: Path) -> None:
+    _fake_ccp(tmp_path)
+    scipy.io.savemat(tmp_path / "annotations" / "image-level" / "0007.mat", {"tags": np.array([[1, 3]])})
+    with pytest.raises(DataError, match="0007.jpg"):
+        ClothingCoParsing(tmp_path).image_level()
+
+
+def test_not_a_ccp_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no photos"):
+        ClothingCoParsing(tmp_path)
+
+
+def test_labelled_folder(tmp_path: Path) -> None:
+    Image.new("RGB", (10, 20), "red").save(tmp_path / "a.png")
+    (tmp_path / "labels.csv").write_text("path,labels\na.png,bag|shoes\n")
+    [sample] = load_labelled_folder(tmp_path, tmp_path / "labels.csv")
+    assert sample.labels == ["bag", "shoes"]
+    assert label_vector(sample, ["shoes", "hat", "bag"]).tolist() == [1.0, 0.0, 1.0]
+    image = load_image(sample.image, (32, 16))
+    assert image.shape == (3, 32, 16) and float(image[0].mean()) == pytest.approx(1.0)
+    (tmp_path / "labels.csv").write_text("path,labels\nmissing.png,bag\n")
+    with pytest.raises(DataError, match="missing.png"):
+        load_labelled_folder(tmp_path, tmp_path / "labels.csv")
+
+
+def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(DataError, match="broken.jpg"):
+        load_image(tmp_path / "broken.jpg", (32, 32))

@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from model.attention import soft_box_maps
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import ModelConfig
+from model.losses import total_loss
+from model.network import PartAttentionNetwork, select_parts, transform_to_box
+from tests.conftest import tiny_config
+
+
+def test_shapes() -> None:
+    cfg = tiny_config()
+    out = PartAttentionNetwork(cfg).eval()(torch.rand(2, 3, 64, 48))
+    assert out.scores.shape == (2, 3)
+    assert out.step_scores is not None and out.step_scores.shape == (2, 3, 3)
+    assert out.part_embeddings is not None and out.part_embeddings.shape == (2, 3, cfg.embedding_dim)
+    assert out.transforms is not None and out.transforms.shape == (2, 3, 4)
+    assert out.maps is not None and out.maps.shape == (2, 3, 4, 3)
+    torch.testing.assert_close(out.maps.sum((-2, -1)), torch.ones(2, 3))
+    torch.testing.assert_close(out.scores, out.step_scores.amax(1))
+    torch.testing.assert_close(out.global_embedding.norm(dim=-1), torch.ones(2))
+
+
+def test_global_baseline_shapes() -> None:
+    out = PartAttentionNetwork(tiny_config(architecture="global")).eval()(torch.rand(2, 3, 64, 48))
+    assert out.scores.shape == (2, 3) and out.step_scores is None and out.global_embedding.shape == (2, 8)
+
+
+@pytest.mark.parametrize("architecture", ["attention", "global"])
+def test_gradients_reach_every_trainable_parameter(architecture: str) -> None:
+    model = PartAttentionNetwork(tiny_config(architecture=architecture)).train()
+    total_loss(model(torch.rand(2, 3, 64, 48)), torch.tensor([[1.0, 0, 1], [0, 1, 0]]))["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert missing == []
+    if architecture == "attention":  # the spatial transformer's own parameters learn through grid_sample
+        assert model.head.attention.localise.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
+
+
+def test_soft_box_map_covers_the_transformed_region() -> None:
+    maps = soft_box_maps(torch.tensor([[[0.5, 0.5, -0.5, 0.5]]]), height=8, width=8, sharpness=50.0)
+    # the box spans x in [-1, 0] and y in [0, 1]: the bottom-left quarter of the grid
+    assert float(maps[0, 0, 4:, :4].sum()) > 0.95
+
+
+def test_transform_to_box_maps_to_pixels() -> None:
+    assert transform_to_box(torch.tensor([0.5, 0.5, 0.0, 0.0]), 200, 400) == (50.0, 100.0, 150.0, 300.0)
+    assert transform_to_box(torch.tensor([2.0, -0.25, 0.5, -0.75]), 200, 400) == (0.0, 0.0, 200.0, 100.0)
+
+
+def test_select_parts_picks_the_step_that_found_each_label() -> None:
+    model = PartAttentionNetwork(tiny_config()).eval()
+    with torch.inference_mode():
+        out = model(torch.rand(1, 3, 64, 48))
+    parts = select_parts(model, out, 0, (480, 640))
+    assert [p.label for p in parts] == [model.config.labels[i] for i in out.scores[0].argsort(descending=True)]
+    for p in parts:
+        c = model.config.labels.index(p.label)
+        assert p.step == int(out.step_scores[0, :, c].argmax())  # type: ignore[index]
+        torch.testing.assert_close(p.embedding, out.part_embeddings[0, p.step])  # type: ignore[index]
+        assert 0 <= p.box[0] <= p.box[2] <= 480 and 0 <= p.box[1] <= p.box[3] <= 640
+    assert len(select_parts(model, out, 0, (480, 640), max_parts=2)) == 2
+
+
+def test_checkpoint_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = PartAttentionNetwork(tiny_config()).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, metrics={"test": {"map": 12.5}})
+    loaded, payload = load_checkpoint(path)
+    assert loaded.config == model.config and payload["metrics"]["test"]["map"] == 12.5
+    assert payload["labels"] == ["red", "green", "blue"] and payload["input_size"] == [64, 48]
+    x = torch.rand(1, 3, 64, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x).scores, model(x).scores)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"trunk": "vgg"}, {"labels": []}, {"image_height": 50}, {"steps": 0}, {"classification": "hinge"}]
+)
+def test_config_rejects_bad_values(overrides: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError):
+        ModelConfig(**{"labels": ["a"], **overrides})
+
+
+def test_efficientnet_trunk_loads_shipped_imagenet_weights() -> None:
+    from model.backbones import EfficientNetLite0, lite0_weights_path
+
+    net = EfficientNetLite0(classifier=True)
+    net.load_reference_weights(lite0_weights_path())  # strict: every key must match
+    assert net.stem[0].weight.abs().sum() > 0

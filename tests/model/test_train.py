@@ -1,0 +1,62 @@
+"""A short training run on a tiny generated set: the loss must fall, and training must resume."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from model.checkpoint import load_checkpoint
+from model.data import Sample
+from model.train import TrainConfig, cosine_lr, train
+from tests.conftest import tiny_config
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def generated_samples(folder: Path, count: int = 48) -> list[Sample]:
+    """Grey photos with one to three coloured squares; the labels are the colours drawn."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(count):
+        image = np.full((64, 48, 3), 128, dtype=np.uint8)
+        names = [n for n in COLOURS if rng.random() < 0.5] or ["red"]
+        for name in names:
+            y, x = rng.integers(0, 44), rng.integers(0, 28)
+            image[y : y + 20, x : x + 20] = COLOURS[name]
+        path = folder / f"{i}.png"
+        Image.fromarray(image).save(path)
+        samples.append(Sample(path, names))
+    return samples
+
+
+def test_short_training_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
+    samples = generated_samples(tmp_path)
+    cfg = TrainConfig(
+        out=tmp_path / "run",
+        epochs=10,
+        batch_size=8,
+        lr=1e-2,
+        workers=0,
+        val_fraction=0.25,
+        cache_dir=tmp_path / "cache",
+        warmup_epochs=0,
+    )
+    model_cfg = tiny_config(classification="sigmoid", pretrained=True)  # ImageNet trunk: colours are easy
+    best = train(model_cfg, cfg, samples)
+    _, payload = load_checkpoint(best)
+    history = load_checkpoint(tmp_path / "run" / "last.pt")[1]["history"]
+    assert len(history) == 10
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    assert payload["metrics"]["validation"]["labels"]["map"] >= max(h["val_map"] for h in history) - 1e-9
+    assert list((tmp_path / "cache").glob("trunk-*.pt")), "frozen mode caches trunk maps"
+
+    # a longer run resumes from epoch 10 instead of starting again
+    cfg.epochs, cfg.resume = 12, True
+    train(model_cfg, cfg, samples)
+    assert [h["epoch"] for h in load_checkpoint(tmp_path / "run" / "last.pt")[1]["history"]] == list(range(1, 13))
+
+
+def test_cosine_schedule() -> None:
+    assert cosine_lr(0, 100, 1.0, 10) == 0.1
+    assert cosine_lr(10, 100, 1.0, 10) == 1.0
+    assert abs(cosine_lr(100, 100, 1.0, 10)) < 1e-12
