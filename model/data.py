@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import torch
-from PIL import Image
 
+from model.imaging import ImageDecodeError, decode_image, fit_to_input
 from model.labels import NON_ITEMS, item_labels
 
 DATA_DIR_ENV = "FASHION_DATA_DIR"
@@ -130,18 +130,11 @@ def label_vector(sample: Sample, labels: list[str]) -> torch.Tensor:
 
 
 def load_image(path: str | os.PathLike[str], size: tuple[int, int]) -> torch.Tensor:
-    """An image file -> (3, H, W) float tensor in [0, 1], resized to ``size`` = (H, W)."""
+    """An image file -> (3, H, W) float tensor in [0, 1], letterboxed to ``size`` = (H, W)."""
     try:
-        with Image.open(path) as image:
-            return image_to_tensor(image, size)
-    except (OSError, ValueError) as exc:
+        return fit_to_input(decode_image(path), size)[0]
+    except ImageDecodeError as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
-
-
-def image_to_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    height, width = size
-    rgb = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

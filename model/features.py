@@ -43,6 +43,7 @@ def _cache_key(model: PartAttentionNetwork, paths: Sequence[Path], flips: bool) 
         "std": cfg.std,
         "paths": [str(p.resolve()) for p in paths],
         "flips": flips,
+        "preprocess": "letterbox-v1",  # bump when model.imaging.fit_to_input changes
     }
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
@@ -67,7 +68,7 @@ def trunk_features(
     size = (model.config.image_height, model.config.image_width)
     loader = DataLoader(ImageFiles(paths, size), batch_size=batch_size, num_workers=workers)
     chunks = []
-    for images in tqdm(loader, desc=f"trunk features ({len(paths)} photos)", unit="batch"):
+    for images in tqdm(loader, desc=f"trunk features ({len(paths)} photos)", unit="batch", disable=None):
         images = images.to(device)
         views = [images, images.flip(-1)] if flips else [images]
         chunks.append(torch.stack([model.trunk_forward(v).half().cpu() for v in views], 1))

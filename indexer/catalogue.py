@@ -1,0 +1,119 @@
+"""Catalogue input: what items to index, where their images are, and what to return with them.
+
+Accepted forms:
+- a folder of images, optionally with metadata (CSV or JSON lines with an ``id`` column/key, and an
+  optional ``path``/``image`` field; otherwise the image is found as ``<folder>/<id>.<ext>`` or
+  ``<folder>/images/<id>.<ext>``);
+- the Kaggle fashion-product layout (``styles.csv`` + ``images/<id>.jpg``) as it is;
+- a text file listing image paths, one per line (the id is the file's stem).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+METADATA_NAMES = ("metadata.csv", "metadata.jsonl", "styles.csv", "items.csv", "items.jsonl")
+
+
+class CatalogueError(ValueError):
+    """The catalogue as a whole cannot be read (single bad items are skipped, not raised)."""
+
+
+@dataclass(frozen=True)
+class CatalogueItem:
+    id: str
+    path: Path
+    metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class Catalogue:
+    items: list[CatalogueItem]
+    skipped: list[dict[str, str]]  # {"id", "path", "reason"} for entries that cannot be indexed
+    source: str
+
+    def fingerprint(self) -> str:
+        """Changes whenever an id, a path or a file's size or mtime changes."""
+        digest = hashlib.sha256()
+        for item in sorted(self.items, key=lambda i: i.id):
+            try:
+                stat = item.path.stat()
+                digest.update(f"{item.id}\0{item.path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{item.id}\0{item.path}\0missing\n".encode())
+        return digest.hexdigest()
+
+
+def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
+    if path.suffix == ".jsonl":
+        with open(path) as handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise CatalogueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+                    yield {str(k): "" if v is None else str(v) for k, v in row.items()}
+    else:
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            yield from csv.DictReader(handle)
+
+
+def _find_image(folder: Path, item_id: str) -> Path | None:
+    for base in (folder, folder / "images"):
+        for suffix in IMAGE_SUFFIXES:
+            candidate = base / f"{item_id}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _dedupe(entries: list[tuple[str, Path | None, dict[str, str]]], source: str) -> Catalogue:
+    items, skipped, seen = [], [], set()
+    for item_id, path, metadata in entries:
+        if not item_id:
+            skipped.append({"id": "", "path": str(path or ""), "reason": "empty id"})
+        elif item_id in seen:
+            skipped.append({"id": item_id, "path": str(path or ""), "reason": "duplicate id"})
+        elif path is None or not path.is_file():
+            seen.add(item_id)
+            skipped.append({"id": item_id, "path": str(path or ""), "reason": "missing image file"})
+        else:
+            seen.add(item_id)
+            items.append(CatalogueItem(item_id, path, metadata))
+    return Catalogue(items, skipped, source)
+
+
+def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[str] | None = None) -> Catalogue:
+    """Read a catalogue from a folder (with optional metadata) or a list file."""
+    source = Path(source)
+    if source.is_file():
+        return _from_list(source)
+    if not source.is_dir():
+        raise CatalogueError(f"no catalogue at {source}")
+    meta_path = Path(metadata) if metadata else next((source / n for n in METADATA_NAMES if (source / n).is_file()), None)
+    if meta_path is None:
+        images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return _dedupe([(p.stem, p, {}) for p in images], str(source))
+    entries: list[tuple[str, Path | None, dict[str, str]]] = []
+    for row in _read_metadata(meta_path):
+        if "id" not in row:
+            raise CatalogueError(f"{meta_path} has no 'id' column")
+        item_id = (row.pop("id") or "").strip()
+        given = row.pop("path", None) or row.pop("image", None)
+        path = source / given if given else _find_image(source, item_id)
+        entries.append((item_id, path, {k: v for k, v in row.items() if k is not None}))
+    return _dedupe(entries, str(meta_path))
+
+
+def _from_list(list_file: Path) -> Catalogue:
+    lines = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    paths = [Path(line) if Path(line).is_absolute() else list_file.parent / line for line in lines]
+    return _dedupe([(p.stem, p, {}) for p in paths], str(list_file))

@@ -1,0 +1,91 @@
+"""Decoding untrusted images and fitting them to the network's input.
+
+Decoding checks the pixel count before the pixels are decoded (decompression bombs), forces a full
+decode (truncated files fail here, not later), honours EXIF orientation and converts any mode to RGB.
+Fitting letterboxes: the photo is scaled to fit the input and padded, so a square product photo is
+not stretched into a portrait; boxes are mapped back through the same placement.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+DEFAULT_MAX_PIXELS = 40_000_000
+PAD_VALUE = 255  # catalogue photos sit on white
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a usable image; the message says why."""
+
+
+def decode_image(
+    source: bytes | str | os.PathLike[str],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: tuple[str, ...] | None = None,
+) -> Image.Image:
+    """Bytes or a path -> an upright RGB image, or ImageDecodeError."""
+    if isinstance(source, bytes | bytearray) and not source:
+        raise ImageDecodeError("empty file")
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open(source, "rb")
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot open: {exc.strerror or exc}") from exc
+    with handle:
+        try:
+            image = Image.open(handle, formats=formats)
+        except Image.DecompressionBombError as exc:
+            raise ImageDecodeError(f"too many pixels: {exc}") from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageDecodeError("not a readable image") from exc
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(f"{width}x{height} is over the limit of {max_pixels} pixels")
+        if width < 1 or height < 1:
+            raise ImageDecodeError("image has no pixels")
+        try:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a photo sits inside the letterboxed network input, in the photo's own pixels."""
+
+    width: int  # the photo's size
+    height: int
+    frame_width: float  # the padded frame's size, in photo pixels
+    frame_height: float
+    offset_x: float  # the photo's top-left corner inside that frame
+    offset_y: float
+
+    def box_to_photo(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box in frame pixels -> the same box in photo pixels, clipped to the photo."""
+        x0, y0, x1, y1 = box
+        return (
+            min(max(x0 - self.offset_x, 0.0), self.width),
+            min(max(y0 - self.offset_y, 0.0), self.height),
+            min(max(x1 - self.offset_x, 0.0), self.width),
+            min(max(y1 - self.offset_y, 0.0), self.height),
+        )
+
+
+def fit_to_input(image: Image.Image, size: tuple[int, int]) -> tuple[torch.Tensor, Placement]:
+    """RGB image -> ((3, H, W) float tensor in [0, 1], placement), letterboxed to ``size`` = (H, W)."""
+    out_h, out_w = size
+    scale = min(out_w / image.width, out_h / image.height)
+    new_w, new_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    canvas = Image.new("RGB", (out_w, out_h), (PAD_VALUE,) * 3)
+    left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
+    canvas.paste(image.convert("RGB").resize((new_w, new_h), Image.Resampling.BILINEAR), (left, top))
+    tensor = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    placement = Placement(image.width, image.height, out_w / scale, out_h / scale, left / scale, top / scale)
+    return tensor, placement
