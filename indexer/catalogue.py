@@ -98,7 +98,9 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
         return _from_list(source)
     if not source.is_dir():
         raise CatalogueError(f"no catalogue at {source}")
-    meta_path = Path(metadata) if metadata else next((source / n for n in METADATA_NAMES if (source / n).is_file()), None)
+    meta_path = (
+        Path(metadata) if metadata else next((source / n for n in METADATA_NAMES if (source / n).is_file()), None)
+    )
     if meta_path is None:
         images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         return _dedupe([(p.stem, p, {}) for p in images], str(source))

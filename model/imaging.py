@@ -33,7 +33,7 @@ def decode_image(
     if isinstance(source, bytes | bytearray) and not source:
         raise ImageDecodeError("empty file")
     try:
-        handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open(source, "rb")
+        handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open(source, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise ImageDecodeError(f"cannot open: {exc.strerror or exc}") from exc
     with handle:

@@ -217,7 +217,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
     while trainer.epoch < cfg.epochs:
         trainer.set_train_mode()
         sums: dict[str, float] = {}
-        bar = tqdm(epoch_batches(), total=steps_per_epoch, desc=f"epoch {trainer.epoch + 1}/{cfg.epochs}", leave=False, disable=None)
+        bar = tqdm(
+            epoch_batches(),
+            total=steps_per_epoch,
+            desc=f"epoch {trainer.epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=None,
+        )
         for i, (out_fn, targets) in enumerate(bar):
             trainer._set_lr(trainer.epoch * steps_per_epoch + i, total_steps, warmup)
             terms = trainer._step(out_fn, targets)
