@@ -30,7 +30,12 @@ def decode_image(
     formats: tuple[str, ...] | None = None,
 ) -> Image.Image:
     """Bytes or a path -> an upright RGB image, or ImageDecodeError."""
-    if isinstance(source, bytes | bytearray) and not source:
+    if (
+        isinstance(source, bytes | bytearray)
+        and not source
+        or not isinstance(source, bytes | bytearray)
+        and _empty(source)
+    ):
         raise ImageDecodeError("empty file")
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open(source, "rb")  # noqa: SIM115 - closed by the with below
@@ -54,6 +59,13 @@ def decode_image(
             return image.convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+def _empty(path: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False  # reported when opened
 
 
 @dataclass(frozen=True)

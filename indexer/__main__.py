@@ -1,0 +1,93 @@
+"""Offline indexer: catalogue -> versioned bundle of per-part FAISS indexes.
+
+    python -m indexer build --catalogue ../shared/data/fashion-product \
+        --checkpoint checkpoints/attention/best.pt --bundles bundles
+    python -m indexer add --catalogue new_items/ --checkpoint ... --bundles bundles
+    python -m indexer delete --ids 10000,10001 --bundles bundles
+    python -m indexer list --bundles bundles
+    python -m indexer rollback --version 20261127T... --bundles bundles
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from indexer.build import IndexOptions, add_items, build_bundle, delete_items
+from indexer.bundle import BundleError, BundleStore
+from indexer.catalogue import CatalogueError, load_catalogue
+
+
+def _options(args: argparse.Namespace) -> IndexOptions:
+    return IndexOptions(
+        threshold=args.threshold,
+        max_parts=args.max_parts,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        factory=args.factory,
+        keep=args.keep,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m indexer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    defaults = IndexOptions()
+    for name in ("build", "add"):
+        p = sub.add_parser(name, help=f"{name} items from a catalogue")
+        p.add_argument("--catalogue", type=Path, required=True, help="image folder, Kaggle layout, or list file")
+        p.add_argument("--metadata", type=Path, default=None, help="CSV or JSON lines with an id column")
+        p.add_argument("--checkpoint", type=Path, required=True)
+        p.add_argument("--threshold", type=float, default=defaults.threshold)
+        p.add_argument("--max-parts", type=int, default=defaults.max_parts)
+        p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+        p.add_argument("--workers", type=int, default=defaults.workers)
+        p.add_argument("--device", default=defaults.device)
+        p.add_argument("--factory", default=None, help="FAISS index-factory string (default: by size)")
+        p.add_argument("--keep", type=int, default=defaults.keep, help="published versions to keep")
+    p = sub.add_parser("delete", help="remove items by id")
+    p.add_argument("--ids", required=True, help="comma-separated item ids")
+    p.add_argument("--keep", type=int, default=defaults.keep)
+    p = sub.add_parser("rollback", help="make an older version live again")
+    p.add_argument("--version", required=True)
+    sub.add_parser("list", help="versions, the live one marked")
+    for p in sub.choices.values():
+        p.add_argument("--bundles", type=Path, default=Path("bundles"), help="the bundle store folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    store = BundleStore(args.bundles)
+    try:
+        if args.command == "build":
+            version = build_bundle(
+                store, args.checkpoint, load_catalogue(args.catalogue, args.metadata), _options(args)
+            )
+        elif args.command == "add":
+            catalogue = load_catalogue(args.catalogue, args.metadata)
+            version = add_items(store, args.checkpoint, catalogue.items, _options(args))
+        elif args.command == "delete":
+            version = delete_items(store, [i.strip() for i in args.ids.split(",") if i.strip()], args.keep)
+        elif args.command == "rollback":
+            store.rollback(args.version)
+            version = args.version
+        else:
+            current = store.current_version()
+            for v in store.versions():
+                print(("* " if v == current else "  ") + v)
+            return 0
+    except (BundleError, CatalogueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest = store.open(version).manifest
+    print(json.dumps({k: manifest[k] for k in ("version", "items", "timings") if k in manifest}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

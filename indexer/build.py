@@ -1,0 +1,262 @@
+"""Build, extend and shrink bundles: embed → (train) → add_with_ids → write → publish.
+
+Each stage is timed and the timings go into the manifest. A full build embeds the whole catalogue;
+``add_items`` embeds only the new items and ``delete_items`` embeds nothing, both starting from the
+live bundle and publishing a new version of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
+from indexer.catalogue import Catalogue, CatalogueItem
+from indexer.embed import ItemParts, Skipped, embed_items
+from indexer.faiss_index import build_index, choose_factory, empty_like, gpu_available
+from model.checkpoint import file_sha256, load_checkpoint
+from model.network import PartAttentionNetwork
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class IndexOptions:
+    threshold: float = 0.05  # a label's probability must reach this for the item to join its index
+    max_parts: int = 3  # labels per item at most
+    batch_size: int = 32
+    workers: int = 2
+    device: str = "cpu"
+    factory: str | None = None  # a FAISS index-factory string; None chooses by size
+    keep: int = 3  # published versions kept
+    max_pixels: int = 40_000_000
+
+
+@dataclass
+class _Vectors:
+    keys: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    vectors: dict[str, list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, label: str, key: int, vector: np.ndarray) -> None:
+        self.keys[label].append(key)
+        self.vectors[label].append(vector.astype(np.float32))
+
+    def arrays(self, label: str) -> tuple[np.ndarray, np.ndarray]:
+        return np.stack(self.vectors[label]), np.asarray(self.keys[label], dtype=np.int64)
+
+
+def _embed(
+    model: PartAttentionNetwork,
+    items: Sequence[CatalogueItem],
+    first_key: int,
+    options: IndexOptions,
+    progress: Progress | None,
+) -> tuple[list[ItemRecord], _Vectors, _Vectors, list[dict[str, str]]]:
+    """Embed items; returns their records, part and global vectors by label, and the skipped ones."""
+    by_id = {item.id: item for item in items}
+    records, skipped = [], []
+    parts, whole = _Vectors(), _Vectors()
+    key = first_key
+    done = 0
+    for result in embed_items(
+        model,
+        items,
+        options.threshold,
+        options.max_parts,
+        options.batch_size,
+        options.workers,
+        options.device,
+        options.max_pixels,
+    ):
+        done += 1
+        if progress:
+            progress(done, len(items))
+        if isinstance(result, Skipped):
+            log.warning("skipped %s (%s): %s", result.id, result.path, result.reason)
+            skipped.append({"id": result.id, "path": result.path, "reason": result.reason})
+            continue
+        assert isinstance(result, ItemParts)
+        item = by_id[result.id]
+        labels = [label for label, _, _ in result.parts]
+        records.append(ItemRecord(key, item.id, {**item.metadata, "parts": labels}))
+        whole.add("", key, result.global_embedding)
+        for label, _, vector in result.parts:
+            parts.add(label, key, vector)
+        key += 1
+    return records, parts, whole, skipped
+
+
+def _model_manifest(checkpoint: Path, model: PartAttentionNetwork) -> dict[str, Any]:
+    cfg = model.config
+    return {
+        "checkpoint": str(checkpoint),
+        "sha256": file_sha256(checkpoint),
+        "labels": list(cfg.labels),
+        "architecture": cfg.architecture,
+        "trunk": cfg.trunk,
+        "embedding_dim": cfg.embedding_dim,
+    }
+
+
+def _publish(
+    store: BundleStore,
+    manifest: dict[str, Any],
+    records: list[ItemRecord],
+    part_indexes: dict[str, faiss.Index],
+    global_index: faiss.Index,
+    keep: int,
+    timings: dict[str, float],
+) -> str:
+    version = new_version()
+    started = time.monotonic()
+    staging = store.staging(version)
+    counts = {label: int(index.ntotal) for label, index in sorted(part_indexes.items())}
+    manifest = {
+        "version": version,
+        "created": datetime.now(UTC).isoformat(),
+        **manifest,
+        "items": len(records),
+        "index": {
+            "counts": counts,
+            "global": int(global_index.ntotal),
+            "types": {label: _describe(index) for label, index in part_indexes.items()},
+            "global_type": _describe(global_index),
+        },
+        "timings": timings,
+        "host": {"python": platform.python_version(), "faiss": faiss.__version__, "gpu": gpu_available()},
+    }
+    write_bundle(staging, manifest, records, part_indexes, global_index)
+    store.publish(version, keep)
+    log.info(
+        "published bundle %s: %d items, %d part vectors (written in %.1f s)",
+        version,
+        len(records),
+        sum(counts.values()),
+        time.monotonic() - started,
+    )
+    return version
+
+
+def _describe(index: faiss.Index) -> str:
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    return f"{type(index).__name__}({type(inner).__name__}, d={index.d})"
+
+
+def build_bundle(
+    store: BundleStore,
+    checkpoint: str | Path,
+    catalogue: Catalogue,
+    options: IndexOptions | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Embed the whole catalogue and publish a new bundle; returns its version."""
+    options = options or IndexOptions()
+    checkpoint = Path(checkpoint)
+    model, _ = load_checkpoint(checkpoint, options.device)
+    timings: dict[str, float] = {}
+    with store.writer():
+        started = time.monotonic()
+        records, parts, whole, skipped = _embed(model, catalogue.items, 0, options, progress)
+        timings["embed_s"] = round(time.monotonic() - started, 3)
+        timings["items_per_s"] = round(len(catalogue.items) / max(timings["embed_s"], 1e-9), 2)
+        started = time.monotonic()
+        part_indexes = {label: build_index(*parts.arrays(label), options.factory) for label in parts.keys}
+        global_index = build_index(*whole.arrays(""), options.factory) if records else _empty(model)
+        timings["index_s"] = round(time.monotonic() - started, 3)
+        manifest = {
+            "parent": None,
+            "model": _model_manifest(checkpoint, model),
+            "catalogue": {
+                "source": catalogue.source,
+                "fingerprint": catalogue.fingerprint(),
+                "items": len(catalogue.items) + len(catalogue.skipped),
+            },
+            "options": {
+                "threshold": options.threshold,
+                "max_parts": options.max_parts,
+                "factory": options.factory or "auto",
+            },
+            "skipped": catalogue.skipped + skipped,
+        }
+        return _publish(store, manifest, records, part_indexes, global_index, options.keep, timings)
+
+
+def _empty(model: PartAttentionNetwork) -> faiss.Index:
+    dim = model.config.embedding_dim if model.config.architecture == "attention" else model.config.channels
+    return faiss.index_factory(dim, choose_factory(0))
+
+
+def _changed(base: Bundle, drop: set[str]) -> tuple[dict[str, faiss.Index], faiss.Index, list[ItemRecord]]:
+    """In-memory copies of the live bundle's indexes with the items in ``drop`` removed."""
+    keys = np.asarray([base.keys_by_id[i] for i in drop if i in base.keys_by_id], dtype=np.int64)
+    part_indexes = {label: empty_like(index) for label, index in base.part_indexes.items()}
+    global_index = empty_like(base.global_index)
+    if len(keys):
+        for index in [*part_indexes.values(), global_index]:
+            index.remove_ids(keys)
+    records = [r for r in base.items.values() if r.id not in drop]
+    return part_indexes, global_index, records
+
+
+def add_items(
+    store: BundleStore,
+    checkpoint: str | Path,
+    items: Sequence[CatalogueItem],
+    options: IndexOptions | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Embed only ``items`` and publish the live bundle plus them (an existing id is replaced)."""
+    options = options or IndexOptions()
+    checkpoint = Path(checkpoint)
+    with store.writer():
+        base = store.open()
+        if file_sha256(checkpoint) != base.model_sha256:
+            raise BundleError("the checkpoint differs from the live bundle's model: rebuild the whole bundle")
+        model, _ = load_checkpoint(checkpoint, options.device)
+        part_indexes, global_index, records = _changed(base, {item.id for item in items})
+        timings: dict[str, float] = {}
+        started = time.monotonic()
+        first_key = max(base.items, default=-1) + 1
+        new_records, parts, whole, skipped = _embed(model, items, first_key, options, progress)
+        timings["embed_s"] = round(time.monotonic() - started, 3)
+        for label in parts.keys:
+            vectors, keys = parts.arrays(label)
+            if label not in part_indexes:
+                part_indexes[label] = build_index(vectors, keys, options.factory)
+            else:
+                part_indexes[label].add_with_ids(vectors, keys)
+        if new_records:
+            global_index.add_with_ids(*whole.arrays(""))
+        manifest = {key: base.manifest[key] for key in ("model", "catalogue", "options")}
+        manifest.update(
+            parent=base.version,
+            change={"added": [r.id for r in new_records]},
+            skipped=base.manifest.get("skipped", []) + skipped,
+        )
+        return _publish(store, manifest, records + new_records, part_indexes, global_index, options.keep, timings)
+
+
+def delete_items(store: BundleStore, ids: Sequence[str], keep: int = 3) -> str:
+    """Publish the live bundle without ``ids``; unknown ids are an error (nothing is published)."""
+    with store.writer():
+        base = store.open()
+        unknown = sorted(set(ids) - set(base.keys_by_id))
+        if unknown:
+            raise BundleError(f"not in bundle {base.version}: {', '.join(unknown[:10])}")
+        part_indexes, global_index, records = _changed(base, set(ids))
+        part_indexes = {label: index for label, index in part_indexes.items() if index.ntotal}
+        manifest = {key: base.manifest[key] for key in ("model", "catalogue", "options", "skipped")}
+        manifest.update(parent=base.version, change={"deleted": sorted(set(ids))})
+        return _publish(store, manifest, records, part_indexes, global_index, keep, {})

@@ -1,0 +1,98 @@
+"""Stream catalogue images through the model: decode in parallel workers, batched forwards.
+
+For each readable item: its whole-image embedding and, for every item label predicted above the
+threshold (the best few at most), that label's part embedding. Unreadable items are reported with a
+reason and never stop the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from indexer.catalogue import CatalogueItem
+from model.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, fit_to_input
+from model.network import PartAttentionNetwork, select_parts
+
+
+@dataclass
+class ItemParts:
+    id: str
+    global_embedding: np.ndarray  # (E_global,)
+    parts: list[tuple[str, float, np.ndarray]]  # (label, probability, embedding)
+
+
+@dataclass
+class Skipped:
+    id: str
+    path: str
+    reason: str
+
+
+class _Decoded(Dataset[tuple[int, torch.Tensor | None, str]]):
+    def __init__(self, items: Sequence[CatalogueItem], size: tuple[int, int], max_pixels: int) -> None:
+        self.items, self.size, self.max_pixels = items, size, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
+        try:
+            return i, fit_to_input(decode_image(self.items[i].path, self.max_pixels), self.size)[0], ""
+        except ImageDecodeError as exc:
+            return i, None, str(exc)
+
+
+def _collate(
+    batch: list[tuple[int, torch.Tensor | None, str]],
+) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    good = [(i, x) for i, x, _ in batch if x is not None]
+    errors = [(i, reason) for i, x, reason in batch if x is None]
+    images = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], images, errors
+
+
+@torch.inference_mode()
+def embed_items(
+    model: PartAttentionNetwork,
+    items: Sequence[CatalogueItem],
+    threshold: float,
+    max_parts: int,
+    batch_size: int = 32,
+    workers: int = 2,
+    device: str = "cpu",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool | None = None,
+) -> Iterator[ItemParts | Skipped]:
+    """Yield, in catalogue order per batch, each item's embeddings or the reason it was skipped."""
+    size = (model.config.image_height, model.config.image_width)
+    loader = DataLoader(
+        _Decoded(items, size, max_pixels),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+    model.eval().to(device)
+    attention = model.config.architecture == "attention"
+    with tqdm(
+        total=len(items), desc="embedding", unit="item", disable=None if progress is None else not progress
+    ) as bar:
+        for indices, images, errors in loader:
+            for i, reason in errors:
+                yield Skipped(items[i].id, str(items[i].path), reason)
+            if images is not None:
+                out = model(images.to(device))
+                glob = out.global_embedding.float().cpu().numpy()
+                for row, i in enumerate(indices):
+                    parts = []
+                    if attention:
+                        chosen = select_parts(model, out, row, (1, 1), threshold=threshold, max_parts=max_parts)
+                        parts = [(p.label, p.score, p.embedding.float().cpu().numpy()) for p in chosen]
+                    yield ItemParts(items[i].id, glob[row], parts)
+            bar.update(len(indices) + len(errors))

@@ -1,0 +1,167 @@
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import indexer.build
+from indexer.build import IndexOptions, add_items, build_bundle, delete_items
+from indexer.bundle import BundleError, BundleStore
+from indexer.catalogue import load_catalogue
+from indexer.search import QueryPart, recommend_parts
+from tests.indexer.conftest import make_catalogue
+
+OPTIONS = IndexOptions(threshold=0.0, max_parts=2, batch_size=4, workers=0)
+
+
+def test_bundle_round_trip(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    catalogue = load_catalogue(make_catalogue(tmp_path / "cat", count=10))
+    version = build_bundle(store, tiny_checkpoint, catalogue, OPTIONS)
+    assert store.current_version() == version and store.versions() == [version]
+    bundle = store.open()
+    manifest = bundle.manifest
+    assert manifest["items"] == 10 and manifest["parent"] is None
+    assert manifest["model"]["labels"] == ["red", "green", "blue"] and len(manifest["model"]["sha256"]) == 64
+    assert manifest["catalogue"]["fingerprint"] == catalogue.fingerprint()
+    assert {"embed_s", "index_s", "items_per_s"} <= set(manifest["timings"])
+    assert sum(manifest["index"]["counts"].values()) == 20  # two parts per item at threshold 0
+    assert bundle.global_index.ntotal == 10
+    assert {r.id for r in bundle.items.values()} == {f"p{i}" for i in range(10)}
+    record = bundle.items[bundle.keys_by_id["p3"]]
+    assert record.metadata["name"] == "product 3" and len(record.metadata["parts"]) == 2
+    for label, index in bundle.part_indexes.items():
+        assert index.ntotal == manifest["index"]["counts"][label]
+        # every stored vector finds its own item first
+        key = int(faiss_ids(index)[0])
+        found = recommend_parts(bundle, [QueryPart(label, 1.0, index.reconstruct(key))])
+        assert found[0].match is not None and found[0].match.item_id == bundle.items[key].id
+
+
+def faiss_ids(index) -> np.ndarray:  # type: ignore[no-untyped-def]
+    import faiss
+
+    return faiss.vector_to_array(index.id_map)
+
+
+def test_bad_entries_are_skipped_and_reported(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    catalogue = load_catalogue(make_catalogue(tmp_path / "cat", count=4, bad=True))
+    build_bundle(store, tiny_checkpoint, catalogue, OPTIONS)
+    manifest = store.open().manifest
+    reasons = {s["id"]: s["reason"] for s in manifest["skipped"]}
+    assert set(reasons) == {"empty", "text", "truncated", "huge", "missing", "p1"}
+    assert "not a readable image" in reasons["text"] and "over the limit" in reasons["huge"]
+    assert "truncated" in reasons["truncated"] and reasons["missing"] == "missing image file"
+    assert reasons["empty"] == "empty file" and reasons["p1"] == "duplicate id"
+    assert manifest["items"] == 4
+
+
+def test_add_and_delete_make_new_versions_without_reembedding(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    first = build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "a", count=6)), OPTIONS)
+    extra = load_catalogue(make_catalogue(tmp_path / "b", count=9)).items[6:]  # p6, p7, p8
+    embedded: list[str] = []
+    original = indexer.build.embed_items
+    monkeypatch.setattr(
+        indexer.build,
+        "embed_items",
+        lambda m, items, *a: (embedded.extend(i.id for i in items), original(m, items, *a))[1],
+    )
+    second = add_items(store, tiny_checkpoint, extra, OPTIONS)
+    assert embedded == ["p6", "p7", "p8"]  # only the new items went through the model
+    bundle = store.open()
+    assert bundle.version == second and bundle.manifest["parent"] == first and bundle.manifest["items"] == 9
+    assert bundle.global_index.ntotal == 9
+
+    third = delete_items(store, ["p0", "p7"])
+    bundle = store.open()
+    assert bundle.manifest["parent"] == second and bundle.manifest["change"] == {"deleted": ["p0", "p7"]}
+    assert set(bundle.keys_by_id) == {"p1", "p2", "p3", "p4", "p5", "p6", "p8"}
+    assert bundle.global_index.ntotal == 7
+    assert sum(i.ntotal for i in bundle.part_indexes.values()) == 14
+    assert store.versions() == sorted([first, second, third])
+    with pytest.raises(BundleError, match="nope"):
+        delete_items(store, ["nope"])
+    assert store.current_version() == third  # a refused change publishes nothing
+
+    store.rollback(first)
+    assert store.open().manifest["items"] == 6
+
+
+def test_old_versions_are_pruned(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "a", count=4)), OPTIONS)
+    for item in ("p0", "p1", "p2"):
+        delete_items(store, [item], keep=2)
+    assert len(store.versions()) == 2 and store.current_version() == store.versions()[-1]
+
+
+def test_a_reader_during_a_build_sees_the_old_bundle_whole(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    first = build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "a", count=4)), OPTIONS)
+    writing, release = threading.Event(), threading.Event()
+    original = indexer.build.write_bundle
+
+    def slow_write(path, *args):  # type: ignore[no-untyped-def]
+        original(path, *args)
+        writing.set()
+        release.wait(10)  # the new bundle is on disk, not yet published
+
+    monkeypatch.setattr(indexer.build, "write_bundle", slow_write)
+    builder = threading.Thread(
+        target=build_bundle,
+        args=(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "b", count=7)), OPTIONS),
+    )
+    builder.start()
+    assert writing.wait(30)
+    seen = store.open()
+    assert seen.version == first and seen.manifest["items"] == 4 and len(seen.items) == 4
+    release.set()
+    builder.join(30)
+    assert store.open().manifest["items"] == 7
+
+
+KILL_MIDWAY = """
+import os, signal, sys
+import indexer.bundle
+from indexer.build import IndexOptions, build_bundle
+from indexer.bundle import BundleStore
+from indexer.catalogue import load_catalogue
+
+real_write = indexer.bundle.faiss.write_index
+def write_then_die(index, path):
+    real_write(index, path)
+    os.kill(os.getpid(), signal.SIGKILL)  # dies after the first index file of the new bundle
+indexer.bundle.faiss.write_index = write_then_die
+build_bundle(BundleStore(sys.argv[1]), sys.argv[2], load_catalogue(sys.argv[3]),
+             IndexOptions(threshold=0.0, max_parts=2, batch_size=4, workers=0))
+"""
+
+
+def test_a_build_killed_midway_publishes_nothing(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    first = build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "a", count=4)), OPTIONS)
+    catalogue = make_catalogue(tmp_path / "b", count=8)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = subprocess.run(
+        [sys.executable, "-c", KILL_MIDWAY, str(store.root), str(tiny_checkpoint), str(catalogue)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert run.returncode == -9, run.stderr.decode()[-2000:]
+    assert list(store.staging_dir.iterdir()), "the killed build left its partial bundle in staging"
+    assert store.current_version() == first and store.versions() == [first]
+    assert json.loads((store.versions_dir / first / "manifest.json").read_text())["items"] == 4
+    # the next writer clears the leftovers and publishes normally
+    delete_items(store, ["p0"])
+    assert list(store.staging_dir.iterdir()) == [] and store.open().manifest["items"] == 3

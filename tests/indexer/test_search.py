@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import numpy as np
+
+from indexer.bundle import Bundle, BundleStore, ItemRecord, new_version, write_bundle
+from indexer.faiss_index import build_index, choose_factory
+from indexer.search import QueryPart, recommend_global, recommend_parts
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def random_bundle(tmp_path: Path, labels: dict[str, list[int]], dim: int = 16, items: int = 20) -> tuple[Bundle, dict]:
+    rng = np.random.default_rng(0)
+    vectors = {label: unit(rng.normal(size=(len(keys), dim))) for label, keys in labels.items()}
+    part_indexes = {label: build_index(vectors[label], np.asarray(keys)) for label, keys in labels.items()}
+    whole = unit(rng.normal(size=(items, dim)))
+    store = BundleStore(tmp_path)
+    version = new_version()
+    records = [ItemRecord(k, f"item{k}", {"n": k}) for k in range(items)]
+    manifest = {"version": version, "model": {"sha256": "x"}}
+    write_bundle(store.staging(version), manifest, records, part_indexes, build_index(whole, np.arange(items)))
+    store.publish(version)
+    return store.open(), vectors
+
+
+def test_exact_search_agrees_with_brute_force(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    base = unit(rng.normal(size=(500, 32)))
+    queries = unit(rng.normal(size=(20, 32)))
+    ids = np.arange(1000, 1500)
+    index = build_index(base, ids)
+    assert choose_factory(500) == "IDMap2,Flat"
+    distances, found = index.search(queries, 5)
+    brute = ((queries[:, None] - base[None]) ** 2).sum(-1)
+    order = np.argsort(brute, axis=1)[:, :5]
+    np.testing.assert_array_equal(found, ids[order])
+    np.testing.assert_allclose(distances, np.take_along_axis(brute, order, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_approximate_index_is_chosen_for_large_catalogues() -> None:
+    assert choose_factory(1_000_000).startswith("IVF")
+    rng = np.random.default_rng(0)
+    base = unit(rng.normal(size=(2000, 8)))
+    index = build_index(base, np.arange(2000), factory="IVF16,Flat")
+    index.nprobe = 16  # all lists: exact again
+    _, found = index.search(base[:5], 1)
+    assert found[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_parts_get_distinct_items(tmp_path: Path) -> None:
+    # two labels whose indexes hold the same items: the second part must take its next-best
+    bundle, vectors = random_bundle(tmp_path, {"bag": [0, 1, 2], "shoes": [0, 1, 2]})
+    query = vectors["bag"][1]
+    parts = [QueryPart("bag", 0.9, query), QueryPart("shoes", 0.8, vectors["shoes"][1])]
+    first = recommend_parts(bundle, parts, candidates=1)
+    ids = [m.match.item_id for m in first if m.match]
+    assert len(set(ids)) == 2 and ids[0] == "item1"
+    assert first[0].match is not None and first[0].match.metadata == {"n": 1}
+
+
+def test_exclusions_filters_and_exhaustion(tmp_path: Path) -> None:
+    bundle, vectors = random_bundle(tmp_path, {"bag": [0, 1], "hat": [0]})
+    parts = [
+        QueryPart("bag", 0.9, vectors["bag"][0]),
+        QueryPart("hat", 0.5, vectors["hat"][0]),
+        QueryPart("scarf", 0.4, vectors["hat"][0]),
+    ]
+    out = recommend_parts(bundle, parts, exclude_ids={"item0"})
+    assert [p.part.label for p in out] == ["bag", "hat"]  # no scarf index: dropped
+    assert out[0].match is not None and out[0].match.item_id == "item1"  # the query item is excluded
+    assert out[1].match is None  # the hat index holds only the excluded item
+    only_hat = recommend_parts(bundle, parts, labels={"hat"})
+    assert [p.part.label for p in only_hat] == ["hat"]
+
+
+def test_global_baseline_returns_distinct_nearest(tmp_path: Path) -> None:
+    bundle, _ = random_bundle(tmp_path, {"bag": [0]})
+    query = np.asarray(bundle.global_index.reconstruct(4))
+    matches = recommend_global(bundle, query, 3, exclude_ids={"item9"})
+    assert matches[0].item_id == "item4" and matches[0].distance < 1e-6
+    assert len({m.item_id for m in matches}) == 3 and "item9" not in {m.item_id for m in matches}
