@@ -30,15 +30,11 @@ def decode_image(
     formats: tuple[str, ...] | None = None,
 ) -> Image.Image:
     """Bytes or a path -> an upright RGB image, or ImageDecodeError."""
-    if (
-        isinstance(source, bytes | bytearray)
-        and not source
-        or not isinstance(source, bytes | bytearray)
-        and _empty(source)
-    ):
+    in_memory = isinstance(source, bytes | bytearray)
+    if (not source) if in_memory else _empty(source):  # type: ignore[arg-type]
         raise ImageDecodeError("empty file")
     try:
-        handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open(source, "rb")  # noqa: SIM115 - closed by the with below
+        handle = io.BytesIO(source) if in_memory else open(source, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise ImageDecodeError(f"cannot open: {exc.strerror or exc}") from exc
     with handle:
