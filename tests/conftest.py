@@ -1,38 +1,23 @@
 from __future__ import annotations
 
-import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from model.config import ModelConfig
-
-SHARED_DATA = Path(os.environ.get("FASHION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from model.checkpoint import save_checkpoint
+from model.network import PartAttentionNetwork
+from tests.helpers import SHARED_DATA, tiny_config
 
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-def tiny_config(**overrides: object) -> ModelConfig:
-    """A small random-init network that runs in milliseconds on a CPU."""
-    values: dict[str, object] = dict(
-        labels=["red", "green", "blue"],
-        trunk="efficientnet_lite0",
-        pretrained=False,
-        image_height=64,
-        image_width=48,
-        channels=8,
-        steps=3,
-        crop_height=3,
-        crop_width=2,
-        codewords=4,
-        hidden=16,
-    )
-    values.update(overrides)
-    return ModelConfig(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -41,3 +26,73 @@ def ccp_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"CCP data not found at {root} (set FASHION_DATA_DIR)")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny model: enough to exercise the indexer's and the service's plumbing."""
+    torch.manual_seed(0)
+    model = PartAttentionNetwork(tiny_config()).eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, which tests may stop and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port, self.workdir = free_port(), workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (.ci/run installs it: apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -13,7 +13,7 @@ from indexer.build import IndexOptions, add_items, build_bundle, delete_items
 from indexer.bundle import BundleError, BundleStore
 from indexer.catalogue import load_catalogue
 from indexer.search import QueryPart, recommend_parts
-from tests.indexer.conftest import make_catalogue
+from tests.helpers import make_catalogue
 
 OPTIONS = IndexOptions(threshold=0.0, max_parts=2, batch_size=4, workers=0)
 

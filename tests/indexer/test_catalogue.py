@@ -5,8 +5,7 @@ import pytest
 from PIL import Image
 
 from indexer.catalogue import CatalogueError, load_catalogue
-from tests.conftest import SHARED_DATA
-from tests.indexer.conftest import make_catalogue
+from tests.helpers import SHARED_DATA, make_catalogue
 
 
 def test_kaggle_layout_as_it_is() -> None:

@@ -6,7 +6,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.losses import total_loss
 from model.network import PartAttentionNetwork, select_parts, transform_to_box
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def test_shapes() -> None:

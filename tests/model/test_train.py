@@ -8,7 +8,7 @@ from PIL import Image
 from model.checkpoint import load_checkpoint
 from model.data import Sample
 from model.train import TrainConfig, cosine_lr, train
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 

@@ -1,30 +1,40 @@
+"""Small generated models and catalogues shared by the tests."""
+
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from model.checkpoint import save_checkpoint
-from model.network import PartAttentionNetwork
-from tests.conftest import tiny_config
+from model.config import ModelConfig
 
+SHARED_DATA = Path(os.environ.get("FASHION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (230, 200, 40), (200, 40, 200), (40, 200, 200)]
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny model: enough to exercise the indexer's plumbing."""
-    import torch
+def tiny_config(**overrides: object) -> ModelConfig:
+    """A small random-init network that runs in milliseconds on a CPU."""
+    values: dict[str, object] = dict(
+        labels=["red", "green", "blue"],
+        trunk="efficientnet_lite0",
+        pretrained=False,
+        image_height=64,
+        image_width=48,
+        channels=8,
+        steps=3,
+        crop_height=3,
+        crop_width=2,
+        codewords=4,
+        hidden=16,
+    )
+    values.update(overrides)
+    return ModelConfig(**values)  # type: ignore[arg-type]
 
-    torch.manual_seed(0)
-    model = PartAttentionNetwork(tiny_config()).eval()
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
 
-
-def make_catalogue(folder: Path, count: int = 12, bad: bool = False) -> Path:
+def make_catalogue(folder: Path, count: int = 12, bad: bool = False, prefix: str = "p") -> Path:
     """``count`` coloured product images with a metadata CSV; ``bad`` adds every kind of broken entry."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
@@ -33,8 +43,8 @@ def make_catalogue(folder: Path, count: int = 12, bad: bool = False) -> Path:
         image = np.full((48, 48, 3), 255, dtype=np.uint8)
         image[8:40, 8:40] = COLOURS[i % len(COLOURS)]
         image = np.clip(image.astype(int) + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(image).save(folder / "images" / f"p{i}.jpg")
-        rows.append({"id": f"p{i}", "name": f"product {i}", "colour": str(COLOURS[i % len(COLOURS)])})
+        Image.fromarray(image).save(folder / "images" / f"{prefix}{i}.jpg")
+        rows.append({"id": f"{prefix}{i}", "name": f"product {i}", "colour": str(COLOURS[i % len(COLOURS)])})
     if bad:
         (folder / "images" / "empty.jpg").write_bytes(b"")
         (folder / "images" / "text.jpg").write_bytes(b"hello, not an image")

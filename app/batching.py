@@ -1,0 +1,97 @@
+"""Micro-batching: concurrent requests share one model forward.
+
+Requests wait in a bounded queue; a single consumer takes up to ``max_batch`` of them, waiting at
+most ``max_wait_s`` for the batch to fill, and runs the batch function in a thread so the event loop
+stays free. A full queue refuses new work at once (the caller answers 503) rather than letting
+latency grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class Overloaded(RuntimeError):
+    """The queue is full."""
+
+
+class MicroBatcher(Generic[In, Out]):
+    def __init__(
+        self,
+        run_batch: Callable[[list[In]], Sequence[Out]],
+        max_batch: int,
+        max_wait_s: float,
+        queue_limit: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_batch < 1 or queue_limit < 1:
+            raise ValueError("max_batch and queue_limit must be positive")
+        self.run_batch, self.max_batch, self.max_wait_s = run_batch, max_batch, max_wait_s
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] = asyncio.Queue(queue_limit)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._consume(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def submit(self, item: In) -> Out:
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            raise Overloaded("too many photos waiting for the model") from None
+        return await future
+
+    async def _collect(self) -> list[tuple[In, asyncio.Future[Out]]]:
+        batch = [await self._queue.get()]
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _consume(self) -> None:
+        while True:
+            batch = [(item, fut) for item, fut in await self._collect() if not fut.cancelled()]
+            if not batch:
+                continue
+            if self.on_batch:
+                self.on_batch(len(batch))
+            try:
+                results = await asyncio.to_thread(self.run_batch, [item for item, _ in batch])
+            except Exception as exc:  # a failed forward fails its requests, not the consumer
+                log.exception("batch of %d failed", len(batch))
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)

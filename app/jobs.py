@@ -1,0 +1,107 @@
+"""Admin jobs (reindex, add items, delete items) and the worker loop that runs them.
+
+Jobs are queued through the coordinator; a worker (a separate ``python -m app.worker`` process, or a
+task inside the API in the embedded default) takes one at a time and runs the indexer in a thread,
+saving progress as it goes. On success it announces the new bundle version; every API process then
+swaps to it. The bundle pointer on disk is the truth, so an announcement lost while Redis is away
+is caught up by the API's pointer poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from app.coordination import CoordinationUnavailable, Coordinator
+from app.settings import Settings
+from indexer.build import IndexOptions, add_items, build_bundle, delete_items
+from indexer.bundle import BundleStore
+from indexer.catalogue import CatalogueItem, load_catalogue
+
+log = logging.getLogger(__name__)
+
+
+def new_job(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "id": uuid.uuid4().hex,
+        "kind": kind,
+        "state": "queued",
+        "progress": {},
+        "params": params,
+        "version": None,
+        "error": None,
+        "created": now,
+        "updated": now,
+    }
+
+
+def execute_job(job: dict[str, Any], settings: Settings, progress: dict[str, int]) -> str:
+    """Run one job to completion (blocking); returns the published bundle version."""
+    store = BundleStore(settings.bundles_dir)
+    options = IndexOptions(device=settings.device, threshold=settings.part_threshold)
+
+    def report(done: int, total: int) -> None:
+        progress.update(done=done, total=total)
+
+    params = job["params"]
+    if job["kind"] == "reindex":
+        source = params.get("catalogue") or settings.catalogue
+        if not source:
+            raise ValueError("no catalogue given and FASHION_CATALOGUE is not set")
+        catalogue = load_catalogue(source, params.get("metadata"))
+        return build_bundle(store, settings.checkpoint, catalogue, options, report)
+    if job["kind"] == "add":
+        items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]
+        return add_items(store, settings.checkpoint, items, options, report)
+    if job["kind"] == "delete":
+        return delete_items(store, params["ids"])
+    raise ValueError(f"unknown job kind {job['kind']!r}")
+
+
+async def _save(coordinator: Coordinator, job: dict[str, Any]) -> None:
+    job["updated"] = time.time()
+    try:
+        await coordinator.save_job(job)
+    except CoordinationUnavailable as exc:
+        log.warning("job %s state not saved: %s", job["id"], exc)
+
+
+async def run_job(coordinator: Coordinator, settings: Settings, job: dict[str, Any]) -> None:
+    job["state"] = "running"
+    await _save(coordinator, job)
+    progress: dict[str, int] = {}
+    task = asyncio.create_task(asyncio.to_thread(execute_job, job, settings, progress))
+    while not task.done():
+        await asyncio.wait({task}, timeout=1.0)
+        job["progress"] = dict(progress)
+        await _save(coordinator, job)
+    try:
+        job["version"] = task.result()
+        job["state"] = "succeeded"
+    except Exception as exc:  # the job fails; the worker and the live bundle carry on
+        log.exception("job %s failed", job["id"])
+        job["state"], job["error"] = "failed", f"{type(exc).__name__}: {exc}"
+    await _save(coordinator, job)
+    if job["version"]:
+        try:
+            await coordinator.announce(job["version"])
+        except CoordinationUnavailable as exc:
+            log.warning("could not announce %s (%s); API processes will find it by polling", job["version"], exc)
+
+
+async def worker_loop(coordinator: Coordinator, settings: Settings, stop: asyncio.Event) -> None:
+    log.info("indexer worker ready")
+    while not stop.is_set():
+        try:
+            job = await coordinator.next_job(timeout_s=1.0)
+        except CoordinationUnavailable as exc:
+            log.warning("waiting for the job queue: %s", exc)
+            await asyncio.sleep(1.0)
+            continue
+        if job is not None:
+            await run_job(coordinator, settings, job)

@@ -1,0 +1,110 @@
+"""The FastAPI application: ``create_app()`` builds it; heavy things load in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request, Response
+
+from app.coordination import CoordinationUnavailable, make_coordinator
+from app.errors import install_error_handlers
+from app.jobs import worker_loop
+from app.metrics import Metrics
+from app.recommender import Recommender
+from app.routes import admin, health, recommend
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+async def _follow_announcements(app: FastAPI) -> None:
+    async for version in app.state.coordinator.announcements():
+        await app.state.recommender.bundles.swap_to(version)
+
+
+async def _poll_pointer(app: FastAPI, every_s: float) -> None:
+    """The pointer on disk is the truth: catches announcements missed while Redis was away."""
+    while True:
+        await asyncio.sleep(every_s)
+        await app.state.recommender.bundles.swap_to()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    if not settings.checkpoint.is_file():
+        raise RuntimeError(f"no model checkpoint at {settings.checkpoint} (set FASHION_CHECKPOINT)")
+    recommender = await asyncio.to_thread(
+        Recommender.from_files,
+        settings.checkpoint,
+        settings.bundles_dir,
+        metrics,
+        settings.device,
+        max_pixels=settings.max_pixels,
+        threshold=settings.part_threshold,
+        batcher_options={
+            "max_batch": settings.max_batch,
+            "max_wait_s": settings.max_wait_ms / 1000,
+            "queue_limit": settings.queue_limit,
+        },
+    )
+    coordinator = make_coordinator(settings.redis_url)
+    app.state.recommender, app.state.coordinator = recommender, coordinator
+    await recommender.bundles.swap_to()
+    if recommender.bundles.current is None:
+        log.warning("no bundle in %s yet: /recommend answers 503 until one is published", settings.bundles_dir)
+    else:
+        with contextlib.suppress(CoordinationUnavailable):
+            if await coordinator.get_version() is None:
+                await coordinator.announce(recommender.bundles.current.version)
+    recommender.batcher.start()
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(_follow_announcements(app)),
+        asyncio.create_task(_poll_pointer(app, settings.bundle_poll_s)),
+    ]
+    if settings.embedded_worker:
+        tasks.append(asyncio.create_task(worker_loop(coordinator, settings, stop)))
+    try:
+        yield
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await recommender.batcher.stop()
+        await coordinator.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Diverse fashion recommendation",
+        description="A photo of an outfit in; one catalogue item per attended part out, each a different one "
+        "(Verma et al., ICIP 2018).",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    app.include_router(recommend.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        app.state.metrics.requests.labels(path, str(response.status_code)).inc()
+        if path == "/recommend":
+            app.state.metrics.stage_seconds.labels("request").observe(time.perf_counter() - started)
+        return response
+
+    return app

@@ -1,0 +1,194 @@
+"""The recommendation service, with no HTTP in it: decode → model → search → one distinct item per part.
+
+A request takes the live bundle once, at its start, and uses it to the end: a hot swap never
+gives a request a mix of two bundles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from app.batching import MicroBatcher
+from app.metrics import Metrics
+from indexer.bundle import Bundle, BundleError, BundleStore
+from indexer.search import QueryPart, recommend_global, recommend_parts
+from model.checkpoint import file_sha256, load_checkpoint
+from model.imaging import Placement, decode_image, fit_to_input
+from model.network import NetworkOutput, PartAttentionNetwork, select_parts
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+
+
+class NotReady(RuntimeError):
+    """No usable bundle is loaded."""
+
+
+@dataclass(frozen=True)
+class RecommendOptions:
+    max_parts: int = 5
+    candidates: int = 10
+    labels: frozenset[str] | None = None  # only parts of these labels
+    exclude_ids: frozenset[str] = frozenset()
+    mode: Literal["parts", "global"] = "parts"
+
+    def cache_key(self) -> str:
+        labels = ",".join(sorted(self.labels)) if self.labels is not None else "*"
+        return f"{self.mode}|{self.max_parts}|{self.candidates}|{labels}|{','.join(sorted(self.exclude_ids))}"
+
+
+@dataclass
+class Recommendation:
+    parts: list[dict[str, Any]]
+    bundle_version: str
+    model_version: str
+    image: dict[str, int]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class BundleHolder:
+    """The live bundle of this process, swapped whole when a new version is published."""
+
+    def __init__(self, store: BundleStore, model_sha256: str, metrics: Metrics) -> None:
+        self.store, self.model_sha256, self.metrics = store, model_sha256, metrics
+        self.current: Bundle | None = None
+        self._lock = asyncio.Lock()
+
+    async def swap_to(self, version: str | None = None) -> bool:
+        """Load ``version`` (default: the store's live one) and make it current; False if unchanged."""
+        async with self._lock:
+            version = version or self.store.current_version()
+            if version is None or (self.current is not None and self.current.version == version):
+                return False
+            try:
+                bundle = await asyncio.to_thread(self.store.open, version)
+            except (BundleError, OSError, RuntimeError) as exc:
+                log.error("cannot load bundle %s: %s", version, exc)
+                return False
+            if bundle.model_sha256 != self.model_sha256:
+                log.error(
+                    "bundle %s was built with another model (%s…); keeping %s",
+                    version,
+                    bundle.model_sha256[:12],
+                    self.current.version if self.current else "none",
+                )
+                return False
+            self.current = bundle  # one reference assignment: requests hold the bundle they started with
+            self.metrics.set_bundle(version)
+            self.metrics.bundle_swaps.inc()
+            log.info("serving bundle %s", version)
+            return True
+
+
+class Recommender:
+    def __init__(
+        self,
+        model: PartAttentionNetwork,
+        model_sha256: str,
+        bundles: BundleHolder,
+        metrics: Metrics,
+        max_pixels: int,
+        threshold: float,
+        batcher_options: dict[str, Any],
+    ) -> None:
+        self.model, self.bundles, self.metrics = model, bundles, metrics
+        self.model_version = model_sha256[:12]
+        self.max_pixels, self.threshold = max_pixels, threshold
+        self.size = (model.config.image_height, model.config.image_width)
+        self.device = next(model.parameters()).device
+        self.batcher: MicroBatcher[torch.Tensor, NetworkOutput] = MicroBatcher(
+            self._forward, on_batch=metrics.batch_size.observe, **batcher_options
+        )
+
+    @classmethod
+    def from_files(
+        cls, checkpoint: Path, bundles_dir: Path, metrics: Metrics, device: str, **kwargs: Any
+    ) -> Recommender:
+        sha = file_sha256(checkpoint)
+        model, _ = load_checkpoint(checkpoint, device)
+        return cls(model, sha, BundleHolder(BundleStore(bundles_dir), sha, metrics), metrics, **kwargs)
+
+    @torch.inference_mode()
+    def _forward(self, images: list[torch.Tensor]) -> list[NetworkOutput]:
+        """One batched forward; results are split back per photo (batch dim kept, of size 1)."""
+        started = time.perf_counter()
+        out = self.model(torch.stack(images).to(self.device))
+        self.metrics.stage_seconds.labels("model_batch").observe(time.perf_counter() - started)
+        fields = {name: getattr(out, name) for name in out.__dataclass_fields__}
+        return [
+            NetworkOutput(**{k: None if v is None else v[i : i + 1].float().cpu() for k, v in fields.items()})
+            for i in range(len(images))
+        ]
+
+    def decode(self, data: bytes) -> tuple[torch.Tensor, Placement]:
+        image = decode_image(data, self.max_pixels, formats=ACCEPTED_FORMATS)
+        return fit_to_input(image, self.size)
+
+    async def recommend(self, data: bytes, options: RecommendOptions) -> Recommendation:
+        bundle = self.bundles.current
+        if bundle is None:
+            raise NotReady("no bundle is loaded yet")
+        timings: dict[str, float] = {}
+
+        started = time.perf_counter()
+        tensor, placement = await asyncio.to_thread(self.decode, data)
+        timings["decode"] = self._observe("decode", started)
+
+        started = time.perf_counter()
+        out = await self.batcher.submit(tensor)
+        timings["model"] = self._observe("model", started)
+
+        started = time.perf_counter()
+        parts = await asyncio.to_thread(self._search, bundle, out, placement, options)
+        timings["search"] = self._observe("search", started)
+        return Recommendation(
+            parts, bundle.version, self.model_version, {"width": placement.width, "height": placement.height}, timings
+        )
+
+    def _observe(self, stage: str, started: float) -> float:
+        elapsed = time.perf_counter() - started
+        self.metrics.stage_seconds.labels(stage).observe(elapsed)
+        return round(elapsed * 1000, 2)
+
+    def _search(
+        self, bundle: Bundle, out: NetworkOutput, placement: Placement, options: RecommendOptions
+    ) -> list[dict[str, Any]]:
+        if options.mode == "global":
+            matches = recommend_global(bundle, out.global_embedding[0].numpy(), options.max_parts, options.exclude_ids)
+            return [{"label": None, "score": None, "box": None, "item": _item(m)} for m in matches]
+        frame = (round(placement.frame_width), round(placement.frame_height))
+        found = select_parts(self.model, out, 0, frame, threshold=self.threshold)
+        wanted = [p for p in found if options.labels is None or p.label in options.labels][: options.max_parts]
+        query = [QueryPart(p.label, p.score, p.embedding.numpy(), placement.box_to_photo(p.box)) for p in wanted]
+        results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, _labels(options.labels))
+        return [
+            {
+                "label": r.part.label,
+                "score": round(r.part.score, 4),
+                "box": [round(v, 1) for v in r.part.box] if r.part.box else None,
+                "item": _item(r.match) if r.match else None,
+            }
+            for r in results
+        ]
+
+
+def _labels(labels: Collection[str] | None) -> Collection[str] | None:
+    return labels
+
+
+def _item(match: Any) -> dict[str, Any]:
+    return {"id": match.item_id, "distance": round(match.distance, 5), "metadata": match.metadata}
+
+
+def image_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

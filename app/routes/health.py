@@ -1,0 +1,44 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.deps import CoordinatorDep, MetricsDep, RecommenderDep, SettingsDep
+from app.schemas import Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(recommender: RecommenderDep, coordinator: CoordinatorDep, settings: SettingsDep) -> JSONResponse:
+    """Ready when the model and a bundle are loaded. Redis trouble degrades admin work only."""
+    bundle = recommender.bundles.current
+    coordination = ("redis" if await coordinator.ping() else "redis-unavailable") if settings.redis_url else "memory"
+    detail = None
+    if bundle is None:
+        detail = "no bundle loaded: build one with `python -m indexer build` or POST /admin/reindex"
+    elif coordination == "redis-unavailable":
+        detail = "redis unavailable: serving the loaded bundle; admin jobs wait"
+    body = Readiness(
+        ready=bundle is not None,
+        model_version=recommender.model_version,
+        bundle_version=bundle.version if bundle else None,
+        coordination=coordination,
+        detail=detail,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if bundle is not None else 503)
+
+
+@router.get("/metrics")
+async def metrics(metrics: MetricsDep, recommender: RecommenderDep) -> Response:
+    metrics.queue_depth.set(recommender.batcher.depth)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,141 @@
+"""POST /recommend: a photo in, one distinct catalogue item per part out."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from app.batching import Overloaded
+from app.deps import CoordinatorDep, MetricsDep, RecommenderDep, SettingsDep
+from app.errors import ServiceError
+from app.recommender import NotReady, RecommendOptions, image_digest
+from app.schemas import ErrorResponse, RecommendResponse
+from model.imaging import ImageDecodeError
+
+router = APIRouter(tags=["recommend"])
+
+MULTIPART_SLACK = 64 * 1024  # room for the multipart framing around the image
+# Magic numbers of the accepted types; the client's file name and declared type are not trusted.
+SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
+ERRORS = {code: {"model": ErrorResponse} for code in (413, 415, 422, 503)}
+
+
+def sniff(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` (never read whole first)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, "too_large", f"upload over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, "too_large", f"upload over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_image(request: Request, max_bytes: int) -> bytes:
+    body = await read_body(request, max_bytes + MULTIPART_SLACK)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ServiceError(415, "unsupported_media_type", "send the photo as multipart/form-data, field 'image'")
+    request._body = body  # starlette parses the form from the cached body
+    try:
+        form = await request.form(max_files=1, max_fields=20)
+    except Exception as exc:  # malformed multipart framing
+        raise ServiceError(422, "invalid_multipart", f"cannot parse the multipart body: {exc}") from exc
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        raise ServiceError(422, "missing_image", "the multipart field 'image' (a file) is required")
+    data = await upload.read()
+    if len(data) > max_bytes:
+        raise ServiceError(413, "too_large", f"image over the limit of {max_bytes} bytes")
+    if not data:
+        raise ServiceError(422, "empty_image", "the image is empty")
+    if sniff(data) is None:
+        claimed = (upload.content_type or "").lower()
+        if claimed in ("image/jpeg", "image/png", "image/webp"):
+            raise ServiceError(422, "undecodable_image", f"the bytes are not a {claimed} image")
+        raise ServiceError(415, "unsupported_media_type", "only JPEG, PNG and WebP photos are accepted")
+    return data
+
+
+@router.post(
+    "/recommend",
+    response_model=RecommendResponse,
+    responses=ERRORS,  # type: ignore[arg-type]
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image"],
+                        "properties": {
+                            "image": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"}
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def recommend(
+    request: Request,
+    recommender: RecommenderDep,
+    settings: SettingsDep,
+    coordinator: CoordinatorDep,
+    metrics: MetricsDep,
+    max_parts: Annotated[int | None, Query(ge=1, le=20, description="parts (or global items) at most")] = None,
+    candidates: Annotated[int | None, Query(ge=1, le=1000, description="neighbours searched per part")] = None,
+    labels: Annotated[list[str] | None, Query(description="only parts of these labels")] = None,
+    exclude: Annotated[list[str] | None, Query(description="item ids never to return")] = None,
+    mode: Annotated[Literal["parts", "global"], Query(description="global: whole-image baseline")] = "parts",
+) -> Response:
+    """Find the items in the photo; return one catalogue item per part, all different."""
+    data = await read_image(request, settings.max_upload_bytes)
+    options = RecommendOptions(
+        max_parts=max_parts or settings.default_max_parts,
+        candidates=candidates or settings.default_candidates,
+        labels=frozenset(labels) if labels else None,
+        exclude_ids=frozenset(exclude or ()),
+        mode=mode,
+    )
+    bundle = recommender.bundles.current
+    cache_key = f"{image_digest(data)}|{bundle.version if bundle else '-'}|{options.cache_key()}"
+    if settings.cache_ttl_s and bundle is not None:
+        cached = await coordinator.cache_get(cache_key)
+        metrics.cache.labels("hit" if cached else "miss").inc()
+        if cached:
+            return Response(json.dumps({**json.loads(cached), "cached": True}), media_type="application/json")
+    try:
+        result = await recommender.recommend(data, options)
+    except ImageDecodeError as exc:
+        raise ServiceError(422, "undecodable_image", str(exc)) from exc
+    except Overloaded as exc:
+        raise ServiceError(503, "overloaded", str(exc), {"Retry-After": "1"}) from exc
+    except NotReady as exc:
+        raise ServiceError(503, "not_ready", str(exc), {"Retry-After": "5"}) from exc
+    body = RecommendResponse(
+        mode=mode,
+        parts=result.parts,
+        bundle_version=result.bundle_version,  # type: ignore[arg-type]
+        model_version=result.model_version,
+        image=result.image,
+        timings_ms=result.timings_ms,
+    ).model_dump_json()
+    if settings.cache_ttl_s:
+        await coordinator.cache_set(
+            f"{image_digest(data)}|{result.bundle_version}|{options.cache_key()}", body.encode(), settings.cache_ttl_s
+        )
+    return Response(body, media_type="application/json")

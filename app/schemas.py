@@ -1,0 +1,79 @@
+"""Request and response models of the API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Item(BaseModel):
+    id: str
+    distance: float = Field(description="squared L2 between unit embeddings: 2 − 2·cosine")
+    metadata: dict[str, Any]
+
+
+class PartRecommendation(BaseModel):
+    label: str | None = Field(description="the part's label; null in global mode")
+    score: float | None = Field(description="probability of the label")
+    box: list[float] | None = Field(description="x0, y0, x1, y1 in the photo's pixels")
+    item: Item | None = Field(description="the part's catalogue item; null when none is left")
+
+
+class RecommendResponse(BaseModel):
+    mode: Literal["parts", "global"]
+    parts: list[PartRecommendation]
+    bundle_version: str
+    model_version: str
+    image: dict[str, int]
+    timings_ms: dict[str, float]
+    cached: bool = False
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    code: str
+
+
+class ReindexRequest(BaseModel):
+    catalogue: str | None = Field(None, description="catalogue folder or list file on the worker's disk")
+    metadata: str | None = Field(None, description="CSV or JSON-lines metadata file")
+
+
+class AddItem(BaseModel):
+    id: str = Field(min_length=1)
+    path: str = Field(description="image file on the worker's disk")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AddItemsRequest(BaseModel):
+    items: list[AddItem] = Field(min_length=1, max_length=10_000)
+
+
+class DeleteItemsRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=100_000)
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+class Job(BaseModel):
+    id: str
+    kind: Literal["reindex", "add", "delete"]
+    state: Literal["queued", "running", "succeeded", "failed"]
+    progress: dict[str, int] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    version: str | None = None
+    error: str | None = None
+    created: float
+    updated: float
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model_version: str | None
+    bundle_version: str | None
+    coordination: Literal["memory", "redis", "redis-unavailable"]
+    detail: str | None = None

@@ -1,0 +1,48 @@
+"""Service configuration, read from the environment (prefix ``FASHION_``) and validated at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ADMIN_KEY = "change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FASHION_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    admin_api_key: SecretStr = SecretStr(DEFAULT_ADMIN_KEY)  # must be changed outside development
+    checkpoint: Path = Path("checkpoints/attention/best.pt")
+    bundles_dir: Path = Path("bundles")
+    catalogue: Path | None = None  # what POST /admin/reindex indexes when the request names none
+    redis_url: str | None = None  # None: single-process in-memory coordination (the embedded default)
+    embedded_worker: bool = True  # run reindex jobs in this process (no separate indexer worker)
+    device: str = "cpu"
+
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)  # 413 above this
+    max_pixels: int = Field(40_000_000, gt=0)  # 422 above this (decompression bombs)
+    max_batch: int = Field(16, gt=0)  # photos per model forward at most
+    max_wait_ms: float = Field(5.0, ge=0)  # how long a forward waits for company
+    queue_limit: int = Field(64, gt=0)  # photos waiting for the model; 503 beyond
+    cache_ttl_s: int = Field(300, ge=0)  # response cache lifetime; 0 disables it
+    bundle_poll_s: float = Field(5.0, gt=0)  # pointer check, in case an announcement was missed
+
+    default_max_parts: int = Field(5, gt=0)
+    default_candidates: int = Field(10, gt=0)
+    part_threshold: float = Field(0.05, ge=0, le=1)  # a part's label probability at least
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> Settings:
+        if self.environment != "development" and self.admin_api_key.get_secret_value() == DEFAULT_ADMIN_KEY:
+            raise ValueError("FASHION_ADMIN_API_KEY must be set outside development")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

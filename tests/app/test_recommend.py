@@ -1,0 +1,94 @@
+import io
+
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.app.conftest import make_settings, photo_bytes
+
+
+def post(client: TestClient, data: bytes, name: str = "photo.jpg", kind: str = "image/jpeg", **params: object):  # type: ignore[no-untyped-def]
+    return client.post("/recommend", files={"image": (name, data, kind)}, params=params)
+
+
+def test_one_distinct_item_per_part(client: TestClient) -> None:
+    response = post(client, photo_bytes(), max_parts=3)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["mode"] == "parts" and body["image"] == {"width": 120, "height": 180}
+    assert body["bundle_version"] == client.get("/readyz").json()["bundle_version"]
+    assert len(body["model_version"]) == 12
+    assert 1 <= len(body["parts"]) <= 3
+    ids = [p["item"]["id"] for p in body["parts"]]
+    assert len(ids) == len(set(ids)), "items must all differ"
+    for part in body["parts"]:
+        assert part["label"] in {"red", "green", "blue"} and 0 <= part["score"] <= 1
+        x0, y0, x1, y1 = part["box"]
+        assert 0 <= x0 <= x1 <= 120 and 0 <= y0 <= y1 <= 180
+        assert part["item"]["metadata"]["name"].startswith("product")
+    assert {"decode", "model", "search"} <= set(body["timings_ms"])
+
+
+def test_png_webp_and_any_mode(client: TestClient) -> None:
+    for fmt, kind in (("PNG", "image/png"), ("WEBP", "image/webp")):
+        assert post(client, photo_bytes(fmt), kind=kind).status_code == 200
+    grey = io.BytesIO()
+    Image.new("LA", (50, 70)).save(grey, "PNG")  # grey + alpha: converted to RGB
+    assert post(client, grey.getvalue(), kind="image/png").status_code == 200
+
+
+def test_exif_orientation_is_honoured(client: TestClient) -> None:
+    image = Image.new("RGB", (180, 120), "blue")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: the photo is upright as 120 wide, 180 tall
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    body = post(client, buffer.getvalue()).json()
+    assert body["image"] == {"width": 120, "height": 180}
+
+
+def test_options_label_filter_exclusions_and_global_mode(client: TestClient) -> None:
+    data = photo_bytes()
+    first = post(client, data, max_parts=3).json()["parts"]
+    only = post(client, data, labels=first[0]["label"]).json()["parts"]
+    assert [p["label"] for p in only] == [first[0]["label"]]
+    excluded = first[0]["item"]["id"]
+    again = post(client, data, max_parts=3, exclude=excluded).json()["parts"]
+    assert excluded not in {p["item"]["id"] for p in again if p["item"]}
+    glob = post(client, data, mode="global", max_parts=4).json()
+    assert glob["mode"] == "global" and len({p["item"]["id"] for p in glob["parts"]}) == 4
+    assert all(p["label"] is None for p in glob["parts"])
+
+
+def test_the_client_file_name_is_not_used(client: TestClient) -> None:
+    response = post(client, photo_bytes(), name="../../../etc/passwd", kind="application/octet-stream")
+    assert response.status_code == 200
+
+
+def test_response_cache(tiny_checkpoint, bundles_dir) -> None:  # type: ignore[no-untyped-def]
+    from app.main import create_app
+
+    with TestClient(create_app(make_settings(tiny_checkpoint, bundles_dir, cache_ttl_s=60))) as client:
+        data = photo_bytes(colour="green")
+        first, second = post(client, data).json(), post(client, data).json()
+        assert not first["cached"] and second["cached"]
+        assert first["parts"] == second["parts"]
+        assert not post(client, data, max_parts=1).json()["cached"]  # other options: another entry
+        assert 'fashion_cache_total{result="hit"} 1.0' in client.get("/metrics").text
+
+
+def test_health_readiness_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["ready"] and ready["coordination"] == "memory" and ready["bundle_version"]
+    post(client, photo_bytes())
+    text = client.get("/metrics").text
+    for needle in (
+        'fashion_requests_total{code="200",route="/recommend"}',
+        'fashion_stage_seconds_count{stage="model"}',
+        'fashion_stage_seconds_count{stage="decode"}',
+        'fashion_stage_seconds_count{stage="search"}',
+        "fashion_batch_size_count",
+        f'fashion_bundle_info{{version="{ready["bundle_version"]}"}} 1.0',
+    ):
+        assert needle in text, needle
+    assert client.get("/openapi.json").json()["paths"]["/recommend"]["post"]["requestBody"]
