@@ -1,10 +1,15 @@
 # The two commands of the README: `make serve` (the main job) and `make test`.
+# Both set up everything they need (a virtual environment in .venv) on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export FASHION_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install test lint train evaluate clean
+HOST ?= 127.0.0.1
+PORT ?= 8000
+REDIS_PORT ?= 6379
+
+.PHONY: install test lint serve serve-redis train evaluate shop-the-look clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +26,32 @@ lint: install
 test: install lint
 	$(BIN)/pytest -q
 
+# Data, model and bundle (each only if missing), then the API on localhost: in-memory
+# coordination, local FAISS files, no Redis.
+serve: install
+	$(BIN)/python -m app.bootstrap
+	$(BIN)/python -m app --host $(HOST) --port $(PORT)
+
+# The same with Redis coordination and a separate indexer worker (redis-server must be installed).
+serve-redis: install
+	$(BIN)/python -m app.bootstrap
+	redis-server --port $(REDIS_PORT) --save '' --appendonly no --daemonize yes
+	FASHION_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0 FASHION_EMBEDDED_WORKER=false $(BIN)/python -m app.worker & \
+	FASHION_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0 FASHION_EMBEDDED_WORKER=false \
+		$(BIN)/python -m app --host $(HOST) --port $(PORT)
+
 # Frozen-trunk training of the attention model and the global baseline, then the test report.
 train: install
 	$(BIN)/python -m model.train --out checkpoints/attention
-	$(BIN)/python -m model.train --architecture global --out checkpoints/global
+	$(BIN)/python -m model.train --architecture global --classification sigmoid --out checkpoints/global
 
 evaluate: install
 	$(BIN)/python -m model.evaluate --checkpoint checkpoints/attention/best.pt \
 		--checkpoint checkpoints/global/best.pt --out reports/ccp_eval.json --figure docs/attention.png
+
+shop-the-look: install
+	$(BIN)/python -m indexer.evaluate --checkpoint checkpoints/attention/best.pt --bundles bundles \
+		--out reports/shop_the_look.json --figure docs/shop_the_look.png
 
 clean:
 	rm -rf .cache checkpoints

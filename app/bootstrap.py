@@ -1,0 +1,69 @@
+"""Set-up for the README's run command: data, a trained model and a bundle, each only if missing.
+
+    python -m app.bootstrap
+
+1. the data: $FASHION_DATA_DIR (CCP downloaded from its public repository when absent and online);
+2. the model: frozen-trunk training on CCP when FASHION_CHECKPOINT does not exist yet;
+3. the bundle: the product catalogue (fashion-product/) indexed, else the CCP photos, when no bundle
+   is live or the live one was built with another model.
+Later runs find all three and finish in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from app.settings import get_settings
+from indexer.build import IndexOptions, build_bundle
+from indexer.bundle import BundleError, BundleStore
+from indexer.catalogue import load_catalogue
+from model.checkpoint import file_sha256
+from model.data import data_dir
+from model.download import ensure_ccp
+
+log = logging.getLogger("app.bootstrap")
+
+
+def default_catalogue(root: Path) -> Path:
+    products = root / "fashion-product"
+    return products if (products / "styles.csv").is_file() else root / "ccp" / "photos"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="data root (default $FASHION_DATA_DIR)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    root = data_dir(args.data)
+    ensure_ccp(root)
+
+    checkpoint = settings.checkpoint
+    if not checkpoint.is_file():
+        from model.train import main as train
+
+        log.info("no checkpoint at %s: training the attention model (frozen trunk)", checkpoint)
+        train(["--data", str(root), "--out", str(checkpoint.parent)])
+    else:
+        log.info("model: %s", checkpoint)
+
+    store = BundleStore(settings.bundles_dir)
+    try:
+        live = store.open()
+        stale = live.model_sha256 != file_sha256(checkpoint)
+    except BundleError:
+        live, stale = None, True
+    if stale:
+        catalogue = settings.catalogue or default_catalogue(root)
+        log.info("indexing %s into %s", catalogue, settings.bundles_dir)
+        build_bundle(store, checkpoint, load_catalogue(catalogue),
+                     IndexOptions(device=settings.device, threshold=settings.part_threshold))
+    else:
+        log.info("bundle %s is live and matches the model", live.version if live else "?")
+    return store.root
+
+
+if __name__ == "__main__":
+    main()
