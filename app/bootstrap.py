@@ -58,8 +58,12 @@ def main(argv: list[str] | None = None) -> Path:
     if stale:
         catalogue = settings.catalogue or default_catalogue(root)
         log.info("indexing %s into %s", catalogue, settings.bundles_dir)
-        build_bundle(store, checkpoint, load_catalogue(catalogue),
-                     IndexOptions(device=settings.device, threshold=settings.part_threshold))
+        build_bundle(
+            store,
+            checkpoint,
+            load_catalogue(catalogue),
+            IndexOptions(device=settings.device, threshold=settings.part_threshold),
+        )
     else:
         log.info("bundle %s is live and matches the model", live.version if live else "?")
     return store.root

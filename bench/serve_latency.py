@@ -1,0 +1,186 @@
+"""Service latency and throughput over real HTTP beside the same pipeline called in-process.
+
+    python bench/serve_latency.py --checkpoint checkpoints/attention/best.pt --bundles bundles
+
+In-process (the service's limit): decode + model + search for one photo at a time, and for batches
+of 16 through the same batched forward. Over HTTP: uvicorn serving the app, 1, 4 and 16 concurrent
+clients posting CCP test photos (cache off). Reports p50/p99 latency, throughput, their ratios to
+the in-process figures, and the API process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.metrics import Metrics  # noqa: E402
+from app.recommender import RecommendOptions, Recommender  # noqa: E402
+from model.data import ClothingCoParsing, data_dir  # noqa: E402
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(1000 * float(np.percentile(values, 50)), 1),
+        "p99_ms": round(1000 * float(np.percentile(values, 99)), 1),
+    }
+
+
+def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int) -> dict[str, object]:
+    metrics = Metrics()
+    rec = Recommender.from_files(
+        checkpoint,
+        bundles,
+        metrics,
+        "cpu",
+        max_pixels=40_000_000,
+        threshold=0.05,
+        batcher_options={"max_batch": batch, "max_wait_s": 0.0, "queue_limit": 1000},
+    )
+    asyncio.run(rec.bundles.swap_to())
+    bundle, options = rec.bundles.current, RecommendOptions()
+    assert bundle is not None
+
+    def pipeline(datas: list[bytes]) -> None:
+        decoded = [rec.decode(d) for d in datas]
+        outs = rec._forward([t for t, _ in decoded])
+        for out, (_, placement) in zip(outs, decoded, strict=True):
+            rec._search(bundle, out, placement, options)
+
+    pipeline(photos[:2])  # warm-up
+    single = []
+    for data in photos[:40]:
+        started = time.perf_counter()
+        pipeline([data])
+        single.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    count = 0
+    for i in range(0, 160, batch):
+        chunk = [photos[(i + j) % len(photos)] for j in range(batch)]
+        pipeline(chunk)
+        count += len(chunk)
+    batched = count / (time.perf_counter() - started)
+    return {
+        "single": percentiles(single),
+        "single_mean_ms": round(1000 * statistics.mean(single), 1),
+        "batched_photos_per_s": round(batched, 2),
+        "batch": batch,
+    }
+
+
+def http_level(url: str, photos: list[bytes], clients: int, requests_per_client: int) -> dict[str, object]:
+    latencies: list[float] = []
+    failures: list[int] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        with httpx.Client(timeout=120) as http:
+            for i in range(requests_per_client):
+                data = photos[(n * requests_per_client + i) % len(photos)]
+                started = time.perf_counter()
+                r = http.post(url + "/recommend", files={"image": ("p.jpg", data, "image/jpeg")})
+                elapsed = time.perf_counter() - started
+                with lock:
+                    (latencies.append(elapsed) if r.status_code == 200 else failures.append(r.status_code))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "requests": len(latencies) + len(failures),
+        "failed": len(failures),
+        **percentiles(latencies),
+        "photos_per_s": round(len(latencies) / wall, 2),
+    }
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--bundles", type=Path, default=Path("bundles"))
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--out", type=Path, default=Path("reports/bench_serve.json"))
+    args = parser.parse_args()
+
+    _, test = ClothingCoParsing(data_dir() / "ccp").split()
+    photos = [s.image.read_bytes() for s in test[:160]]
+    local = in_process(args.checkpoint, args.bundles, photos, batch=16)
+    print("in-process:", json.dumps(local), flush=True)
+
+    env = {
+        **os.environ,
+        "FASHION_CHECKPOINT": str(args.checkpoint),
+        "FASHION_BUNDLES_DIR": str(args.bundles),
+        "FASHION_CACHE_TTL_S": "0",
+        "FASHION_MAX_BATCH": "16",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "--port", str(args.port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the API did not become ready")
+            time.sleep(0.5)
+        http_level(url, photos[:4], 1, 4)  # warm-up
+        levels = [http_level(url, photos, c, n) for c, n in ((1, 40), (4, 20), (16, 10))]
+        rss = peak_rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "in_process": local,
+        "http": levels,
+        "ratios": {
+            "p50_1_client_over_in_process_single": round(levels[0]["p50_ms"] / local["single"]["p50_ms"], 3),  # type: ignore[index,operator]
+            "throughput_16_clients_over_in_process_batched": round(
+                levels[2]["photos_per_s"] / local["batched_photos_per_s"], 3
+            ),  # type: ignore[operator]
+        },
+        "api_peak_rss_mb": rss,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
