@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.metrics import Metrics  # noqa: E402
-from app.recommender import RecommendOptions, Recommender  # noqa: E402
+from app.recommender import Recommender, RecommendOptions  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
 
 
