@@ -9,6 +9,7 @@ scores s_k and the next transform M_{k+1}.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.encoding import TextureEncoding, encode_map
+
+
+def anchor_points(steps: int, radius: float = 0.5) -> torch.Tensor:
+    """(K, 2) anchors c_k of RDAR's localisation loss: none for step 1 (NaN), the others evenly on a
+    circle of ``radius`` round the centre, in [-1, 1] map coordinates."""
+    anchors = torch.full((steps, 2), float("nan"))
+    for k in range(1, steps):
+        angle = 2 * math.pi * (k - 1) / (steps - 1)
+        anchors[k] = torch.tensor([radius * math.cos(angle), radius * math.sin(angle)])
+    return anchors
 
 
 @dataclass
@@ -63,6 +74,8 @@ class RecurrentAttention(nn.Module):
         crop_size: tuple[int, int],
         box_sharpness: float,
         dropout: float,
+        initial_scale: float = 0.3,
+        anchor_radius: float = 0.5,
     ) -> None:
         super().__init__()
         if steps < 1:
@@ -75,10 +88,16 @@ class RecurrentAttention(nn.Module):
         self.lstm = nn.LSTMCell(codewords * channels, hidden)
         self.classify = nn.Linear(hidden, num_labels)
         self.localise = nn.Linear(hidden, 4)
-        # Start every crop as a centred half-size box; the anchor loss then spreads them out.
+        # M_k = localise(h_{k-1}) + a learned per-step offset that starts at step k's anchor (the same
+        # points the anchor loss pulls towards), so the crops start spread out rather than stacked.
         with torch.no_grad():
             self.localise.weight.normal_(0.0, 0.01)
-            self.localise.bias.copy_(torch.tensor([0.5, 0.5, 0.0, 0.0]))
+            self.localise.bias.zero_()
+        start = torch.zeros(steps, 4)
+        start[:, :2] = initial_scale
+        centres = anchor_points(steps, anchor_radius)
+        start[1:, 2:] = centres[1:]
+        self.step_offsets = nn.Parameter(start)
 
     def forward(self, x: torch.Tensor) -> AttentionOutput:
         B, D, h, w = x.shape
@@ -86,8 +105,8 @@ class RecurrentAttention(nn.Module):
         whole = encode_map(self.encoding, x)  # step 0: M_0 = identity, its scores unused
         state = self.lstm(self.dropout(whole))
         scores, embeddings, transforms = [], [], []
-        for _ in range(self.steps):
-            m = self.localise(state[0])  # (B, 4): M_k from the previous step
+        for k in range(self.steps):
+            m = self.localise(state[0]) + self.step_offsets[k]  # (B, 4): M_k from the previous step
             grid = F.affine_grid(transform_matrices(m), [B, D, crop_h, crop_w], align_corners=False)
             crop = F.grid_sample(x, grid, align_corners=False)  # (B, D, crop_h, crop_w)
             embedding = encode_map(self.encoding, crop)  # (B, E)

@@ -36,6 +36,8 @@ class ModelConfig:
     crop_width: int = 4
     codewords: int = 32  # Deep TEN codewords per crop; part embedding = codewords * channels
     hidden: int = 512  # LSTM hidden size
+    initial_scale: float = 0.3  # half-size of each crop at the start, in [-1, 1] map units
+    anchor_radius: float = 0.5  # crops start on (and L_loc pulls them towards) a circle of this radius
     box_sharpness: float = 12.0  # slope of the soft box edges of the attention maps (per unit of [-1, 1])
     dropout: float = 0.2  # on the LSTM input
     classification: str = "softmax"  # "softmax": the paper's L_cls on softmax(s); "sigmoid": BCE per label

@@ -41,6 +41,8 @@ class AttentionHead(nn.Module):
             crop_size=(config.crop_height, config.crop_width),
             box_sharpness=config.box_sharpness,
             dropout=config.dropout,
+            initial_scale=config.initial_scale,
+            anchor_radius=config.anchor_radius,
         )
 
     def forward(self, x: torch.Tensor) -> NetworkOutput:

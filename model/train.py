@@ -107,7 +107,7 @@ class Trainer:
     def _step(self, out_fn, targets: torch.Tensor) -> dict[str, float]:  # type: ignore[no-untyped-def]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             out = out_fn()
-        terms = total_loss(out, targets, self.model.config.classification)
+        terms = total_loss(out, targets, self.model.config.classification, self.model.config.anchor_radius)
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)

@@ -2,7 +2,8 @@ import math
 
 import torch
 
-from model.losses import anchor_points, classification_loss, diversity_loss, localisation_loss, total_loss
+from model.attention import anchor_points
+from model.losses import classification_loss, diversity_loss, localisation_loss, total_loss
 from model.network import NetworkOutput
 
 
