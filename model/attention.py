@@ -76,6 +76,7 @@ class RecurrentAttention(nn.Module):
         dropout: float,
         initial_scale: float = 0.3,
         anchor_radius: float = 0.5,
+        scores_from: str = "lstm",
     ) -> None:
         super().__init__()
         if steps < 1:
@@ -86,7 +87,10 @@ class RecurrentAttention(nn.Module):
         self.encoding = TextureEncoding(channels, codewords)
         self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTMCell(codewords * channels, hidden)
-        self.classify = nn.Linear(hidden, num_labels)
+        # "crop" scores each crop from its own encoding, so the step that scores a label is the crop
+        # that saw it; "lstm" scores from the recurrent state, which also remembers earlier crops.
+        self.scores_from_crop = scores_from == "crop"
+        self.classify = nn.Linear(codewords * channels if self.scores_from_crop else hidden, num_labels)
         self.localise = nn.Linear(hidden, 4)
         # M_k = localise(h_{k-1}) + a learned per-step offset that starts at step k's anchor (the same
         # points the anchor loss pulls towards), so the crops start spread out rather than stacked.
@@ -111,7 +115,7 @@ class RecurrentAttention(nn.Module):
             crop = F.grid_sample(x, grid, align_corners=False)  # (B, D, crop_h, crop_w)
             embedding = encode_map(self.encoding, crop)  # (B, E)
             state = self.lstm(self.dropout(embedding), state)
-            scores.append(self.classify(state[0]))
+            scores.append(self.classify(self.dropout(embedding) if self.scores_from_crop else state[0]))
             embeddings.append(embedding)
             transforms.append(m)
         transforms_k = torch.stack(transforms, 1)  # (B, K, 4)

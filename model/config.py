@@ -40,6 +40,7 @@ class ModelConfig:
     anchor_radius: float = 0.5  # crops start on (and L_loc pulls them towards) a circle of this radius
     box_sharpness: float = 12.0  # slope of the soft box edges of the attention maps (per unit of [-1, 1])
     dropout: float = 0.2  # on the LSTM input
+    scores_from: str = "lstm"  # "lstm": s_k from the LSTM state; "crop": from crop k's encoding alone (RDAR)
     classification: str = "softmax"  # "softmax": the paper's L_cls on softmax(s); "sigmoid": BCE per label
 
     def __post_init__(self) -> None:
@@ -47,6 +48,8 @@ class ModelConfig:
             raise ValueError(f"unknown trunk {self.trunk!r}; choose one of {', '.join(TRUNKS)}")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
+        if self.scores_from not in ("lstm", "crop"):
+            raise ValueError(f"scores_from must be 'lstm' or 'crop', not {self.scores_from!r}")
         if self.classification not in CLASSIFICATIONS:
             raise ValueError(f"unknown classification {self.classification!r}; choose one of {CLASSIFICATIONS}")
         if not self.labels:

@@ -43,6 +43,7 @@ class AttentionHead(nn.Module):
             dropout=config.dropout,
             initial_scale=config.initial_scale,
             anchor_radius=config.anchor_radius,
+            scores_from=config.scores_from,
         )
 
     def forward(self, x: torch.Tensor) -> NetworkOutput:

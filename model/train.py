@@ -269,6 +269,12 @@ def main(argv: list[str] | None = None) -> None:
         help="softmax: the paper's L_cls; sigmoid: per-label BCE",
     )
     parser.add_argument("--steps", type=int, default=9, help="attention steps K")
+    parser.add_argument(
+        "--scores-from",
+        choices=["lstm", "crop"],
+        default="lstm",
+        help="step scores from the LSTM state or from the crop's own encoding",
+    )
     parser.add_argument("--channels", type=int, default=128, help="D")
     defaults = TrainConfig(out=Path("."))
     for name in vars(defaults):
@@ -288,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         trunk=args.trunk,
         classification=args.classification,
         steps=args.steps,
+        scores_from=args.scores_from,
         channels=args.channels,
     )
     train_fields = {k: getattr(args, k) for k in vars(defaults) if k not in ("out", "data")}

@@ -27,13 +27,14 @@ def test_global_baseline_shapes() -> None:
     assert out.scores.shape == (2, 3) and out.step_scores is None and out.global_embedding.shape == (2, 8)
 
 
-@pytest.mark.parametrize("architecture", ["attention", "global"])
+@pytest.mark.parametrize("architecture", ["attention", "global", "crop-scored"])
 def test_gradients_reach_every_trainable_parameter(architecture: str) -> None:
-    model = PartAttentionNetwork(tiny_config(architecture=architecture)).train()
+    extra = {"scores_from": "crop"} if architecture == "crop-scored" else {"architecture": architecture}
+    model = PartAttentionNetwork(tiny_config(**extra)).train()
     total_loss(model(torch.rand(2, 3, 64, 48)), torch.tensor([[1.0, 0, 1], [0, 1, 0]]))["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
     assert missing == []
-    if architecture == "attention":  # the spatial transformer's own parameters learn through grid_sample
+    if architecture != "global":  # the spatial transformer's own parameters learn through grid_sample
         assert model.head.attention.localise.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
 
 
