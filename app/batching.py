@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ class MicroBatcher(Generic[In, Out]):
         self.on_batch = on_batch
         self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] = asyncio.Queue(queue_limit)
         self._task: asyncio.Task[None] | None = None
+        # One dedicated thread: torch keeps one OpenMP pool per calling thread, and several pools
+        # fighting over few cores cost more than the forward itself.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     @property
     def depth(self) -> int:
@@ -52,6 +56,7 @@ class MicroBatcher(Generic[In, Out]):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._executor.shutdown(wait=False)
 
     async def submit(self, item: In) -> Out:
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
@@ -85,7 +90,9 @@ class MicroBatcher(Generic[In, Out]):
             if self.on_batch:
                 self.on_batch(len(batch))
             try:
-                results = await asyncio.to_thread(self.run_batch, [item for item, _ in batch])
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self.run_batch, [item for item, _ in batch]
+                )
             except Exception as exc:  # a failed forward fails its requests, not the consumer
                 log.exception("batch of %d failed", len(batch))
                 for _, fut in batch:

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import faiss
 from fastapi import FastAPI, Request, Response
 
 from app.coordination import CoordinationUnavailable, make_coordinator
@@ -37,6 +38,7 @@ async def _poll_pointer(app: FastAPI, every_s: float) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
+    faiss.omp_set_num_threads(settings.search_threads)  # its spinning threads would slow the model
     if not settings.checkpoint.is_file():
         raise RuntimeError(f"no model checkpoint at {settings.checkpoint} (set FASHION_CHECKPOINT)")
     recommender = await asyncio.to_thread(

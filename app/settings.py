@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0)  # how long a forward waits for company
     queue_limit: int = Field(64, gt=0)  # photos waiting for the model; 503 beyond
     cache_ttl_s: int = Field(300, ge=0)  # response cache lifetime; 0 disables it
+    search_threads: int = Field(1, gt=0)  # FAISS OpenMP threads; one query at a time needs no more
     bundle_poll_s: float = Field(5.0, gt=0)  # pointer check, in case an announcement was missed
 
     default_max_parts: int = Field(5, gt=0)

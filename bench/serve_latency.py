@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+import faiss
 import httpx
 import numpy as np
 
@@ -41,6 +42,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int) -> dict[str, object]:
+    faiss.omp_set_num_threads(1)  # as the service does (FASHION_SEARCH_THREADS)
     metrics = Metrics()
     rec = Recommender.from_files(
         checkpoint,
