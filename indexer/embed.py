@@ -7,6 +7,8 @@ reason and never stop the run.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +20,9 @@ from tqdm import tqdm
 from indexer.catalogue import CatalogueItem
 from model.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, fit_to_input
 from model.network import PartAttentionNetwork, select_parts
+
+log = logging.getLogger(__name__)
+LOG_EVERY_S = 30.0  # progress lines when no progress bar is shown (logs, CI, containers)
 
 
 @dataclass
@@ -80,6 +85,8 @@ def embed_items(
     )
     model.eval().to(device)
     attention = model.config.architecture == "attention"
+    started = last_log = time.monotonic()
+    done = 0
     with tqdm(
         total=len(items), desc="embedding", unit="item", disable=None if progress is None else not progress
     ) as bar:
@@ -96,3 +103,7 @@ def embed_items(
                         parts = [(p.label, p.score, p.embedding.float().cpu().numpy()) for p in chosen]
                     yield ItemParts(items[i].id, glob[row], parts)
             bar.update(len(indices) + len(errors))
+            done += len(indices) + len(errors)
+            if bar.disable and time.monotonic() - last_log > LOG_EVERY_S:
+                last_log = time.monotonic()
+                log.info("embedded %d/%d items (%.1f items/s)", done, len(items), done / (last_log - started))
