@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", default=defaults.device)
         p.add_argument("--factory", default=None, help="FAISS index-factory string (default: by size)")
         p.add_argument("--keep", type=int, default=defaults.keep, help="published versions to keep")
+        p.add_argument(
+            "--labels-from",
+            default=None,
+            metavar="FIELD",
+            help="metadata field (e.g. articleType) that decides each item's part index, "
+            "instead of the model's predicted labels",
+        )
     p = sub.add_parser("delete", help="remove items by id")
     p.add_argument("--ids", required=True, help="comma-separated item ids")
     p.add_argument("--keep", type=int, default=defaults.keep)

@@ -20,6 +20,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from indexer.article_types import ARTICLE_TYPE_TO_LABEL
 from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
 from indexer.catalogue import Catalogue, CatalogueItem
 from indexer.embed import ItemParts, Skipped, embed_items
@@ -42,6 +43,7 @@ class IndexOptions:
     factory: str | None = None  # a FAISS index-factory string; None chooses by size
     keep: int = 3  # published versions kept
     max_pixels: int = 40_000_000
+    labels_from: str | None = None  # a metadata field (articleType) that decides the part indexes
 
 
 @dataclass
@@ -70,6 +72,7 @@ def _embed(
     parts, whole = _Vectors(), _Vectors()
     key = first_key
     done = 0
+    known = _known_labels(options.labels_from, model.config.labels) if options.labels_from else None
     for result in embed_items(
         model,
         items,
@@ -79,6 +82,7 @@ def _embed(
         options.workers,
         options.device,
         options.max_pixels,
+        known_labels=known,
     ):
         done += 1
         if progress:
@@ -96,6 +100,19 @@ def _embed(
             parts.add(label, key, vector)
         key += 1
     return records, parts, whole, skipped
+
+
+def _known_labels(field: str, labels: list[str]) -> Callable[[CatalogueItem], list[str] | None]:
+    """An item's part labels from its metadata field, mapped by the article-type table (or taken as a
+    label name); an item whose value maps to no label gets no part (it stays in the global index)."""
+    wanted = set(labels)
+
+    def known(item: CatalogueItem) -> list[str] | None:
+        value = str(item.metadata.get(field, ""))
+        label = ARTICLE_TYPE_TO_LABEL.get(value, value)
+        return [label] if label in wanted else []
+
+    return known
 
 
 def _model_manifest(checkpoint: Path, model: PartAttentionNetwork) -> dict[str, Any]:
@@ -187,6 +204,7 @@ def build_bundle(
                 "threshold": options.threshold,
                 "max_parts": options.max_parts,
                 "factory": options.factory or "auto",
+                "labels_from": options.labels_from,
             },
             "skipped": catalogue.skipped + skipped,
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,8 +73,13 @@ def embed_items(
     device: str = "cpu",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool | None = None,
+    known_labels: Callable[[CatalogueItem], list[str] | None] | None = None,
 ) -> Iterator[ItemParts | Skipped]:
-    """Yield, in catalogue order per batch, each item's embeddings or the reason it was skipped."""
+    """Yield, in catalogue order per batch, each item's embeddings or the reason it was skipped.
+
+    ``known_labels`` may give an item's labels (from its metadata); its parts are then those labels'
+    crops rather than the labels the model predicts.
+    """
     size = (model.config.image_height, model.config.image_width)
     loader = DataLoader(
         _Decoded(items, size, max_pixels),
@@ -99,7 +104,8 @@ def embed_items(
                 for row, i in enumerate(indices):
                     parts = []
                     if attention:
-                        chosen = select_parts(model, out, row, (1, 1), threshold=threshold, max_parts=max_parts)
+                        fixed = known_labels(items[i]) if known_labels else None
+                        chosen = select_parts(model, out, row, (1, 1), threshold, max_parts, labels=fixed)
                         parts = [(p.label, p.score, p.embedding.float().cpu().numpy()) for p in chosen]
                     yield ItemParts(items[i].id, glob[row], parts)
             bar.update(len(indices) + len(errors))

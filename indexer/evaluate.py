@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from indexer.article_types import ARTICLE_TYPE_TO_LABEL
 from indexer.bundle import Bundle, BundleStore
 from indexer.search import Match, QueryPart, recommend_global, recommend_parts
 from model.checkpoint import load_checkpoint
@@ -33,76 +34,6 @@ from model.network import PartAttentionNetwork, select_parts
 from model.visualize import PALETTE, draw_boxes, tile
 
 log = logging.getLogger("indexer.evaluate")
-
-# Kaggle fashion-product articleType -> CCP item label. Types with no CCP counterpart (perfume,
-# umbrellas…) are absent: recommending one of them is always wrong.
-ARTICLE_TYPE_TO_LABEL = {
-    "Tshirts": "t-shirt",
-    "Shirts": "shirt",
-    "Tops": "top",
-    "Kurtas": "top",
-    "Kurtis": "top",
-    "Tunics": "top",
-    "Sweaters": "sweater",
-    "Sweatshirts": "sweatshirt",
-    "Jackets": "jacket",
-    "Waistcoat": "vest",
-    "Shrug": "cardigan",
-    "Innerwear Vests": "intimate",
-    "Dresses": "dress",
-    "Kurta Sets": "dress",
-    "Sarees": "dress",
-    "Jeans": "jeans",
-    "Trousers": "pants",
-    "Track Pants": "pants",
-    "Capris": "pants",
-    "Lounge Pants": "pants",
-    "Shorts": "shorts",
-    "Lounge Shorts": "shorts",
-    "Skirts": "skirt",
-    "Leggings": "leggings",
-    "Churidar": "leggings",
-    "Tracksuits": "suit",
-    "Casual Shoes": "shoes",
-    "Formal Shoes": "shoes",
-    "Sports Shoes": "sneakers",
-    "Heels": "heels",
-    "Flats": "flats",
-    "Sandals": "sandals",
-    "Sports Sandals": "sandals",
-    "Flip Flops": "sandals",
-    "Handbags": "bag",
-    "Backpacks": "bag",
-    "Laptop Bag": "bag",
-    "Duffel Bag": "bag",
-    "Messenger Bag": "bag",
-    "Rucksacks": "bag",
-    "Waist Pouch": "bag",
-    "Clutches": "purse",
-    "Mobile Pouch": "purse",
-    "Wallets": "wallet",
-    "Sunglasses": "sunglasses",
-    "Watches": "watch",
-    "Bracelet": "bracelet",
-    "Necklace and Chains": "necklace",
-    "Belts": "belt",
-    "Ties": "tie",
-    "Scarves": "scarf",
-    "Mufflers": "scarf",
-    "Stoles": "scarf",
-    "Dupatta": "scarf",
-    "Caps": "hat",
-    "Hat": "hat",
-    "Headband": "accessories",
-    "Gloves": "gloves",
-    "Socks": "socks",
-    "Stockings": "stockings",
-    "Tights": "tights",
-    "Bra": "bra",
-    "Briefs": "panties",
-    "Trunk": "panties",
-    "Boxers": "panties",
-}
 
 
 def product_label(metadata: dict[str, object]) -> str | None:

@@ -129,21 +129,26 @@ def select_parts(
     image_size: tuple[int, int],
     threshold: float = 0.0,
     max_parts: int | None = None,
+    labels: list[str] | None = None,
 ) -> list[Part]:
     """The parts of one image of a batch: labels above ``threshold``, best first.
 
     The part of label c is the step k* = argmax_k s_k[c]; its embedding and box are crop k*'s.
+    ``labels`` names the parts to take instead (e.g. a catalogue item's known category), whatever
+    their scores.
     """
     if out.step_scores is None or out.part_embeddings is None or out.transforms is None:
         raise ValueError("parts need the attention architecture")
     width, height = image_size
-    probs = model.probabilities(out.scores[index])
+    probs = model.probabilities(out.scores[index]).detach()
     steps = out.step_scores[index].argmax(0)  # (C,)
-    order = torch.argsort(probs, descending=True)
+    if labels is not None:
+        chosen = [model.config.labels.index(name) for name in labels]
+    else:
+        order = [c for c in torch.argsort(probs, descending=True).tolist() if float(probs[c]) >= threshold]
+        chosen = order[:max_parts] if max_parts is not None else order
     parts = []
-    for c in order.tolist():
-        if float(probs[c].detach()) < threshold or (max_parts is not None and len(parts) >= max_parts):
-            break
+    for c in chosen:
         k = int(steps[c])
         parts.append(
             Part(

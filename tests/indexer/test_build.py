@@ -72,7 +72,7 @@ def test_add_and_delete_make_new_versions_without_reembedding(
     monkeypatch.setattr(
         indexer.build,
         "embed_items",
-        lambda m, items, *a: (embedded.extend(i.id for i in items), original(m, items, *a))[1],
+        lambda m, items, *a, **k: (embedded.extend(i.id for i in items), original(m, items, *a, **k))[1],
     )
     second = add_items(store, tiny_checkpoint, extra, OPTIONS)
     assert embedded == ["p6", "p7", "p8"]  # only the new items went through the model
@@ -165,3 +165,20 @@ def test_a_build_killed_midway_publishes_nothing(tmp_path: Path, tiny_checkpoint
     # the next writer clears the leftovers and publishes normally
     delete_items(store, ["p0"])
     assert list(store.staging_dir.iterdir()) == [] and store.open().manifest["items"] == 3
+
+
+def test_labels_from_metadata_choose_the_part_indexes(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    folder = make_catalogue(tmp_path / "cat", count=6)
+    rows = (folder / "metadata.csv").read_text().splitlines()
+    kinds = ["red", "blue", "Perfume and Body Mist", "green", "red", "blue"]
+    (folder / "metadata.csv").write_text(
+        "\n".join([rows[0] + ",kind"] + [f"{row},{kind}" for row, kind in zip(rows[1:], kinds, strict=True)]) + "\n"
+    )
+    store = BundleStore(tmp_path / "bundles")
+    options = IndexOptions(threshold=0.0, max_parts=3, batch_size=4, workers=0, labels_from="kind")
+    build_bundle(store, tiny_checkpoint, load_catalogue(folder), options)
+    bundle = store.open()
+    assert bundle.manifest["index"]["counts"] == {"blue": 2, "green": 1, "red": 2}  # the unmapped type: none
+    assert bundle.global_index.ntotal == 6
+    assert bundle.items[bundle.keys_by_id["p1"]].metadata["parts"] == ["blue"]
+    assert bundle.manifest["options"]["labels_from"] == "kind"
