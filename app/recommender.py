@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -170,7 +169,7 @@ class Recommender:
         found = select_parts(self.model, out, 0, frame, threshold=self.threshold)
         wanted = [p for p in found if options.labels is None or p.label in options.labels][: options.max_parts]
         query = [QueryPart(p.label, p.score, p.embedding.numpy(), placement.box_to_photo(p.box)) for p in wanted]
-        results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, _labels(options.labels))
+        results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, options.labels)
         return [
             {
                 "label": r.part.label,
@@ -180,10 +179,6 @@ class Recommender:
             }
             for r in results
         ]
-
-
-def _labels(labels: Collection[str] | None) -> Collection[str] | None:
-    return labels
 
 
 def _item(match: Any) -> dict[str, Any]:

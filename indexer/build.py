@@ -24,7 +24,7 @@ from indexer.article_types import ARTICLE_TYPE_TO_LABEL
 from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
 from indexer.catalogue import Catalogue, CatalogueItem
 from indexer.embed import ItemParts, Skipped, embed_items
-from indexer.faiss_index import build_index, choose_factory, empty_like, gpu_available
+from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available
 from model.checkpoint import file_sha256, load_checkpoint
 from model.network import PartAttentionNetwork
 
@@ -219,8 +219,8 @@ def _empty(model: PartAttentionNetwork) -> faiss.Index:
 def _changed(base: Bundle, drop: set[str]) -> tuple[dict[str, faiss.Index], faiss.Index, list[ItemRecord]]:
     """In-memory copies of the live bundle's indexes with the items in ``drop`` removed."""
     keys = np.asarray([base.keys_by_id[i] for i in drop if i in base.keys_by_id], dtype=np.int64)
-    part_indexes = {label: empty_like(index) for label, index in base.part_indexes.items()}
-    global_index = empty_like(base.global_index)
+    part_indexes = {label: copy_in_memory(index) for label, index in base.part_indexes.items()}
+    global_index = copy_in_memory(base.global_index)
     if len(keys):
         for index in [*part_indexes.values(), global_index]:
             index.remove_ids(keys)

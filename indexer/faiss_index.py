@@ -56,6 +56,6 @@ def _nlist(spec: str) -> int:
     return 1
 
 
-def empty_like(index: faiss.Index) -> faiss.Index:
+def copy_in_memory(index: faiss.Index) -> faiss.Index:
     """A copy of ``index`` in memory (for incremental changes to a read-only, memory-mapped one)."""
     return faiss.clone_index(index)
