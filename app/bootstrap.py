@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> Path:
             store,
             checkpoint,
             load_catalogue(catalogue),
-            IndexOptions(device=settings.device, threshold=settings.part_threshold),
+            IndexOptions(device=settings.device, threshold=settings.part_threshold, labels_from=settings.labels_from),
         )
     else:
         log.info("bundle %s is live and matches the model", live.version if live else "?")

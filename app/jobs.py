@@ -43,7 +43,7 @@ def new_job(kind: str, params: dict[str, Any]) -> dict[str, Any]:
 def execute_job(job: dict[str, Any], settings: Settings, progress: dict[str, int]) -> str:
     """Run one job to completion (blocking); returns the published bundle version."""
     store = BundleStore(settings.bundles_dir)
-    options = IndexOptions(device=settings.device, threshold=settings.part_threshold)
+    options = IndexOptions(device=settings.device, threshold=settings.part_threshold, labels_from=settings.labels_from)
 
     def report(done: int, total: int) -> None:
         progress.update(done=done, total=total)

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
 
     default_max_parts: int = Field(5, gt=0)
     default_candidates: int = Field(10, gt=0)
+    labels_from: str | None = None  # metadata field deciding a product's part indexes (e.g. articleType)
     part_threshold: float = Field(0.05, ge=0, le=1)  # a part's label probability at least
 
     @model_validator(mode="after")

@@ -104,11 +104,14 @@ def _embed(
 
 def _known_labels(field: str, labels: list[str]) -> Callable[[CatalogueItem], list[str] | None]:
     """An item's part labels from its metadata field, mapped by the article-type table (or taken as a
-    label name); an item whose value maps to no label gets no part (it stays in the global index)."""
+    label name). A value that maps to no label gives no part (the item stays in the global index);
+    an item without the field falls back to the predicted labels."""
     wanted = set(labels)
 
     def known(item: CatalogueItem) -> list[str] | None:
-        value = str(item.metadata.get(field, ""))
+        if field not in item.metadata:
+            return None  # nothing known: the model's predictions decide
+        value = str(item.metadata[field])
         label = ARTICLE_TYPE_TO_LABEL.get(value, value)
         return [label] if label in wanted else []
 

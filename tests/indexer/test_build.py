@@ -182,3 +182,10 @@ def test_labels_from_metadata_choose_the_part_indexes(tmp_path: Path, tiny_check
     assert bundle.global_index.ntotal == 6
     assert bundle.items[bundle.keys_by_id["p1"]].metadata["parts"] == ["blue"]
     assert bundle.manifest["options"]["labels_from"] == "kind"
+
+
+def test_items_without_the_field_fall_back_to_predictions(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    options = IndexOptions(threshold=0.0, max_parts=2, batch_size=4, workers=0, labels_from="articleType")
+    build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "cat", count=3)), options)
+    assert sum(store.open().manifest["index"]["counts"].values()) == 6  # two predicted parts each
