@@ -30,6 +30,7 @@ def _options(args: argparse.Namespace) -> IndexOptions:
         device=args.device,
         factory=args.factory,
         keep=args.keep,
+        labels_from=args.labels_from,
     )
 
 

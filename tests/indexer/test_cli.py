@@ -1,0 +1,39 @@
+import json
+from pathlib import Path
+
+from indexer.__main__ import main
+from indexer.bundle import BundleStore
+from tests.helpers import make_catalogue
+
+
+def test_cli_build_passes_every_option(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = make_catalogue(tmp_path / "cat", count=3)
+    rows = (folder / "metadata.csv").read_text().splitlines()
+    (folder / "metadata.csv").write_text("\n".join([rows[0] + ",kind"] + [r + ",blue" for r in rows[1:]]) + "\n")
+    args = [
+        "build",
+        "--catalogue",
+        str(folder),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--bundles",
+        str(tmp_path / "b"),
+        "--threshold",
+        "0",
+        "--max-parts",
+        "2",
+        "--workers",
+        "0",
+        "--keep",
+        "4",
+        "--labels-from",
+        "kind",
+    ]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == 3
+    manifest = BundleStore(tmp_path / "b").open().manifest
+    assert manifest["options"] == {"threshold": 0.0, "max_parts": 2, "factory": "auto", "labels_from": "kind"}
+    assert manifest["index"]["counts"] == {"blue": 3}
+    assert main(["delete", "--ids", "p0", "--bundles", str(tmp_path / "b")]) == 0
+    assert main(["delete", "--ids", "nope", "--bundles", str(tmp_path / "b")]) == 2
+    assert main(["list", "--bundles", str(tmp_path / "b")]) == 0
