@@ -112,7 +112,8 @@ async def recommend(
         mode=mode,
     )
     bundle = recommender.bundles.current
-    cache_key = f"{image_digest(data)}|{bundle.version if bundle else '-'}|{options.cache_key()}"
+    digest = image_digest(data)  # hashed once; the key also names the bundle and the options
+    cache_key = f"{digest}|{bundle.version if bundle else '-'}|{options.cache_key()}"
     if settings.cache_ttl_s and bundle is not None:
         cached = await coordinator.cache_get(cache_key)
         metrics.cache.labels("hit" if cached else "miss").inc()
@@ -136,6 +137,6 @@ async def recommend(
     ).model_dump_json()
     if settings.cache_ttl_s:
         await coordinator.cache_set(
-            f"{image_digest(data)}|{result.bundle_version}|{options.cache_key()}", body.encode(), settings.cache_ttl_s
+            f"{digest}|{result.bundle_version}|{options.cache_key()}", body.encode(), settings.cache_ttl_s
         )
     return Response(body, media_type="application/json")
