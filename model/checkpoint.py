@@ -13,7 +13,7 @@ import torch
 from model.config import ModelConfig
 from model.network import PartAttentionNetwork
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: multi-level trunk, content-placed crops, crop-scored labels
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: PartAttentionNetwork, **extra: Any) -> Path:
@@ -41,7 +41,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = torch.load(path, map_location=device, weights_only=False)
+    payload = torch.load(path, map_location=device, weights_only=True)  # plain tensors and dicts: no code runs
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {payload.get('format_version')}, expected {FORMAT_VERSION}")
     config = ModelConfig(**{**payload["config"], "pretrained": False, "trunk_weights": None})

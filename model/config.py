@@ -17,6 +17,7 @@ TRUNK_NORMALISATION: dict[str, tuple[tuple[float, float, float], tuple[float, fl
 }
 ARCHITECTURES = ("attention", "global")
 CLASSIFICATIONS = ("softmax", "sigmoid")
+ANCHOR_LAYOUTS = ("grid", "ring")
 
 
 @dataclass
@@ -30,26 +31,29 @@ class ModelConfig:
     image_width: int = 256
     mean: tuple[float, float, float] | None = None  # None: the trunk's own normalisation
     std: tuple[float, float, float] | None = None
-    channels: int = 128  # D: channels after the 1x1 reduction of the trunk map
+    multiscale: bool = True  # add the trunk's stride-32 map (where it has one) to the stride-16 grid
+    channels: int = 128  # D: channels after the 1x1 reduction of the trunk maps
     steps: int = 9  # K: attention steps after the whole-map step 0
     crop_height: int = 6  # size of the grid each attended crop is resampled to
     crop_width: int = 4
     codewords: int = 32  # Deep TEN codewords per crop; part embedding = codewords * channels
     hidden: int = 512  # LSTM hidden size
-    initial_scale: float = 0.3  # half-size of each crop at the start, in [-1, 1] map units
-    anchor_radius: float = 0.5  # crops start on (and L_loc pulls them towards) a circle of this radius
+    anchors: str = "grid"  # where crops start (and L_loc pulls them): "grid" over the photo, or RDAR's "ring"
+    anchor_radius: float = 0.5  # radius of the "ring" anchors
+    initial_scale: float = 0.34  # half-size of each crop at the start, in [-1, 1] map units (a 3x3 grid cell)
+    min_scale: float = 0.05  # bounds of a crop's half-size: small enough for a shoe, up to the whole map
+    max_scale: float = 1.0
     box_sharpness: float = 12.0  # slope of the soft box edges of the attention maps (per unit of [-1, 1])
     dropout: float = 0.2  # on the LSTM input
-    scores_from: str = "lstm"  # "lstm": s_k from the LSTM state; "crop": from crop k's encoding alone (RDAR)
-    classification: str = "softmax"  # "softmax": the paper's L_cls on softmax(s); "sigmoid": BCE per label
+    classification: str = "sigmoid"  # "sigmoid": BCE per label (chosen on validation); "softmax": the paper's L_cls
 
     def __post_init__(self) -> None:
         if self.trunk not in TRUNKS:
             raise ValueError(f"unknown trunk {self.trunk!r}; choose one of {', '.join(TRUNKS)}")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {ARCHITECTURES}")
-        if self.scores_from not in ("lstm", "crop"):
-            raise ValueError(f"scores_from must be 'lstm' or 'crop', not {self.scores_from!r}")
+        if self.anchors not in ANCHOR_LAYOUTS:
+            raise ValueError(f"unknown anchors {self.anchors!r}; choose one of {ANCHOR_LAYOUTS}")
         if self.classification not in CLASSIFICATIONS:
             raise ValueError(f"unknown classification {self.classification!r}; choose one of {CLASSIFICATIONS}")
         if not self.labels:

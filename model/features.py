@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from model.data import load_image
 from model.network import PartAttentionNetwork
+from model.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def _cache_key(model: PartAttentionNetwork, paths: Sequence[Path], flips: bool) 
         "std": cfg.std,
         "paths": [str(p.resolve()) for p in paths],
         "flips": flips,
+        "multiscale": cfg.multiscale,
         "preprocess": "letterbox-v1",  # bump when model.imaging.fit_to_input changes
     }
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
@@ -57,8 +58,8 @@ def trunk_features(
     batch_size: int = 16,
     workers: int = 2,
     device: str = "cpu",
-) -> torch.Tensor:
-    """(N, F, C, h, w) float16 trunk maps, F = 2 with mirrored copies; cached on disk by content key."""
+) -> list[torch.Tensor]:
+    """Per trunk level, (N, F, C, h, w) float16 maps, F = 2 with mirrored copies; cached on disk by content key."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"trunk-{model.config.trunk}-{_cache_key(model, paths, flips)}.pt"
     if path.is_file():
@@ -67,12 +68,12 @@ def trunk_features(
     model.eval().to(device)
     size = (model.config.image_height, model.config.image_width)
     loader = DataLoader(ImageFiles(paths, size), batch_size=batch_size, num_workers=workers)
-    chunks = []
-    for images in tqdm(loader, desc=f"trunk features ({len(paths)} photos)", unit="batch", disable=None):
+    chunks: list[list[torch.Tensor]] = []
+    for images in progress(loader, len(loader), f"trunk features of {len(paths)} photos", "batches"):
         images = images.to(device)
-        views = [images, images.flip(-1)] if flips else [images]
-        chunks.append(torch.stack([model.trunk_forward(v).half().cpu() for v in views], 1))
-    features = torch.cat(chunks)
+        views = [model.trunk_forward(v) for v in ([images, images.flip(-1)] if flips else [images])]
+        chunks.append([torch.stack([view[level].half().cpu() for view in views], 1) for level in range(len(views[0]))])
+    features = [torch.cat(level) for level in zip(*chunks, strict=True)]
     tmp = path.with_suffix(".tmp")
     torch.save(features, tmp)
     tmp.replace(path)  # a killed run never leaves a half-written cache entry

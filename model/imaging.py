@@ -85,15 +85,30 @@ class Placement:
             min(max(y1 - self.offset_y, 0.0), self.height),
         )
 
+    def box_to_unit(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box in photo pixels -> the same box in the network input's [-1, 1] map coordinates."""
+        x0, y0, x1, y1 = box
+        ux = lambda x: (x + self.offset_x) / self.frame_width * 2 - 1  # noqa: E731
+        uy = lambda y: (y + self.offset_y) / self.frame_height * 2 - 1  # noqa: E731
+        return (ux(x0), uy(y0), ux(x1), uy(y1))
+
+
+def letterbox_placement(width: int, height: int, size: tuple[int, int]) -> tuple[Placement, float, int, int]:
+    """Where a width x height photo lands in a letterboxed input of ``size`` = (H, W): the
+    placement, the scale, and the photo's top-left corner in input pixels."""
+    out_h, out_w = size
+    scale = min(out_w / width, out_h / height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
+    return Placement(width, height, out_w / scale, out_h / scale, left / scale, top / scale), scale, left, top
+
 
 def fit_to_input(image: Image.Image, size: tuple[int, int]) -> tuple[torch.Tensor, Placement]:
     """RGB image -> ((3, H, W) float tensor in [0, 1], placement), letterboxed to ``size`` = (H, W)."""
     out_h, out_w = size
-    scale = min(out_w / image.width, out_h / image.height)
+    placement, scale, left, top = letterbox_placement(image.width, image.height, size)
     new_w, new_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
     canvas = Image.new("RGB", (out_w, out_h), (PAD_VALUE,) * 3)
-    left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
     canvas.paste(image.convert("RGB").resize((new_w, new_h), Image.Resampling.BILINEAR), (left, top))
     tensor = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-    placement = Placement(image.width, image.height, out_w / scale, out_h / scale, left / scale, top / scale)
     return tensor, placement

@@ -69,7 +69,14 @@ def group_matrix(labels: Sequence[str]) -> np.ndarray:
     return matrix
 
 
-def to_groups(values: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-    """(N, C) label targets or scores -> (N, G) group values: the max over each group's labels."""
+def to_groups(values: np.ndarray, labels: Sequence[str], reduce: str = "max") -> np.ndarray:
+    """(N, C) label targets or scores -> (N, G) group values over each group's labels.
+
+    "max" for 0/1 targets and independent (sigmoid) probabilities; "sum" for softmax probabilities,
+    whose sum over a group's labels is the probability of the group."""
     matrix = group_matrix(labels).astype(bool)
+    if reduce == "sum":
+        return np.stack([values[:, matrix[:, g]].sum(1) for g in range(matrix.shape[1])], 1)
+    if reduce != "max":
+        raise ValueError(f"reduce must be 'max' or 'sum', not {reduce!r}")
     return np.stack([values[:, matrix[:, g]].max(1) for g in range(matrix.shape[1])], 1)

@@ -1,20 +1,26 @@
-"""Losses of Verma et al., ICIP 2018 (eq. 1-3), after RDAR (Wang et al., ICCV 2017).
+"""Losses of Verma et al., ICIP 2018 (eq. 1-3), after RDAR (Wang et al., ICCV 2017), and the box
+supervision of the box-supervised variant.
 
-L = L_cls + λ1 L_div + λ2 L_loc with λ1 = λ2 = 0.01.
+L = L_cls + λ1 L_div + λ2 L_loc with λ1 = λ2 = 0.01 (the paper), + λ_box L_box where a photo has
+item boxes (the odd-numbered pixel-level CCP photos of the training split).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torchvision.ops import generalized_box_iou_loss
 
-from model.attention import anchor_points
 from model.network import NetworkOutput
 
 DIVERSITY_WEIGHT = 0.01  # λ1
 LOCALISATION_WEIGHT = 0.01  # λ2
 ANCHOR_WEIGHT = 0.01  # RDAR's weights inside L_loc
 POSITIVE_WEIGHT = 0.1
+BOX_L1_WEIGHT = 2.0  # inside L_box, after DETR's balance of L1, GIoU and classification
+BOX_GIOU_WEIGHT = 1.0
+BOX_PICK_WEIGHT = 1.0
 
 
 def classification_loss(scores: torch.Tensor, targets: torch.Tensor, kind: str = "softmax") -> torch.Tensor:
@@ -27,6 +33,22 @@ def classification_loss(scores: torch.Tensor, targets: torch.Tensor, kind: str =
     return ((scores.softmax(-1) - target_dist) ** 2).sum(-1).mean()
 
 
+def group_loss(scores: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """BCE on item-group presence, a group's logit being the max of its labels' (C, G 0/1 ``groups``).
+    CCP's two annotation sets name one item differently (`shoes` / `heels`); this term rewards
+    finding the footwear whatever it was called."""
+    member = groups.t().bool()  # (G, C)
+    logits = scores.float().unsqueeze(1).masked_fill(~member, float("-inf")).amax(-1)  # (B, G)
+    present = (targets.float() @ groups.float()).clamp(max=1.0)  # (B, G)
+    return F.binary_cross_entropy_with_logits(logits, present)
+
+
+def codeword_usage_loss(share: torch.Tensor) -> torch.Tensor:
+    """KL(mean assignment || uniform) over the codewords: 0 when every codeword takes an equal share
+    of the cells, log K when one takes them all (the encoding collapsing to pooling)."""
+    return (share * (share * share.numel()).clamp_min(1e-12).log()).sum()
+
+
 def diversity_loss(maps: torch.Tensor) -> torch.Tensor:
     """1/(K−1) Σ_{k=2..K} Σ_i I_{k−1,i} I_{k,i}: overlap of consecutive attention maps (batch mean)."""
     if maps.shape[1] < 2:
@@ -35,29 +57,85 @@ def diversity_loss(maps: torch.Tensor) -> torch.Tensor:
     return overlap.mean(1).mean()
 
 
-def localisation_loss(transforms: torch.Tensor, anchor_radius: float = 0.5) -> torch.Tensor:
-    """RDAR's L_loc over (B, K, 4) transforms (s_x, s_y, t_x, t_y), batch mean.
-
-    scale: Σ_k max(|s|−0.5, 0)²; anchor: 0.01 Σ_k ½‖t_k − c_k‖²; positive: 0.1 Σ_k max(0.1 − s, 0).
-    """
+def localisation_loss(transforms: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """RDAR's L_loc over (B, K, 4) transforms (s_x, s_y, t_x, t_y) and (K, 2) anchors c_k (NaN:
+    none), batch mean. scale: Σ_k max(|s|−0.5, 0)²; anchor: 0.01 Σ_k ½‖t_k − c_k‖²;
+    positive: 0.1 Σ_k max(0.1 − s, 0)."""
     scale, shift = transforms[..., :2], transforms[..., 2:]
     scale_term = (F.relu(scale.abs() - 0.5) ** 2).sum((-2, -1))
-    anchors = anchor_points(transforms.shape[1], anchor_radius).to(transforms)
+    anchors = anchors.to(transforms)
     has_anchor = ~anchors[:, 0].isnan()
     anchor_term = 0.5 * ((shift[:, has_anchor] - anchors[has_anchor]) ** 2).sum((-2, -1))
     positive_term = F.relu(0.1 - scale).sum((-2, -1))
     return (scale_term + ANCHOR_WEIGHT * anchor_term + POSITIVE_WEIGHT * positive_term).mean()
 
 
+def transforms_to_corners(transforms: torch.Tensor) -> torch.Tensor:
+    """(..., 4) (s_x, s_y, t_x, t_y) -> (..., 4) (x0, y0, x1, y1) in [-1, 1] map coordinates."""
+    sx, sy, tx, ty = transforms.unbind(-1)
+    sx, sy = sx.abs(), sy.abs()
+    return torch.stack([tx - sx, ty - sy, tx + sx, ty + sy], -1)
+
+
+def box_loss(
+    step_scores: torch.Tensor, transforms: torch.Tensor, items: list[list[tuple[int, torch.Tensor]]]
+) -> torch.Tensor:
+    """Box supervision: each photo's items (label c, (x0, y0, x1, y1) in [-1, 1] map coordinates)
+    are matched one-to-one to crops (Hungarian, DETR's cost), and each matched crop is pulled onto
+    its item's box (L1 + GIoU) and made the step that scores c highest among the K crops, which is
+    how a part's crop is picked at serving time. Photos without items add nothing."""
+    boxes = transforms_to_corners(transforms)  # (B, K, 4)
+    pick = step_scores.log_softmax(1)  # (B, K, C): over the crops, per label
+    total, count = step_scores.new_zeros(()), 0
+    for b, photo_items in enumerate(items):
+        if not photo_items:
+            continue
+        labels = torch.tensor([c for c, _ in photo_items], device=boxes.device)
+        targets = torch.stack([box for _, box in photo_items]).to(boxes)  # (n, 4)
+        l1 = torch.cdist(targets, boxes[b], p=1)  # (n, K)
+        cost = BOX_L1_WEIGHT * l1 - BOX_PICK_WEIGHT * pick[b, :, labels].t()
+        rows, cols = linear_sum_assignment(cost.detach().float().cpu().numpy())
+        rows_t, cols_t = torch.as_tensor(rows, device=boxes.device), torch.as_tensor(cols, device=boxes.device)
+        matched = boxes[b, cols_t]
+        total = total + (
+            BOX_L1_WEIGHT * F.l1_loss(matched, targets[rows_t], reduction="sum")
+            + BOX_GIOU_WEIGHT * generalized_box_iou_loss(matched, targets[rows_t], reduction="sum")
+            - BOX_PICK_WEIGHT * pick[b, cols_t, labels[rows_t]].sum()
+        )
+        count += len(rows)
+    return total / max(count, 1)
+
+
 def total_loss(
-    out: NetworkOutput, targets: torch.Tensor, kind: str = "softmax", anchor_radius: float = 0.5
+    out: NetworkOutput,
+    targets: torch.Tensor,
+    kind: str = "softmax",
+    anchors: torch.Tensor | None = None,
+    items: list[list[tuple[int, torch.Tensor]]] | None = None,
+    box_weight: float = 0.0,
+    groups: torch.Tensor | None = None,
+    group_weight: float = 0.0,
+    usage_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """All terms and their weighted sum under ``"loss"``; the baseline has only L_cls."""
+    """All terms and their weighted sum under ``"loss"``; the baseline has only L_cls. L_box is
+    added where ``box_weight`` > 0 and ``items`` gives some photos' item boxes; the group term
+    where ``group_weight`` > 0 with the (C, G) label-to-group matrix ``groups``."""
     terms = {"cls": classification_loss(out.scores, targets, kind)}
     loss = terms["cls"]
-    if out.maps is not None and out.transforms is not None:
+    if group_weight > 0 and groups is not None:
+        terms["group"] = group_loss(out.scores, targets, groups)
+        loss = loss + group_weight * terms["group"]
+    if out.maps is not None and out.transforms is not None and out.step_scores is not None:
+        if anchors is None:
+            raise ValueError("the attention losses need the model's anchors (model.attention.config_anchors)")
         terms["div"] = diversity_loss(out.maps)
-        terms["loc"] = localisation_loss(out.transforms, anchor_radius)
+        terms["loc"] = localisation_loss(out.transforms, anchors)
         loss = loss + DIVERSITY_WEIGHT * terms["div"] + LOCALISATION_WEIGHT * terms["loc"]
+        if usage_weight > 0 and out.codeword_share is not None:
+            terms["usage"] = codeword_usage_loss(out.codeword_share)
+            loss = loss + usage_weight * terms["usage"]
+        if box_weight > 0 and items is not None:
+            terms["box"] = box_loss(out.step_scores, out.transforms, items)
+            loss = loss + box_weight * terms["box"]
     terms["loss"] = loss
     return terms

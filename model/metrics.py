@@ -24,12 +24,17 @@ def per_label_ap(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def multilabel_report(targets: np.ndarray, scores: np.ndarray, labels: Sequence[str]) -> dict[str, object]:
-    """AP_all and mAP (over labels present) over labels and over coarse groups, in percent."""
+def multilabel_report(
+    targets: np.ndarray, scores: np.ndarray, labels: Sequence[str], classification: str = "sigmoid"
+) -> dict[str, object]:
+    """AP_all and mAP (over labels present) over labels and over coarse groups, in percent. A
+    group's score is the probability that any of its labels is present: the sum of softmax
+    probabilities, or the max of independent sigmoid probabilities."""
     report: dict[str, object] = {}
+    group_scores = to_groups(scores, labels, "sum" if classification == "softmax" else "max")
     for level, (t, s) in {
         "labels": (targets, scores),
-        "groups": (to_groups(targets, labels), to_groups(scores, labels)),
+        "groups": (to_groups(targets, labels), group_scores),
     }.items():
         aps = per_label_ap(t, s)
         report[level] = {

@@ -1,7 +1,8 @@
 """The part-attention network of Verma, Anand, Arora, Rai, "Diversity in Fashion Recommendation
 Using Semantic Parsing", ICIP 2018, and its global-pooling baseline.
 
-trunk (stride 16) -> 1x1 conv to D + BN + ReLU -> head. The attention head (RDAR-style recurrent
+trunk (stride 16, and stride 32 where it has one) -> 1x1 conv of each map to D, summed on the
+stride-16 grid, + BN + ReLU -> head. The attention head (RDAR-style recurrent
 spatial transformer + LSTM, Deep TEN texture encoding per crop) fuses label scores as the max over
 steps; the part embedding of label c is the encoding of the crop that scored c highest.
 """
@@ -17,6 +18,7 @@ from torch import nn
 from model.attention import RecurrentAttention
 from model.backbones import build_trunk
 from model.config import ModelConfig
+from model.imaging import Placement
 
 
 @dataclass
@@ -27,24 +29,30 @@ class NetworkOutput:
     part_embeddings: torch.Tensor | None = None  # (B, K, E) per-step crop embeddings
     transforms: torch.Tensor | None = None  # (B, K, 4) (s_x, s_y, t_x, t_y) per step
     maps: torch.Tensor | None = None  # (B, K, h, w) attention maps
+    codeword_share: torch.Tensor | None = None  # (codewords,) mean soft assignment of the cells
+
+
+class FeatureFusion(nn.Module):
+    """Trunk maps -> one (B, D, h, w) map on the finest grid: each level projected to D channels
+    (1x1 conv), coarser levels upsampled bilinearly, summed, then BN + ReLU."""
+
+    def __init__(self, in_channels: list[int], channels: int) -> None:
+        super().__init__()
+        self.project = nn.ModuleList(nn.Conv2d(c, channels, 1, bias=False) for c in in_channels)
+        self.norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        size = maps[0].shape[-2:]
+        fused = self.project[0](maps[0])
+        for project, level in zip(self.project[1:], maps[1:], strict=True):
+            fused = fused + F.interpolate(project(level), size=size, mode="bilinear", align_corners=False)
+        return self.norm(fused)
 
 
 class AttentionHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.attention = RecurrentAttention(
-            channels=config.channels,
-            num_labels=len(config.labels),
-            steps=config.steps,
-            codewords=config.codewords,
-            hidden=config.hidden,
-            crop_size=(config.crop_height, config.crop_width),
-            box_sharpness=config.box_sharpness,
-            dropout=config.dropout,
-            initial_scale=config.initial_scale,
-            anchor_radius=config.anchor_radius,
-            scores_from=config.scores_from,
-        )
+        self.attention = RecurrentAttention(config)
 
     def forward(self, x: torch.Tensor) -> NetworkOutput:
         out = self.attention(x)
@@ -55,6 +63,7 @@ class AttentionHead(nn.Module):
             part_embeddings=out.embeddings,
             transforms=out.transforms,
             maps=out.maps,
+            codeword_share=out.codeword_share,
         )
 
 
@@ -77,20 +86,24 @@ class PartAttentionNetwork(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.trunk, trunk_channels = build_trunk(config.trunk, config.pretrained, config.trunk_weights)
-        self.reduce = nn.Sequential(
-            nn.Conv2d(trunk_channels, config.channels, 1, bias=False), nn.BatchNorm2d(config.channels), nn.ReLU()
+        self.trunk, trunk_channels = build_trunk(
+            config.trunk, config.pretrained, config.trunk_weights, config.multiscale
         )
+        self.reduce = FeatureFusion(trunk_channels, config.channels)
         self.head = AttentionHead(config) if config.architecture == "attention" else GlobalPoolHead(config)
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 
-    def trunk_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) images in [0, 1] -> (B, C_trunk, H/16, W/16)."""
+    def trunk_forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) images in [0, 1] -> trunk maps, (B, C_0, H/16, W/16) first."""
         return self.trunk((images - self.mean) / self.std)
 
-    def head_forward(self, trunk_map: torch.Tensor) -> NetworkOutput:
-        return self.head(self.reduce(trunk_map))
+    def features(self, trunk_maps: list[torch.Tensor]) -> torch.Tensor:
+        """Trunk maps -> the (B, D, H/16, W/16) map the heads read."""
+        return self.reduce(trunk_maps)
+
+    def head_forward(self, trunk_maps: list[torch.Tensor]) -> NetworkOutput:
+        return self.head(self.features(trunk_maps))
 
     def forward(self, images: torch.Tensor) -> NetworkOutput:
         return self.head_forward(self.trunk_forward(images))
@@ -109,24 +122,29 @@ class PartAttentionNetwork(nn.Module):
 class Part:
     label: str
     score: float  # probability of the label
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo's pixels
+    box: tuple[float, float, float, float] | None  # x0, y0, x1, y1 in the photo's pixels (None: no placement)
     step: int  # which attention step found it (0-based, over steps 1..K)
     embedding: torch.Tensor  # (E,)
 
 
 def transform_to_box(transform: torch.Tensor, width: float, height: float) -> tuple[float, float, float, float]:
-    """(s_x, s_y, t_x, t_y) in [-1, 1] map coordinates -> pixel box clipped to the photo."""
+    """(s_x, s_y, t_x, t_y) in [-1, 1] map coordinates -> box in a frame of width x height pixels."""
     sx, sy, tx, ty = (float(v) for v in transform)
     x0, x1 = ((tx - abs(sx) + 1) / 2 * width, (tx + abs(sx) + 1) / 2 * width)
     y0, y1 = ((ty - abs(sy) + 1) / 2 * height, (ty + abs(sy) + 1) / 2 * height)
     return (max(0.0, x0), max(0.0, y0), min(width, x1), min(height, y1))
 
 
+def part_box(transform: torch.Tensor, placement: Placement) -> tuple[float, float, float, float]:
+    """A crop's transform -> its box in the photo's pixels, through the letterbox placement."""
+    return placement.box_to_photo(transform_to_box(transform, placement.frame_width, placement.frame_height))
+
+
 def select_parts(
     model: PartAttentionNetwork,
     out: NetworkOutput,
     index: int,
-    image_size: tuple[int, int],
+    placement: Placement | None = None,
     threshold: float = 0.0,
     max_parts: int | None = None,
     labels: list[str] | None = None,
@@ -135,11 +153,10 @@ def select_parts(
 
     The part of label c is the step k* = argmax_k s_k[c]; its embedding and box are crop k*'s.
     ``labels`` names the parts to take instead (e.g. a catalogue item's known category), whatever
-    their scores.
+    their scores. Boxes are in the photo's pixels when its letterbox ``placement`` is given.
     """
     if out.step_scores is None or out.part_embeddings is None or out.transforms is None:
         raise ValueError("parts need the attention architecture")
-    width, height = image_size
     probs = model.probabilities(out.scores[index]).detach()
     steps = out.step_scores[index].argmax(0)  # (C,)
     if labels is not None:
@@ -154,7 +171,7 @@ def select_parts(
             Part(
                 label=model.config.labels[c],
                 score=float(probs[c]),
-                box=transform_to_box(out.transforms[index, k], width, height),
+                box=part_box(out.transforms[index, k], placement) if placement is not None else None,
                 step=k,
                 embedding=out.part_embeddings[index, k],
             )

@@ -1,37 +1,52 @@
 """Train the part-attention network (or its global-pooling baseline) on CCP.
 
-    python -m model.train --out checkpoints/attention            # frozen trunk, CPU, minutes
+    python -m model.train --out checkpoints/attention        # the default: box-supervised, frozen trunk, CPU
+    python -m model.train --out checkpoints/weak --box-weight 0 --classification softmax --usage-weight 0
+                                                              # weakly supervised, the paper's loss
     python -m model.train --architecture global --out checkpoints/global
-    python -m model.train --mode finetune --device cuda ...       # end to end, mixed precision
+    python -m model.train --mode finetune --device cuda ...             # end to end, mixed precision
 
-Frozen mode caches trunk maps (and their mirrors) once and trains only the heads. The best epoch
-by validation mAP is kept as best.pt; last.pt holds the optimiser state for --resume.
+Frozen mode caches trunk maps (and their mirrors) once and trains only the heads. Training photos
+that are near-copies of test photos are dropped first. Validation is drawn from the odd-numbered
+pixel-level photos only. The best epoch by validation mAP is kept as best.pt; last.pt holds the
+optimiser state for --resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
+from model.attention import config_anchors
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
-from model.data import ClothingCoParsing, Sample, data_dir, label_vector, load_image, split_validation
+from model.data import ClothingCoParsing, Sample, data_dir, drop_near_copies, label_vector, load_image, split_validation
+from model.encoding import map_descriptors
 from model.features import trunk_features
+from model.imaging import letterbox_placement
+from model.labels import group_matrix
 from model.losses import total_loss
 from model.metrics import multilabel_report
 from model.network import PartAttentionNetwork
+from model.progress import progress
 
 log = logging.getLogger("model.train")
+
+Items = list[tuple[int, torch.Tensor]]  # a photo's items: (label index, (x0, y0, x1, y1) in [-1, 1] map units)
+CODEWORD_SAMPLE = 50_000  # descriptors for the k-means that starts the codewords
 
 
 @dataclass
@@ -45,7 +60,11 @@ class TrainConfig:
     trunk_lr: float = 1e-4  # finetune mode only
     weight_decay: float = 1e-4
     warmup_epochs: int = 1
-    val_fraction: float = 0.1
+    val_fraction: float = 0.3  # of the pixel-level (mask-labelled) training photos
+    box_weight: float = 2.0  # λ_box: > 0 trains the box-supervised variant on photos with item boxes (0: weak)
+    localiser_lr_scale: float = 10.0  # the localiser's learning rate, as a multiple of lr
+    group_weight: float = 0.0  # > 0 adds BCE on item-group presence (model.losses.group_loss)
+    usage_weight: float = 0.1  # > 0 keeps the codewords in use (model.losses.codeword_usage_loss)
     seed: int = 0
     device: str = "cpu"
     workers: int = 2
@@ -67,30 +86,116 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class PhotoDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Photos with label vectors; mirrored at random when ``augment``."""
+def photo_items(sample: Sample, labels: list[str], size: tuple[int, int]) -> tuple[Items, Items]:
+    """A sample's item boxes in the network input's map units, as photographed and mirrored."""
+    if not sample.boxes:
+        return [], []
+    with Image.open(sample.image) as image:
+        placement = letterbox_placement(image.width, image.height, size)[0]
+    plain, mirrored = [], []
+    for name, box in sample.boxes.items():
+        if name in labels:
+            x0, y0, x1, y1 = placement.box_to_unit(box)
+            plain.append((labels.index(name), torch.tensor([x0, y0, x1, y1])))
+            mirrored.append((labels.index(name), torch.tensor([-x1, y0, -x0, y1])))
+    return plain, mirrored
 
-    def __init__(self, samples: list[Sample], labels: list[str], size: tuple[int, int], augment: bool) -> None:
-        self.samples, self.labels, self.size, self.augment = samples, labels, size, augment
+
+Batch = tuple[list[torch.Tensor] | torch.Tensor, torch.Tensor, list[Items]]  # inputs, targets, items
+
+
+class FrozenData:
+    """Cached trunk maps of the training photos (and mirrors): batches of maps for the heads."""
+
+    def __init__(self, model: PartAttentionNetwork, cfg: TrainConfig, fit: list[Sample], val: list[Sample]) -> None:
+        self.cfg = cfg
+        # One cache entry for all the photos, in path order, whatever the validation split.
+        paths = sorted({s.image for s in fit + val})
+        maps = trunk_features(model, paths, cfg.cache_dir, True, workers=cfg.workers, device=cfg.device)
+        row = {path: i for i, path in enumerate(paths)}
+        fit_rows = torch.tensor([row[s.image] for s in fit], dtype=torch.long)
+        val_rows = torch.tensor([row[s.image] for s in val], dtype=torch.long)
+        self.fit_maps = [level[fit_rows] for level in maps]
+        self.val_maps = [level[val_rows, 0] for level in maps]
+        self.steps_per_epoch = math.ceil(len(fit) / cfg.batch_size)
+
+    def epoch(self, targets: torch.Tensor, items: list[tuple[Items, Items]]) -> Iterator[Batch]:
+        order = torch.randperm(len(targets))
+        for i in range(0, len(order), self.cfg.batch_size):
+            idx = order[i : i + self.cfg.batch_size]
+            flip = torch.randint(0, 2, (len(idx),))
+            x = [level[idx, flip].to(self.cfg.device).float() for level in self.fit_maps]
+            yield (
+                x,
+                targets[idx].to(self.cfg.device),
+                [items[j][f] for j, f in zip(idx.tolist(), flip.tolist(), strict=True)],
+            )
+
+    def val_inputs(self) -> Iterator[list[torch.Tensor]]:
+        for i in range(0, len(self.val_maps[0]), 64):
+            yield [level[i : i + 64].to(self.cfg.device).float() for level in self.val_maps]
+
+    def sample_inputs(self, count: int = 256) -> list[torch.Tensor]:
+        idx = torch.randperm(len(self.fit_maps[0]))[:count]
+        return [level[idx, 0].float().to(self.cfg.device) for level in self.fit_maps]
+
+
+class PhotoDataset(Dataset[tuple[torch.Tensor, int, int]]):
+    """Photos, mirrored at random when ``augment``: (image, index, mirrored)."""
+
+    def __init__(self, samples: list[Sample], size: tuple[int, int], augment: bool) -> None:
+        self.samples, self.size, self.augment = samples, size, augment
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         image = load_image(self.samples[i].image, self.size)
-        if self.augment and random.random() < 0.5:
-            image = image.flip(-1)
-        return image, label_vector(self.samples[i], self.labels)
+        flip = int(self.augment and random.random() < 0.5)
+        return (image.flip(-1) if flip else image), i, flip
 
 
-def _targets(samples: list[Sample], labels: list[str]) -> torch.Tensor:
-    return torch.stack([label_vector(s, labels) for s in samples])
+class PhotoData:
+    """Decoded photos for end-to-end fine-tuning."""
+
+    def __init__(self, model: PartAttentionNetwork, cfg: TrainConfig, fit: list[Sample], val: list[Sample]) -> None:
+        self.cfg = cfg
+        size = (model.config.image_height, model.config.image_width)
+        self.loader = DataLoader(
+            PhotoDataset(fit, size, True), cfg.batch_size, shuffle=True, num_workers=cfg.workers, drop_last=True
+        )
+        self.val_loader = DataLoader(PhotoDataset(val, size, False), cfg.batch_size, num_workers=cfg.workers)
+        self.steps_per_epoch = len(self.loader)
+        self.model = model
+
+    def epoch(self, targets: torch.Tensor, items: list[tuple[Items, Items]]) -> Iterator[Batch]:
+        for images, idx, flip in self.loader:
+            batch_items = [items[j][f] for j, f in zip(idx.tolist(), flip.tolist(), strict=True)]
+            yield images.to(self.cfg.device, non_blocking=True), targets[idx].to(self.cfg.device), batch_items
+
+    def val_inputs(self) -> Iterator[torch.Tensor]:
+        for images, _, _ in self.val_loader:
+            yield images.to(self.cfg.device)
+
+    def sample_inputs(self, count: int = 64) -> list[torch.Tensor]:
+        batches = itertools.islice(self.loader, max(1, count // self.cfg.batch_size))
+        images = torch.cat([x for x, _, _ in batches])
+        self.model.trunk.eval()  # its ImageNet BN statistics stay as they are
+        with torch.no_grad():
+            return self.model.trunk_forward(images.to(self.cfg.device))
 
 
 class Trainer:
     def __init__(self, model: PartAttentionNetwork, train_cfg: TrainConfig) -> None:
         self.model, self.cfg = model.to(train_cfg.device), train_cfg
-        groups = [{"params": model.head_parameters(), "lr": train_cfg.lr}]
+        # The localiser gets a larger step: its gradient arrives through the crops' sampling and
+        # bounded transforms, small next to the classifier's.
+        place = [p for n, p in model.head.named_parameters() if ".place." in f".{n}."]
+        placed = {id(p) for p in place}
+        rest = [p for p in model.head_parameters() if id(p) not in placed]
+        groups = [{"params": rest, "lr": train_cfg.lr}]
+        if place:
+            groups.append({"params": place, "lr": train_cfg.lr * train_cfg.localiser_lr_scale})
         if train_cfg.mode == "finetune":
             groups.append({"params": list(model.trunk.parameters()), "lr": train_cfg.trunk_lr})
         else:
@@ -99,25 +204,63 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, weight_decay=train_cfg.weight_decay)
         self.epoch, self.best, self.history = 0, -1.0, []
         self.amp = train_cfg.device.startswith("cuda")
+        self.anchors = config_anchors(model.config) if model.config.architecture == "attention" else None
+        self.groups = torch.from_numpy(group_matrix(model.config.labels))
 
     def _set_lr(self, step: int, total: int, warmup: int) -> None:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = cosine_lr(step, total, base, warmup)
 
-    def _step(self, out_fn, targets: torch.Tensor) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    def forward(self, inputs: list[torch.Tensor] | torch.Tensor):  # type: ignore[no-untyped-def]
+        if isinstance(inputs, torch.Tensor):  # photos (finetune)
+            return self.model(inputs)
+        return self.model.head_forward(inputs)  # cached trunk maps (frozen)
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        inputs, targets, items = batch
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            out = out_fn()
-        terms = total_loss(out, targets, self.model.config.classification, self.model.config.anchor_radius)
+            out = self.forward(inputs)
+        terms = total_loss(
+            out,
+            targets,
+            self.model.config.classification,
+            self.anchors,
+            items,
+            self.cfg.box_weight,
+            self.groups,
+            self.cfg.group_weight,
+            self.cfg.usage_weight,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in terms.items()}
 
-    def set_train_mode(self) -> None:
+    def run_epoch(
+        self, data: FrozenData | PhotoData, targets: torch.Tensor, items: list[tuple[Items, Items]]
+    ) -> dict[str, float]:
         self.model.train()
         if self.cfg.mode == "frozen":
             self.model.trunk.eval()  # frozen BN statistics
+        total = self.cfg.epochs * data.steps_per_epoch
+        warmup = self.cfg.warmup_epochs * data.steps_per_epoch
+        sums: dict[str, float] = {}
+        desc = f"epoch {self.epoch + 1}/{self.cfg.epochs}"
+        for i, batch in enumerate(progress(data.epoch(targets, items), data.steps_per_epoch, desc, "batches")):
+            self._set_lr(self.epoch * data.steps_per_epoch + i, total, warmup)
+            for key, value in self.step(batch).items():
+                sums[key] = sums.get(key, 0.0) + value
+        self.epoch += 1
+        return {k: v / data.steps_per_epoch for k, v in sums.items()}
+
+    @torch.inference_mode()
+    def predict(self, data: FrozenData | PhotoData) -> np.ndarray:
+        """Label probabilities of the validation photos."""
+        self.model.eval()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            out = [self.model.probabilities(self.forward(x).scores).float().cpu() for x in data.val_inputs()]
+        return torch.cat(out).numpy()
 
     def save(self, name: str, metrics: dict[str, object], with_optimizer: bool) -> None:
         extra: dict[str, object] = {
@@ -130,112 +273,95 @@ class Trainer:
             extra["best"] = self.best
         save_checkpoint(self.cfg.out / name, self.model, **extra)
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
         last = self.cfg.out / "last.pt"
         if not last.is_file():
             log.info("nothing to resume in %s, starting afresh", self.cfg.out)
-            return
+            return False
         model, payload = load_checkpoint(last, self.cfg.device)
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(payload["optimizer"])
         self.epoch, self.best, self.history = payload["training"]["epoch"], payload["best"], payload["history"]
         log.info("resumed from %s at epoch %d (best val mAP %.2f)", last, self.epoch, self.best)
+        return True
 
 
-@torch.inference_mode()
-def predict_scores(model: PartAttentionNetwork, batches) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Label probabilities for an iterable of trunk-map or image batches (already on device)."""
-    model.eval()
-    out = [model.probabilities(model.head_forward(b).scores).float().cpu() for b in batches]
-    return torch.cat(out).numpy()
+@torch.no_grad()
+def init_codewords(model: PartAttentionNetwork, trunk_maps: list[torch.Tensor], seed: int) -> None:
+    """Start the texture codewords at k-means centres of real descriptors (after the BN statistics
+    of the fusion layer have seen real maps), so the encoding assigns by content from step one."""
+    if model.config.architecture != "attention":
+        return
+    model.reduce.train()
+    norms = [m for m in model.reduce.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:  # BN running statistics from real maps: a plain average over the sample
+        norm.reset_running_stats()
+        norm.momentum = None
+    for i in range(0, len(trunk_maps[0]), 32):
+        model.features([level[i : i + 32] for level in trunk_maps])
+    for norm in norms:
+        norm.momentum = 0.1
+    model.reduce.eval()
+    descriptors = torch.cat(
+        [
+            map_descriptors(model.features([level[i : i + 32] for level in trunk_maps])).flatten(0, 1)
+            for i in range(0, len(trunk_maps[0]), 32)
+        ]
+    )
+    pick = torch.randperm(len(descriptors), generator=torch.Generator().manual_seed(seed))[:CODEWORD_SAMPLE]
+    model.head.attention.encoding.init_from_descriptors(descriptors[pick], seed)  # type: ignore[union-attr]
+
+
+@torch.no_grad()
+def init_crops_from_boxes(model: PartAttentionNetwork, items: list[tuple[Items, Items]], seed: int) -> None:
+    """Box-supervised runs start the K crops at the k-means centres of the training item boxes
+    (centre and size), top to bottom, rather than on a grid: crops begin where items are."""
+    from sklearn.cluster import KMeans
+
+    boxes = torch.stack([box for plain, mirrored in items for _, box in plain + mirrored]) if items else None
+    steps = model.config.steps
+    if model.config.architecture != "attention" or boxes is None or len(boxes) < steps:
+        return
+    cxcywh = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], -1)
+    centres = torch.from_numpy(KMeans(steps, n_init=4, random_state=seed).fit(cxcywh.numpy()).cluster_centers_).float()
+    centres = centres[centres[:, 1].argsort()]
+    corners = torch.cat([centres[:, :2] - centres[:, 2:] / 2, centres[:, :2] + centres[:, 2:] / 2], -1)
+    model.head.attention.place.start_at(corners)  # type: ignore[union-attr]
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample]) -> Path:
     """Train on ``train_samples`` (a validation part is split off); returns the best checkpoint."""
     seed_everything(cfg.seed)
-    fit, val = split_validation(train_samples, cfg.val_fraction, cfg.seed)
+    has_pixel = any(s.source == "pixel-level" for s in train_samples)
+    fit, val = split_validation(train_samples, cfg.val_fraction, cfg.seed, "pixel-level" if has_pixel else None)
     model = PartAttentionNetwork(model_cfg)
     trainer = Trainer(model, cfg)
-    if cfg.resume:
-        trainer.resume()
-    labels = model_cfg.labels
-    y_fit, y_val = _targets(fit, labels), _targets(val, labels)
-    log.info("training %s/%s on %d photos, validating on %d", model_cfg.architecture, cfg.mode, len(fit), len(val))
-
-    size = (model_cfg.image_height, model_cfg.image_width)
-    if cfg.mode == "frozen":
-        f_fit = trunk_features(
-            model, [s.image for s in fit], cfg.cache_dir, True, workers=cfg.workers, device=cfg.device
-        )
-        f_val = trunk_features(
-            model, [s.image for s in val], cfg.cache_dir, False, workers=cfg.workers, device=cfg.device
-        )
-
-        def epoch_batches():  # type: ignore[no-untyped-def]
-            order = torch.randperm(len(fit))
-            for i in range(0, len(order), cfg.batch_size):
-                idx = order[i : i + cfg.batch_size]
-                flip = torch.randint(0, 2, (len(idx),))
-                x = f_fit[idx, flip].to(cfg.device).float()
-                yield (lambda x=x: model.head_forward(x)), y_fit[idx].to(cfg.device)
-
-        def val_batches():  # type: ignore[no-untyped-def]
-            for i in range(0, len(val), 64):
-                yield f_val[i : i + 64, 0].to(cfg.device).float()
-
-        steps_per_epoch = math.ceil(len(fit) / cfg.batch_size)
-        score_val = lambda: predict_scores(model, val_batches())  # noqa: E731
-    else:
-        loader = DataLoader(
-            PhotoDataset(fit, labels, size, augment=True),
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            num_workers=cfg.workers,
-            drop_last=True,
-        )
-        val_loader = DataLoader(
-            PhotoDataset(val, labels, size, False), batch_size=cfg.batch_size, num_workers=cfg.workers
-        )
-
-        def epoch_batches():  # type: ignore[no-untyped-def]
-            for images, targets in loader:
-                images = images.to(cfg.device, non_blocking=True)
-                yield (lambda x=images: model(x)), targets.to(cfg.device)
-
-        @torch.inference_mode()
-        def score_val() -> np.ndarray:
-            model.eval()
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=trainer.amp):
-                out = [model.probabilities(model(x.to(cfg.device)).scores).float().cpu() for x, _ in val_loader]
-            return torch.cat(out).numpy()
-
-        steps_per_epoch = len(loader)
-
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup_epochs * steps_per_epoch
+    labels, size = model_cfg.labels, (model_cfg.image_height, model_cfg.image_width)
+    y_fit = torch.stack([label_vector(s, labels) for s in fit])
+    y_val = torch.stack([label_vector(s, labels) for s in val]).numpy()
+    items = [photo_items(s, labels, size) for s in fit] if cfg.box_weight > 0 else [([], [])] * len(fit)
+    log.info(
+        "training %s/%s on %d photos (%d with item boxes, box weight %g), validating on %d",
+        model_cfg.architecture,
+        cfg.mode,
+        len(fit),
+        sum(bool(i[0]) for i in items),
+        cfg.box_weight,
+        len(val),
+    )
+    data = FrozenData(model, cfg, fit, val) if cfg.mode == "frozen" else PhotoData(model, cfg, fit, val)
+    if not (cfg.resume and trainer.resume()):
+        init_codewords(model, data.sample_inputs(), cfg.seed)
+        if cfg.box_weight > 0:
+            init_crops_from_boxes(model, [i for i in items if i[0]], cfg.seed)
     started = time.monotonic()
     while trainer.epoch < cfg.epochs:
-        trainer.set_train_mode()
-        sums: dict[str, float] = {}
-        bar = tqdm(
-            epoch_batches(),
-            total=steps_per_epoch,
-            desc=f"epoch {trainer.epoch + 1}/{cfg.epochs}",
-            leave=False,
-            disable=None,
-        )
-        for i, (out_fn, targets) in enumerate(bar):
-            trainer._set_lr(trainer.epoch * steps_per_epoch + i, total_steps, warmup)
-            terms = trainer._step(out_fn, targets)
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{terms['loss']:.4f}")
-        trainer.epoch += 1
-        val_report = multilabel_report(y_val.numpy(), score_val(), labels)
+        terms = trainer.run_epoch(data, y_fit, items)
+        val_report = multilabel_report(y_val, trainer.predict(data), labels, model_cfg.classification)
         val_map = float(val_report["labels"]["map"])  # type: ignore[index]
         record = {
             "epoch": trainer.epoch,
-            **{k: v / steps_per_epoch for k, v in sums.items()},
+            **terms,
             "val_map": val_map,
             "val_group_map": val_report["groups"]["map"],  # type: ignore[index]
             "seconds": round(time.monotonic() - started, 1),
@@ -244,7 +370,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
         log.info(
             "epoch %d: loss %.4f, val mAP %.2f (groups %.2f)",
             trainer.epoch,
-            record["loss"],
+            terms["loss"],
             val_map,
             record["val_group_map"],
         )
@@ -256,49 +382,41 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
     return cfg.out / "best.pt"
 
 
+# ModelConfig fields the command line sets (the rest keep their defaults, recorded in the checkpoint).
+MODEL_OPTIONS = ("architecture", "trunk", "classification", "steps", "channels", "hidden", "anchors", "multiscale")
+
+
+def _add_dataclass_options(
+    parser: argparse.ArgumentParser, defaults: object, names: list[str] | tuple[str, ...]
+) -> None:
+    """One --option per dataclass field, its type and default taken from the dataclass."""
+    for name in names:
+        value = getattr(defaults, name)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        elif isinstance(value, Path | None):
+            parser.add_argument(flag, type=Path, default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for best.pt and last.pt")
-    parser.add_argument("--data", type=Path, default=None, help="data root holding ccp/ (default $FASHION_DATA_DIR)")
-    parser.add_argument("--architecture", choices=["attention", "global"], default="attention")
-    parser.add_argument("--trunk", default="efficientnet_lite0")
-    parser.add_argument(
-        "--classification",
-        choices=["softmax", "sigmoid"],
-        default="softmax",
-        help="softmax: the paper's L_cls; sigmoid: per-label BCE",
-    )
-    parser.add_argument("--steps", type=int, default=9, help="attention steps K")
-    parser.add_argument(
-        "--scores-from",
-        choices=["lstm", "crop"],
-        default="lstm",
-        help="step scores from the LSTM state or from the crop's own encoding",
-    )
-    parser.add_argument("--channels", type=int, default=128, help="D")
-    defaults = TrainConfig(out=Path("."))
-    for name in vars(defaults):
-        if name in ("out", "data", "resume"):
-            continue
-        value = getattr(defaults, name)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train_defaults = TrainConfig(out=Path("."))
+    train_names = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "out"]
+    _add_dataclass_options(parser, train_defaults, train_names)
+    _add_dataclass_options(parser, ModelConfig(labels=["placeholder"]), MODEL_OPTIONS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
-    train_samples, _ = ccp.split()  # the test split is never seen here
-    model_cfg = ModelConfig(
-        labels=ccp.labels,
-        architecture=args.architecture,
-        trunk=args.trunk,
-        classification=args.classification,
-        steps=args.steps,
-        scores_from=args.scores_from,
-        channels=args.channels,
-    )
-    train_fields = {k: getattr(args, k) for k in vars(defaults) if k not in ("out", "data")}
-    train(model_cfg, TrainConfig(out=args.out, data=args.data, **train_fields), train_samples)
+    train_samples, test = ccp.split()  # the test split is used only to find near-copies in training
+    train_samples, dropped = drop_near_copies(train_samples, test)
+    log.info("dropped %d training photos that are near-copies of test photos: %s", len(dropped), dropped)
+    model_cfg = ModelConfig(labels=ccp.labels, **{k: getattr(args, k) for k in MODEL_OPTIONS})
+    train(model_cfg, TrainConfig(out=args.out, **{k: getattr(args, k) for k in train_names}), train_samples)
 
 
 if __name__ == "__main__":

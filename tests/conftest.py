@@ -56,7 +56,7 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is not installed (.ci/run installs it: apt-get install redis-server)")
+            pytest.fail("redis-server is not installed (`make test` installs it: apt-get install redis-server)")
         self.process = subprocess.Popen(
             [
                 binary,

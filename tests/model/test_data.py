@@ -5,7 +5,15 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from model.data import ClothingCoParsing, DataError, label_vector, load_image, load_labelled_folder
+from model.data import (
+    ClothingCoParsing,
+    DataError,
+    drop_near_copies,
+    label_vector,
+    load_image,
+    load_labelled_folder,
+    split_validation,
+)
 from model.labels import ITEM_GROUPS, group_names, to_groups
 
 
@@ -16,9 +24,11 @@ def test_ccp_protocol_split_on_the_real_files(ccp_root: Path) -> None:
     train, test = ccp.split()
     assert len(test) == 502 and len(train) == 1094 + 502
     assert all(int(s.image.stem) % 2 == 0 and s.mask is not None for s in test)
-    # masks never reach training: the odd pixel-level photos come with their weak labels only
+    # masks never reach training: the odd pixel-level photos come with their labels and item boxes only
     assert all(s.mask is None for s in train)
     assert sum(s.source == "pixel-level" for s in train) == 502
+    assert all(set(s.boxes) == set(s.labels) for s in train if s.source == "pixel-level")
+    assert not any(s.boxes for s in train if s.source == "image-level")
     assert not {s.image for s in train} & {s.image for s in test}
     assert all(set(s.labels) <= set(ccp.labels) for s in train + test)
 
@@ -39,11 +49,39 @@ def test_every_ccp_item_label_has_a_group(ccp_root: Path) -> None:
     assert set(labels) == grouped
 
 
-def test_groups_take_the_max_over_their_labels() -> None:
+def test_groups_take_the_max_or_the_sum_over_their_labels() -> None:
     labels = ["heels", "shoes", "bag"]
     values = np.array([[0.2, 0.7, 0.1]])
     assert group_names(labels) == ["bags", "footwear"]
     np.testing.assert_allclose(to_groups(values, labels), [[0.1, 0.7]])
+    np.testing.assert_allclose(to_groups(values, labels, "sum"), [[0.1, 0.9]])  # softmax: P(any footwear)
+
+
+def test_item_boxes_cover_all_of_a_label(ccp_root: Path) -> None:
+    ccp = ClothingCoParsing(ccp_root)
+    mask = np.zeros((50, 40), dtype=np.uint8)
+    shoes = ccp.all_labels.index("shoes")
+    mask[40:45, 2:12] = shoes  # left shoe
+    mask[41:46, 25:35] = shoes  # right shoe: one box for both, as the evaluation counts them
+    assert ccp.item_boxes(mask) == {"shoes": (2.0, 40.0, 35.0, 46.0)}
+
+
+def test_near_copies_of_test_photos_leave_training(ccp_root: Path) -> None:
+    ccp = ClothingCoParsing(ccp_root)
+    train, test = ccp.split()
+    kept, dropped = drop_near_copies(train, test)
+    # the five pairs an audit found by eye, and one more this check found (0616 = 0223, re-cropped)
+    expected = {("0730", "0183"), ("0990", "0907"), ("0538", "1715"), ("0906", "1694"), ("0220", "1691")}
+    assert expected <= set(dropped) and len(dropped) == 6
+    assert len(kept) == len(train) - 6
+
+
+def test_validation_is_drawn_from_pixel_level_photos_only(ccp_root: Path) -> None:
+    train, _ = ClothingCoParsing(ccp_root).split()
+    fit, val = split_validation(train, 0.3, seed=0)
+    assert len(val) == round(0.3 * 502) and all(s.source == "pixel-level" for s in val)
+    assert len(fit) + len(val) == len(train) and not {s.image for s in fit} & {s.image for s in val}
+    assert [s.image for s in split_validation(train, 0.3, seed=0)[1]] == [s.image for s in val]  # seeded
 
 
 def _fake_ccp(root: Path) -> None:

@@ -1,10 +1,12 @@
 import torch
 
-from model.encoding import TextureEncoding, encode_map
+from model.encoding import TextureEncoding, codeword_usage, encode_map
 
 
 def naive_encoding(x: torch.Tensor, codewords: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
-    """The Deep TEN formula as written: r_ij = x_i - d_j, a_ij = softmax_j(-s_j ||r_ij||^2), e_j = sum_i a_ij r_ij."""
+    """The Deep TEN formula as written: r_ij = x_i - d_j, a_ij = softmax_j(-s_j ||r_ij||^2), e_j = sum_i a_ij r_ij,
+    on L2-normalised descriptors."""
+    x = torch.nn.functional.normalize(x, dim=-1)
     residuals = x[:, :, None, :] - codewords[None, None]  # (B, N, K, D)
     assign = torch.softmax(-smoothing * (residuals**2).sum(-1), dim=-1)  # (B, N, K)
     return (assign[..., None] * residuals).sum(1)  # (B, K, D)
@@ -27,4 +29,33 @@ def test_encoding_gradients_reach_codewords_and_smoothing() -> None:
     layer = TextureEncoding(channels=4, codewords=3)
     layer(torch.randn(2, 6, 4)).square().sum().backward()
     assert layer.codewords.grad is not None and layer.codewords.grad.abs().sum() > 0
-    assert layer.smoothing.grad is not None and layer.smoothing.grad.abs().sum() > 0
+    assert layer.log_smoothing.grad is not None and layer.log_smoothing.grad.abs().sum() > 0
+
+
+def test_assignment_depends_on_the_descriptors_not_their_scale() -> None:
+    layer = TextureEncoding(channels=4, codewords=3)
+    x = torch.randn(1, 10, 4)
+    torch.testing.assert_close(layer.assignments(x), layer.assignments(66.0 * x))  # ReLU maps have |x|^2 ~ 66
+    assert layer.smoothing.min() > 0
+
+
+def test_codewords_on_real_ccp_maps_share_the_cells(ccp_root) -> None:  # type: ignore[no-untyped-def]
+    """On real trunk maps of CCP photos, k-means-started codewords each take a share of the cells:
+    at least half of them take >= 1% (a collapsed encoding gives a few codewords every cell)."""
+    from model.data import load_image
+    from model.network import PartAttentionNetwork
+    from model.train import init_codewords
+    from tests.helpers import tiny_config
+
+    photos = sorted((ccp_root / "photos").glob("*.jpg"))[:16]
+    model = PartAttentionNetwork(
+        tiny_config(pretrained=True, channels=32, codewords=32, image_height=384, image_width=256)
+    )
+    with torch.inference_mode():
+        maps = model.trunk_forward(torch.stack([load_image(p, (384, 256)) for p in photos]))
+    init_codewords(model, [m.clone() for m in maps], seed=0)
+    model.eval()
+    with torch.inference_mode():
+        usage = codeword_usage(model.head.attention.encoding, model.features(maps))
+    assert (usage >= 0.01).sum() >= 16, usage
+    assert usage.max() < 0.5

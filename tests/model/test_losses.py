@@ -3,7 +3,7 @@ import math
 import torch
 
 from model.attention import anchor_points
-from model.losses import classification_loss, diversity_loss, localisation_loss, total_loss
+from model.losses import BOX_PICK_WEIGHT, box_loss, classification_loss, diversity_loss, localisation_loss, total_loss
 from model.network import NetworkOutput
 
 
@@ -29,7 +29,7 @@ def test_diversity_loss_by_hand() -> None:
 
 
 def test_localisation_loss_by_hand() -> None:
-    anchors = anchor_points(3)
+    anchors = anchor_points(3, "ring")
     assert torch.isnan(anchors[0]).all()
     torch.testing.assert_close(anchors[1], torch.tensor([0.5, 0.0]))
     transforms = torch.tensor([[[0.7, 0.05, 9.0, 9.0], [0.3, -0.6, 0.5, 0.0], [0.2, 0.2, -0.5, 1.0]]])
@@ -37,17 +37,43 @@ def test_localisation_loss_by_hand() -> None:
     anchor = 0.5 * (0.0 + (0.0**2 + 1.0**2))  # step 1 has no anchor; steps 2, 3 at (0.5, 0), (-0.5, 0)
     positive = 0.05 + 0.7  # s below 0.1: 0.05 and -0.6
     expected = scale + 0.01 * anchor + 0.1 * positive
-    assert math.isclose(float(localisation_loss(transforms)), expected, rel_tol=1e-5)
+    assert math.isclose(float(localisation_loss(transforms, anchors)), expected, rel_tol=1e-5)
+
+
+def test_grid_anchors_cover_the_photo() -> None:
+    anchors = anchor_points(9, "grid")
+    assert not anchors.isnan().any()
+    assert {round(float(v), 3) for v in anchors[:, 0]} == {-0.667, 0.0, 0.667}
+    assert {round(float(v), 3) for v in anchors[:, 1]} == {-0.667, 0.0, 0.667}  # head to feet
+
+
+def test_box_loss_matches_items_to_crops() -> None:
+    # crop 0 sits exactly on the bag, crop 1 exactly on the shoes; the scores already pick them
+    transforms = torch.tensor([[[0.2, 0.1, 0.5, 0.0], [0.3, 0.1, 0.0, 0.8], [0.5, 0.5, 0.0, 0.0]]], requires_grad=True)
+    scores = torch.tensor([[[5.0, 0.0], [0.0, 5.0], [0.0, 0.0]]], requires_grad=True)  # (B, K, C): bag, shoes
+    items = [[(1, torch.tensor([-0.3, 0.7, 0.3, 0.9])), (0, torch.tensor([0.3, -0.1, 0.7, 0.1]))]]
+    perfect = box_loss(scores, transforms, items)
+    pick = -torch.log_softmax(torch.tensor([5.0, 0.0, 0.0]), 0)[0]  # the right crop's share among the K crops
+    assert math.isclose(float(perfect.detach()), BOX_PICK_WEIGHT * float(pick), rel_tol=1e-3)  # only the pick term left
+    # moved off its item, the shoes crop costs more and the gradient pulls it back down
+    moved = transforms.detach().clone()
+    moved[0, 1, 3] = 0.4
+    moved.requires_grad_(True)
+    loss = box_loss(scores, moved, items)
+    loss.backward()
+    assert float(loss.detach()) > float(perfect.detach()) and float(moved.grad[0, 1, 3]) < 0
+    assert box_loss(scores, transforms, [[]]) == 0  # photos without boxes add nothing
 
 
 def test_total_loss_weights() -> None:
     out = NetworkOutput(
         scores=torch.zeros(1, 2),
         global_embedding=torch.zeros(1, 4),
+        step_scores=torch.zeros(1, 2, 2),
         maps=torch.full((1, 2, 2, 2), 0.25),
         transforms=torch.tensor([[[0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.5, 0.0]]]),
     )
-    terms = total_loss(out, torch.tensor([[1.0, 0.0]]))
+    terms = total_loss(out, torch.tensor([[1.0, 0.0]]), anchors=anchor_points(2, "ring"))
     expected = terms["cls"] + 0.01 * terms["div"] + 0.01 * terms["loc"]
     torch.testing.assert_close(terms["loss"], expected)
     assert math.isclose(float(terms["div"]), 0.25, rel_tol=1e-6)

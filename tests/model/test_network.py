@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from model.attention import soft_box_maps
+from model.attention import config_anchors, soft_box_maps
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
+from model.imaging import letterbox_placement
 from model.losses import total_loss
-from model.network import PartAttentionNetwork, select_parts, transform_to_box
+from model.network import PartAttentionNetwork, part_box, select_parts, transform_to_box
 from tests.helpers import tiny_config
 
 
@@ -27,15 +28,19 @@ def test_global_baseline_shapes() -> None:
     assert out.scores.shape == (2, 3) and out.step_scores is None and out.global_embedding.shape == (2, 8)
 
 
-@pytest.mark.parametrize("architecture", ["attention", "global", "crop-scored"])
+@pytest.mark.parametrize("architecture", ["attention", "global", "ring-anchored"])
 def test_gradients_reach_every_trainable_parameter(architecture: str) -> None:
-    extra = {"scores_from": "crop"} if architecture == "crop-scored" else {"architecture": architecture}
+    extra = {"anchors": "ring"} if architecture == "ring-anchored" else {"architecture": architecture}
     model = PartAttentionNetwork(tiny_config(**extra)).train()
-    total_loss(model(torch.rand(2, 3, 64, 48)), torch.tensor([[1.0, 0, 1], [0, 1, 0]]))["loss"].backward()
+    out = model(torch.rand(2, 3, 64, 48))
+    anchors = config_anchors(model.config)
+    items = [[(0, torch.tensor([-0.5, -0.5, 0.0, 0.5]))], []]
+    terms = total_loss(out, torch.tensor([[1.0, 0, 1], [0, 1, 0]]), anchors=anchors, items=items, box_weight=1.0)
+    terms["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
     assert missing == []
     if architecture != "global":  # the spatial transformer's own parameters learn through grid_sample
-        assert model.head.attention.localise.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
+        assert model.head.attention.place.query.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
 
 
 def test_soft_box_map_covers_the_transformed_region() -> None:
@@ -53,14 +58,42 @@ def test_select_parts_picks_the_step_that_found_each_label() -> None:
     model = PartAttentionNetwork(tiny_config()).eval()
     with torch.inference_mode():
         out = model(torch.rand(1, 3, 64, 48))
-    parts = select_parts(model, out, 0, (480, 640))
+    placement = letterbox_placement(480, 640, (64, 48))[0]
+    parts = select_parts(model, out, 0, placement)
     assert [p.label for p in parts] == [model.config.labels[i] for i in out.scores[0].argsort(descending=True)]
     for p in parts:
         c = model.config.labels.index(p.label)
         assert p.step == int(out.step_scores[0, :, c].argmax())  # type: ignore[index]
         torch.testing.assert_close(p.embedding, out.part_embeddings[0, p.step])  # type: ignore[index]
         assert 0 <= p.box[0] <= p.box[2] <= 480 and 0 <= p.box[1] <= p.box[3] <= 640
-    assert len(select_parts(model, out, 0, (480, 640), max_parts=2)) == 2
+    assert len(select_parts(model, out, 0, placement, max_parts=2)) == 2
+    assert all(p.box is None for p in select_parts(model, out, 0))  # no placement, no box (catalogue side)
+
+
+def test_part_box_goes_through_the_letterbox() -> None:
+    # a 200 x 200 photo in a 64 x 48 (portrait) input: it fills the width and sits in the middle
+    placement = letterbox_placement(200, 200, (64, 48))[0]
+    assert part_box(torch.tensor([1.0, 1.0, 0.0, 0.0]), placement) == (0.0, 0.0, 200.0, 200.0)
+    top = part_box(torch.tensor([1.0, 0.125, 0.0, -0.875]), placement)  # the input's top eighth: padding
+    assert top[3] == 0.0
+
+
+def test_crops_stay_on_the_photo_and_start_spread_out() -> None:
+    model = PartAttentionNetwork(tiny_config(steps=9)).eval()
+    with torch.inference_mode():
+        t = model(torch.rand(4, 3, 64, 48)).transforms
+    assert t is not None
+    assert (t[..., 2:].abs() < 1).all() and (t[..., :2] >= 0.05).all() and (t[..., :2] <= 1.0).all()
+    # the nine crops of one photo start on a 3 x 3 grid: their centres span the photo
+    assert float(t[0, :, 3].max() - t[0, :, 3].min()) > 0.8 and float(t[0, :, 2].max() - t[0, :, 2].min()) > 0.8
+
+
+def test_multiscale_trunk_gives_stride_16_and_32_maps() -> None:
+    model = PartAttentionNetwork(tiny_config())
+    maps = model.trunk_forward(torch.rand(1, 3, 64, 48))
+    assert [tuple(m.shape[1:]) for m in maps] == [(112, 4, 3), (1280, 2, 2)]
+    single = PartAttentionNetwork(tiny_config(multiscale=False)).trunk_forward(torch.rand(1, 3, 64, 48))
+    assert [tuple(m.shape[1:]) for m in single] == [(112, 4, 3)]
 
 
 def test_checkpoint_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
