@@ -233,7 +233,7 @@ def evaluate_checkpoint(
     )
     if pred.part_steps is not None:
         entry["attention"] = attention_report(ccp, test, pred, model, prior_boxes(train))
-        if args.figure:
+        if args.figure and path == args.checkpoint[0]:  # the picture shows the first checkpoint's parts
             draw_parts(model, test[:6], args.figure)
     return entry
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, action="append", required=True)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/ccp_eval.json"))
-    parser.add_argument("--figure", type=Path, default=None, help="PNG of test photos with part boxes")
+    parser.add_argument("--figure", type=Path, default=None, help="PNG of test photos with the first checkpoint's parts")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/features"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
