@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, action="append", required=True)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/ccp_eval.json"))
-    parser.add_argument("--figure", type=Path, default=None, help="PNG of test photos with the first checkpoint's parts")
+    parser.add_argument("--figure", type=Path, default=None, help="PNG: test photos, the first checkpoint's parts")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/features"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
