@@ -33,16 +33,6 @@ def classification_loss(scores: torch.Tensor, targets: torch.Tensor, kind: str =
     return ((scores.softmax(-1) - target_dist) ** 2).sum(-1).mean()
 
 
-def group_loss(scores: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """BCE on item-group presence, a group's logit being the max of its labels' (C, G 0/1 ``groups``).
-    CCP's two annotation sets name one item differently (`shoes` / `heels`); this term rewards
-    finding the footwear whatever it was called."""
-    member = groups.t().bool()  # (G, C)
-    logits = scores.float().unsqueeze(1).masked_fill(~member, float("-inf")).amax(-1)  # (B, G)
-    present = (targets.float() @ groups.float()).clamp(max=1.0)  # (B, G)
-    return F.binary_cross_entropy_with_logits(logits, present)
-
-
 def codeword_usage_loss(share: torch.Tensor) -> torch.Tensor:
     """KL(mean assignment || uniform) over the codewords: 0 when every codeword takes an equal share
     of the cells, log K when one takes them all (the encoding collapsing to pooling)."""
@@ -113,18 +103,13 @@ def total_loss(
     anchors: torch.Tensor | None = None,
     items: list[list[tuple[int, torch.Tensor]]] | None = None,
     box_weight: float = 0.0,
-    groups: torch.Tensor | None = None,
-    group_weight: float = 0.0,
     usage_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """All terms and their weighted sum under ``"loss"``; the baseline has only L_cls. L_box is
-    added where ``box_weight`` > 0 and ``items`` gives some photos' item boxes; the group term
-    where ``group_weight`` > 0 with the (C, G) label-to-group matrix ``groups``."""
+    added where ``box_weight`` > 0 and ``items`` gives some photos' item boxes; the codeword-usage
+    term where ``usage_weight`` > 0."""
     terms = {"cls": classification_loss(out.scores, targets, kind)}
     loss = terms["cls"]
-    if group_weight > 0 and groups is not None:
-        terms["group"] = group_loss(out.scores, targets, groups)
-        loss = loss + group_weight * terms["group"]
     if out.maps is not None and out.transforms is not None and out.step_scores is not None:
         if anchors is None:
             raise ValueError("the attention losses need the model's anchors (model.attention.config_anchors)")

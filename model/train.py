@@ -37,7 +37,6 @@ from model.data import ClothingCoParsing, Sample, data_dir, drop_near_copies, la
 from model.encoding import map_descriptors
 from model.features import trunk_features
 from model.imaging import letterbox_placement
-from model.labels import group_matrix
 from model.losses import total_loss
 from model.metrics import multilabel_report
 from model.network import PartAttentionNetwork
@@ -63,7 +62,6 @@ class TrainConfig:
     val_fraction: float = 0.3  # of the pixel-level (mask-labelled) training photos
     box_weight: float = 2.0  # λ_box: > 0 trains the box-supervised variant on photos with item boxes (0: weak)
     localiser_lr_scale: float = 10.0  # the localiser's learning rate, as a multiple of lr
-    group_weight: float = 0.0  # > 0 adds BCE on item-group presence (model.losses.group_loss)
     usage_weight: float = 0.1  # > 0 keeps the codewords in use (model.losses.codeword_usage_loss)
     seed: int = 0
     device: str = "cpu"
@@ -205,7 +203,6 @@ class Trainer:
         self.epoch, self.best, self.history = 0, -1.0, []
         self.amp = train_cfg.device.startswith("cuda")
         self.anchors = config_anchors(model.config) if model.config.architecture == "attention" else None
-        self.groups = torch.from_numpy(group_matrix(model.config.labels))
 
     def _set_lr(self, step: int, total: int, warmup: int) -> None:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
@@ -227,8 +224,6 @@ class Trainer:
             self.anchors,
             items,
             self.cfg.box_weight,
-            self.groups,
-            self.cfg.group_weight,
             self.cfg.usage_weight,
         )
         self.optimizer.zero_grad(set_to_none=True)
