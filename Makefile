@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 REDIS_PORT ?= 6379
 
-.PHONY: install redis-server test lint serve serve-redis train evaluate shop-the-look clean
+.PHONY: install redis-server browser test lint serve serve-redis train evaluate shop-the-look clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-test: install lint redis-server
+# The page's real-browser test drives Debian's headless chromium (no browser downloads).
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: install lint redis-server browser
 	$(BIN)/pytest -q
 
 # Data, model and bundle (each only if missing), then the API on localhost: in-memory

@@ -5,7 +5,9 @@
 1. the data: $FASHION_DATA_DIR (CCP downloaded from its public repository when absent and online);
 2. the model: frozen-trunk training on CCP when FASHION_CHECKPOINT does not exist yet;
 3. the bundle: the product catalogue (fashion-product/) indexed, else the CCP photos, when no bundle
-   is live or the live one was built with another model.
+   is live or the live one was built with another model. Only a first slice of it
+   (FASHION_FIRST_SLICE items, spread over the catalogue) is embedded here, so the service answers
+   in minutes; the service then adds the rest as a job and swaps to it without a restart.
 Later runs find all three and finish in seconds.
 """
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> Path:
             checkpoint,
             load_catalogue(catalogue),
             IndexOptions(device=settings.device, threshold=settings.part_threshold, labels_from=settings.labels_from),
+            first=settings.first_slice or None,
         )
     else:
         log.info("bundle %s is live and matches the model", live.version if live else "?")

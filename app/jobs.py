@@ -1,4 +1,4 @@
-"""Admin jobs (reindex, add items, delete items) and the worker loop that runs them.
+"""Admin jobs (reindex, complete a first slice, add items, delete items) and the worker loop that runs them.
 
 Jobs are queued through the coordinator; a worker (a separate ``python -m app.worker`` process, or a
 task inside the API in the embedded default) takes one at a time and runs the indexer in a thread,
@@ -18,7 +18,8 @@ from typing import Any
 
 from app.coordination import CoordinationUnavailable, Coordinator
 from app.settings import Settings
-from indexer.build import IndexOptions, add_items, build_bundle, delete_items
+from app.uploads import UploadStore
+from indexer.build import IndexOptions, add_items, build_bundle, complete_bundle, delete_items
 from indexer.bundle import BundleStore
 from indexer.catalogue import CatalogueItem, load_catalogue
 
@@ -49,12 +50,16 @@ def execute_job(job: dict[str, Any], settings: Settings, progress: dict[str, int
         progress.update(done=done, total=total)
 
     params = job["params"]
+    uploads = UploadStore(settings.uploads_dir)  # items added by upload join every full index
     if job["kind"] == "reindex":
         source = params.get("catalogue") or settings.catalogue
         if not source:
             raise ValueError("no catalogue given and FASHION_CATALOGUE is not set")
-        catalogue = load_catalogue(source, params.get("metadata"))
+        catalogue = uploads.added_to(load_catalogue(source, params.get("metadata")))
         return build_bundle(store, settings.checkpoint, catalogue, options, report)
+    if job["kind"] == "complete":
+        catalogue = uploads.added_to(load_catalogue(params["catalogue"], params.get("metadata")))
+        return complete_bundle(store, settings.checkpoint, catalogue, options, report)
     if job["kind"] == "add":
         items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]
         return add_items(store, settings.checkpoint, items, options, report)

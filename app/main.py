@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator
 import faiss
 from fastapi import FastAPI, Request, Response
 
-from app.coordination import CoordinationUnavailable, make_coordinator
+from app.coordination import CoordinationUnavailable, Coordinator, make_coordinator
 from app.errors import install_error_handlers
-from app.jobs import worker_loop
+from app.jobs import new_job, worker_loop
 from app.metrics import Metrics
 from app.recommender import Recommender
-from app.routes import admin, health, recommend
+from app.routes import admin, health, items, page, recommend
 from app.settings import Settings, get_settings
+from indexer.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,17 @@ async def _poll_pointer(app: FastAPI, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         await app.state.recommender.bundles.swap_to()
+
+
+async def _complete_first_slice(bundle: Bundle, coordinator: Coordinator) -> None:
+    """A live bundle that holds a first slice of its catalogue gets the rest through a job (a job
+    on a bundle already completed publishes nothing, so several API processes may each ask)."""
+    if bundle.complete:
+        return
+    catalogue = bundle.manifest["catalogue"]
+    job = new_job("complete", {"catalogue": catalogue["root"], "metadata": catalogue.get("metadata")})
+    await coordinator.enqueue(job)
+    log.info("bundle %s holds a first slice of %s: job %s adds the rest", bundle.version, catalogue["root"], job["id"])
 
 
 @contextlib.asynccontextmanager
@@ -64,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(CoordinationUnavailable):
             if await coordinator.get_version() is None:
                 await coordinator.announce(recommender.bundles.current.version)
+            await _complete_first_slice(recommender.bundles.current, coordinator)
     recommender.batcher.start()
     stop = asyncio.Event()
     tasks = [
@@ -97,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommend.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(items.router)
+    app.include_router(page.router)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]

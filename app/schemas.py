@@ -61,7 +61,7 @@ class JobAccepted(BaseModel):
 
 class Job(BaseModel):
     id: str
-    kind: Literal["reindex", "add", "delete"]
+    kind: Literal["reindex", "complete", "add", "delete"]
     state: Literal["queued", "running", "succeeded", "failed"]
     progress: dict[str, int] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)

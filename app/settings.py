@@ -20,9 +20,13 @@ class Settings(BaseSettings):
     checkpoint: Path = Path("checkpoints/attention/best.pt")
     bundles_dir: Path = Path("bundles")
     catalogue: Path | None = None  # what POST /admin/reindex indexes when the request names none
+    uploads_dir: Path = Path("uploads")  # items added by upload (POST /admin/items); every reindex includes them
     redis_url: str | None = None  # None: single-process in-memory coordination (the embedded default)
     embedded_worker: bool = True  # run reindex jobs in this process (no separate indexer worker)
     device: str = "cpu"
+    # Items in the first bundle the run command publishes when none is live (0: the whole catalogue
+    # at once); a job then adds the rest and the service swaps to it without a restart.
+    first_slice: int = Field(1000, ge=0)
 
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)  # 413 above this
     max_pixels: int = Field(40_000_000, gt=0)  # 422 above this (decompression bombs)

@@ -94,7 +94,7 @@ def _embed(
         assert isinstance(result, ItemParts)
         item = by_id[result.id]
         labels = [label for label, _, _ in result.parts]
-        records.append(ItemRecord(key, item.id, {**item.metadata, "parts": labels}))
+        records.append(ItemRecord(key, item.id, {**item.metadata, "parts": labels}, str(item.path)))
         whole.add("", key, result.global_embedding)
         for label, _, vector in result.parts:
             parts.add(label, key, vector)
@@ -174,23 +174,47 @@ def _describe(index: faiss.Index) -> str:
     return f"{type(index).__name__}({type(inner).__name__}, d={index.d})"
 
 
+def first_slice(items: Sequence[CatalogueItem], count: int) -> list[CatalogueItem]:
+    """``count`` items spread evenly over the catalogue (every k-th), so that a first bundle covers
+    its categories rather than the first rows of one of them."""
+    if count >= len(items):
+        return list(items)
+    step = len(items) / count
+    return [items[int(i * step)] for i in range(count)]
+
+
+def _catalogue_manifest(catalogue: Catalogue, complete: bool) -> dict[str, Any]:
+    return {
+        "source": catalogue.source,
+        "root": catalogue.root,
+        "metadata": catalogue.metadata,
+        "fingerprint": catalogue.fingerprint(),
+        "items": len(catalogue.items) + len(catalogue.skipped),
+        "complete": complete,
+    }
+
+
 def build_bundle(
     store: BundleStore,
     checkpoint: str | Path,
     catalogue: Catalogue,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
+    first: int | None = None,
 ) -> str:
-    """Embed the whole catalogue and publish a new bundle; returns its version."""
+    """Embed the catalogue and publish a new bundle; returns its version. With ``first``, only a
+    first slice of that many items: the bundle is marked incomplete and ``complete_bundle`` adds
+    the rest later (a service answers in minutes, and reaches the whole catalogue without a restart)."""
     options = options or IndexOptions()
     checkpoint = Path(checkpoint)
     model, _ = load_checkpoint(checkpoint, options.device)
+    items = first_slice(catalogue.items, first) if first else catalogue.items
     timings: dict[str, float] = {}
     with store.writer():
         started = time.monotonic()
-        records, parts, whole, skipped = _embed(model, catalogue.items, 0, options, progress)
+        records, parts, whole, skipped = _embed(model, items, 0, options, progress)
         timings["embed_s"] = round(time.monotonic() - started, 3)
-        timings["items_per_s"] = round(len(catalogue.items) / max(timings["embed_s"], 1e-9), 2)
+        timings["items_per_s"] = round(len(items) / max(timings["embed_s"], 1e-9), 2)
         started = time.monotonic()
         part_indexes = {label: build_index(*parts.arrays(label), options.factory) for label in parts.keys}
         global_index = build_index(*whole.arrays(""), options.factory) if records else _empty(model)
@@ -198,11 +222,7 @@ def build_bundle(
         manifest = {
             "parent": None,
             "model": _model_manifest(checkpoint, model),
-            "catalogue": {
-                "source": catalogue.source,
-                "fingerprint": catalogue.fingerprint(),
-                "items": len(catalogue.items) + len(catalogue.skipped),
-            },
+            "catalogue": _catalogue_manifest(catalogue, complete=len(items) == len(catalogue.items)),
             "options": {
                 "threshold": options.threshold,
                 "max_parts": options.max_parts,
@@ -237,8 +257,10 @@ def add_items(
     items: Sequence[CatalogueItem],
     options: IndexOptions | None = None,
     progress: Progress | None = None,
+    catalogue: Catalogue | None = None,
 ) -> str:
-    """Embed only ``items`` and publish the live bundle plus them (an existing id is replaced)."""
+    """Embed only ``items`` and publish the live bundle plus them (an existing id is replaced).
+    ``catalogue``: the items complete this catalogue (recorded as such in the manifest)."""
     options = options or IndexOptions()
     checkpoint = Path(checkpoint)
     with store.writer():
@@ -261,12 +283,32 @@ def add_items(
         if new_records:
             global_index.add_with_ids(*whole.arrays(""))
         manifest = {key: base.manifest[key] for key in ("model", "catalogue", "options")}
+        if catalogue is not None:
+            manifest["catalogue"] = _catalogue_manifest(catalogue, complete=True)
         manifest.update(
             parent=base.version,
             change={"added": [r.id for r in new_records]},
             skipped=base.manifest.get("skipped", []) + skipped,
         )
         return _publish(store, manifest, records + new_records, part_indexes, global_index, options.keep, timings)
+
+
+def complete_bundle(
+    store: BundleStore,
+    checkpoint: str | Path,
+    catalogue: Catalogue,
+    options: IndexOptions | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Add the catalogue's items the live bundle lacks (after a first slice); their embeddings
+    only are computed. Returns the published version, or the live one when nothing is missing."""
+    live = store.open()
+    missing = [item for item in catalogue.items if item.id not in live.keys_by_id]
+    if not missing and live.complete:
+        log.info("bundle %s already holds the whole catalogue", live.version)
+        return live.version
+    log.info("completing bundle %s: %d of %d items to add", live.version, len(missing), len(catalogue.items))
+    return add_items(store, checkpoint, missing, options, progress, catalogue=catalogue)
 
 
 def delete_items(store: BundleStore, ids: Sequence[str], keep: int = 3) -> str:

@@ -56,6 +56,7 @@ class ItemRecord:
     key: int  # the int64 id inside the FAISS indexes
     id: str  # the catalogue's id
     metadata: dict[str, Any]
+    image: str = ""  # the product photo's path on the indexer's disk (served as its thumbnail)
 
 
 class Bundle:
@@ -72,7 +73,9 @@ class Bundle:
         with open(path / ITEMS) as handle:
             for line in handle:
                 row = json.loads(line)
-                self.items[row["key"]] = ItemRecord(row["key"], row["id"], row.get("metadata", {}))
+                self.items[row["key"]] = ItemRecord(
+                    row["key"], row["id"], row.get("metadata", {}), row.get("image", "")
+                )
         self.keys_by_id = {record.id: key for key, record in self.items.items()}
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         self.part_indexes: dict[str, faiss.Index] = {
@@ -83,6 +86,11 @@ class Bundle:
     @property
     def labels(self) -> list[str]:
         return list(self.part_indexes)
+
+    @property
+    def complete(self) -> bool:
+        """False for a first slice of its catalogue, published early (see indexer.build)."""
+        return bool(self.manifest.get("catalogue", {}).get("complete", True))
 
     @property
     def model_sha256(self) -> str:
@@ -113,7 +121,8 @@ def write_bundle(
     faiss.write_index(global_index, str(path / GLOBAL_INDEX))
     with open(path / ITEMS, "w") as handle:
         for record in items:
-            handle.write(json.dumps({"key": record.key, "id": record.id, "metadata": record.metadata}) + "\n")
+            row = {"key": record.key, "id": record.id, "metadata": record.metadata, "image": record.image}
+            handle.write(json.dumps(row) + "\n")
     manifest = {**manifest, "index": {**manifest.get("index", {}), "files": files}}
     (path / MANIFEST).write_text(json.dumps(manifest, indent=2))  # written last: its presence marks a whole bundle
     for file in [*path.rglob("*"), path]:

@@ -11,6 +11,7 @@ Accepted forms:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +38,9 @@ class CatalogueItem:
 class Catalogue:
     items: list[CatalogueItem]
     skipped: list[dict[str, str]]  # {"id", "path", "reason"} for entries that cannot be indexed
-    source: str
+    source: str  # what the entries were read from (the metadata file, the folder or the list file)
+    root: str = ""  # the arguments that read it again: load_catalogue(root, metadata)
+    metadata: str | None = None
 
     def fingerprint(self) -> str:
         """Changes whenever an id, a path or a file's size or mtime changes."""
@@ -75,7 +78,9 @@ def _find_image(folder: Path, item_id: str) -> Path | None:
     return None
 
 
-def _dedupe(entries: list[tuple[str, Path | None, dict[str, str]]], source: str) -> Catalogue:
+def _dedupe(
+    entries: list[tuple[str, Path | None, dict[str, str]]], source: str, root: str, metadata_file: str | None = None
+) -> Catalogue:
     items, skipped, seen = [], [], set()
     for item_id, path, metadata in entries:
         if not item_id:
@@ -88,7 +93,7 @@ def _dedupe(entries: list[tuple[str, Path | None, dict[str, str]]], source: str)
         else:
             seen.add(item_id)
             items.append(CatalogueItem(item_id, path, metadata))
-    return Catalogue(items, skipped, source)
+    return Catalogue(items, skipped, source, root, metadata_file)
 
 
 def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[str] | None = None) -> Catalogue:
@@ -103,7 +108,7 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
     )
     if meta_path is None:
         images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        return _dedupe([(p.stem, p, {}) for p in images], str(source))
+        return _dedupe([(p.stem, p, {}) for p in images], str(source), str(source))
     entries: list[tuple[str, Path | None, dict[str, str]]] = []
     for row in _read_metadata(meta_path):
         if "id" not in row:
@@ -112,10 +117,18 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
         given = row.pop("path", None) or row.pop("image", None)
         path = source / given if given else _find_image(source, item_id)
         entries.append((item_id, path, {k: v for k, v in row.items() if k is not None}))
-    return _dedupe(entries, str(meta_path))
+    return _dedupe(entries, str(meta_path), str(source), str(meta_path))
 
 
 def _from_list(list_file: Path) -> Catalogue:
     lines = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
     paths = [Path(line) if Path(line).is_absolute() else list_file.parent / line for line in lines]
-    return _dedupe([(p.stem, p, {}) for p in paths], str(list_file))
+    return _dedupe([(p.stem, p, {}) for p in paths], str(list_file), str(list_file))
+
+
+def merge_catalogues(base: Catalogue, extra: Catalogue) -> Catalogue:
+    """``base`` plus ``extra``'s items, an id in both taking ``extra``'s (items added by upload
+    over the shop's catalogue); ``base`` stays the source to read again."""
+    ids = {item.id for item in extra.items}
+    items = [item for item in base.items if item.id not in ids] + extra.items
+    return dataclasses.replace(base, items=items, skipped=base.skipped + extra.skipped)

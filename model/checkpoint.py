@@ -14,20 +14,38 @@ from model.config import ModelConfig
 from model.network import PartAttentionNetwork
 
 FORMAT_VERSION = 2  # 2: multi-level trunk, content-placed crops, crop-scored labels
+TRUNK_PREFIX = "trunk."
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: PartAttentionNetwork, **extra: Any) -> Path:
-    """Write atomically: config, labels, input size, normalisation, weights and ``extra`` (metrics…)."""
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: PartAttentionNetwork,
+    with_trunk: bool = True,
+    half: bool = False,
+    **extra: Any,
+) -> Path:
+    """Write atomically: config, labels, input size, normalisation, weights and ``extra`` (metrics…).
+
+    ``with_trunk=False`` leaves out the trunk's weights, for a trunk that was not trained: loading
+    takes them from where the config says (the ImageNet weights' package). ``half`` stores floating
+    weights as float16 (loaded back into float32): together they make a frozen-trunk model's
+    checkpoint a quarter of its size."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = model.config
+    state = {
+        name: tensor.half() if half and tensor.is_floating_point() else tensor
+        for name, tensor in model.state_dict().items()
+        if with_trunk or not name.startswith(TRUNK_PREFIX)
+    }
     payload = {
         "format_version": FORMAT_VERSION,
         "config": asdict(cfg),
         "labels": list(cfg.labels),
         "input_size": [cfg.image_height, cfg.image_width],
         "normalisation": {"mean": list(cfg.mean or ()), "std": list(cfg.std or ())},
-        "state_dict": model.state_dict(),
+        "state_dict": state,
+        "trunk_stored": with_trunk,
         **extra,
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -37,16 +55,25 @@ def save_checkpoint(path: str | os.PathLike[str], model: PartAttentionNetwork, *
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[PartAttentionNetwork, dict[str, Any]]:
-    """Rebuild the model from the checkpoint alone (no trunk weights are fetched); eval mode."""
+    """Rebuild the model from the checkpoint (and, when it holds no trunk, the trunk's ImageNet weights
+    from their local package; nothing is downloaded); eval mode."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     payload = torch.load(path, map_location=device, weights_only=True)  # plain tensors and dicts: no code runs
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {payload.get('format_version')}, expected {FORMAT_VERSION}")
-    config = ModelConfig(**{**payload["config"], "pretrained": False, "trunk_weights": None})
+    if payload.get("trunk_stored", True):
+        config = ModelConfig(**{**payload["config"], "pretrained": False, "trunk_weights": None})
+    else:
+        config = ModelConfig(**payload["config"])
+        if not (config.pretrained or config.trunk_weights):
+            raise ValueError(f"{path} holds no trunk weights and its config names none to load")
     model = PartAttentionNetwork(config)
-    model.load_state_dict(payload["state_dict"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    missing = [name for name in missing if payload.get("trunk_stored", True) or not name.startswith(TRUNK_PREFIX)]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.config = ModelConfig(**payload["config"])  # keep the recorded provenance of the trunk
     return model.to(device).eval(), payload
 

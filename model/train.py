@@ -266,7 +266,10 @@ class Trainer:
         if with_optimizer:
             extra["optimizer"] = self.optimizer.state_dict()
             extra["best"] = self.best
-        save_checkpoint(self.cfg.out / name, self.model, **extra)
+        # A frozen trunk is the ImageNet one: the package has its weights. The best checkpoint is
+        # the served artefact (float16, compact); last.pt resumes training (float32).
+        with_trunk = self.cfg.mode != "frozen"
+        save_checkpoint(self.cfg.out / name, self.model, with_trunk, half=not with_optimizer, **extra)
 
     def resume(self) -> bool:
         last = self.cfg.out / "last.pt"
@@ -378,7 +381,18 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
 
 
 # ModelConfig fields the command line sets (the rest keep their defaults, recorded in the checkpoint).
-MODEL_OPTIONS = ("architecture", "trunk", "classification", "steps", "channels", "hidden", "anchors", "multiscale")
+MODEL_OPTIONS = (
+    "architecture",
+    "trunk",
+    "classification",
+    "steps",
+    "channels",
+    "hidden",
+    "anchors",
+    "multiscale",
+    "image_height",
+    "image_width",
+)
 
 
 def _add_dataclass_options(

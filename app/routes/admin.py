@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from app.coordination import CoordinationUnavailable
-from app.deps import AdminDep, CoordinatorDep
+from app.deps import AdminDep, CoordinatorDep, SettingsDep
 from app.errors import ServiceError
 from app.jobs import new_job
+from app.multipart import read_body, read_image_form
 from app.schemas import AddItemsRequest, DeleteItemsRequest, ErrorResponse, Job, JobAccepted, ReindexRequest
+from app.settings import Settings
+from app.uploads import UploadStore
+from indexer.catalogue import CatalogueItem
+from model.imaging import ImageDecodeError, decode_image
 
 router = APIRouter(
     prefix="/admin",
@@ -37,10 +46,68 @@ async def reindex(request: Request, coordinator: CoordinatorDep, body: ReindexRe
     return await _enqueue(request, coordinator, "reindex", (body or ReindexRequest()).model_dump())
 
 
-@router.post("/items", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
-async def add(request: Request, coordinator: CoordinatorDep, body: AddItemsRequest) -> JobAccepted:
-    """Add (or replace) items by id; only they are embedded."""
+@router.post(
+    "/items",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAccepted,
+    responses={code: {"model": ErrorResponse} for code in (413, 415, 422)},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": AddItemsRequest.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["id", "image"],
+                        "properties": {
+                            "id": {"type": "string", "description": "the item's id (replaces an item of that id)"},
+                            "image": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"},
+                            "metadata": {"type": "string", "description": "a JSON object, e.g. the product's name"},
+                        },
+                    }
+                },
+            },
+        }
+    },
+)
+async def add(request: Request, coordinator: CoordinatorDep, settings: SettingsDep) -> JobAccepted:
+    """Add (or replace) items; only they are embedded. Either upload one product photo as
+    multipart/form-data (fields ``id``, ``image``, ``metadata``: it is kept in the upload store and
+    every later reindex includes it), or send JSON naming image files on the worker's disk."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        item = await _store_upload(request, settings)
+        params = {"items": [{"id": item.id, "path": str(item.path), "metadata": item.metadata}]}
+        return await _enqueue(request, coordinator, "add", params)
+    if not content_type.startswith("application/json"):
+        raise ServiceError(415, "unsupported_media_type", "send multipart/form-data (an upload) or application/json")
+    try:
+        body = AddItemsRequest.model_validate_json(await read_body(request, settings.max_upload_bytes))
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
     return await _enqueue(request, coordinator, "add", body.model_dump())
+
+
+async def _store_upload(request: Request, settings: Settings) -> CatalogueItem:
+    """The multipart item, checked as /recommend checks a photo (size, type, pixels), then kept."""
+    form = await read_image_form(request, settings.max_upload_bytes)
+    try:
+        await asyncio.to_thread(decode_image, form.data, settings.max_pixels)
+    except ImageDecodeError as exc:
+        raise ServiceError(422, "undecodable_image", str(exc)) from exc
+    try:
+        metadata = json.loads(form.fields.get("metadata") or "{}")
+    except json.JSONDecodeError as exc:
+        raise ServiceError(422, "invalid_metadata", f"metadata is not JSON: {exc.msg}") from exc
+    if not isinstance(metadata, dict):
+        raise ServiceError(422, "invalid_metadata", "metadata must be a JSON object")
+    try:
+        return await asyncio.to_thread(
+            UploadStore(settings.uploads_dir).save, form.fields.get("id", ""), form.data, form.content_type, metadata
+        )
+    except ValueError as exc:
+        raise ServiceError(422, "invalid_item", str(exc)) from exc
 
 
 @router.post("/items/delete", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)

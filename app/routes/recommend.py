@@ -11,62 +11,14 @@ from fastapi.responses import Response
 from app.batching import Overloaded
 from app.deps import CoordinatorDep, MetricsDep, RecommenderDep, SettingsDep
 from app.errors import ServiceError
+from app.multipart import read_image_form
 from app.recommender import NotReady, RecommendOptions, image_digest
 from app.schemas import ErrorResponse, RecommendResponse
 from model.imaging import ImageDecodeError
 
 router = APIRouter(tags=["recommend"])
 
-MULTIPART_SLACK = 64 * 1024  # room for the multipart framing around the image
-# Magic numbers of the accepted types; the client's file name and declared type are not trusted.
-SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 ERRORS = {code: {"model": ErrorResponse} for code in (413, 415, 422, 503)}
-
-
-def sniff(data: bytes) -> str | None:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` (never read whole first)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ServiceError(413, "too_large", f"upload over the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServiceError(413, "too_large", f"upload over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_image(request: Request, max_bytes: int) -> bytes:
-    body = await read_body(request, max_bytes + MULTIPART_SLACK)
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise ServiceError(415, "unsupported_media_type", "send the photo as multipart/form-data, field 'image'")
-    request._body = body  # starlette parses the form from the cached body
-    try:
-        form = await request.form(max_files=1, max_fields=20)
-    except Exception as exc:  # malformed multipart framing
-        raise ServiceError(422, "invalid_multipart", f"cannot parse the multipart body: {exc}") from exc
-    upload = form.get("image")
-    if upload is None or isinstance(upload, str):
-        raise ServiceError(422, "missing_image", "the multipart field 'image' (a file) is required")
-    data = await upload.read()
-    if len(data) > max_bytes:
-        raise ServiceError(413, "too_large", f"image over the limit of {max_bytes} bytes")
-    if not data:
-        raise ServiceError(422, "empty_image", "the image is empty")
-    if sniff(data) is None:
-        claimed = (upload.content_type or "").lower()
-        if claimed in ("image/jpeg", "image/png", "image/webp"):
-            raise ServiceError(422, "undecodable_image", f"the bytes are not a {claimed} image")
-        raise ServiceError(415, "unsupported_media_type", "only JPEG, PNG and WebP photos are accepted")
-    return data
 
 
 @router.post(
@@ -103,7 +55,7 @@ async def recommend(
     mode: Annotated[Literal["parts", "global"], Query(description="global: whole-image baseline")] = "parts",
 ) -> Response:
     """Find the items in the photo; return one catalogue item per part, all different."""
-    data = await read_image(request, settings.max_upload_bytes)
+    data = (await read_image_form(request, settings.max_upload_bytes)).data
     options = RecommendOptions(
         max_parts=max_parts or settings.default_max_parts,
         candidates=candidates or settings.default_candidates,

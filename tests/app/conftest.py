@@ -41,6 +41,7 @@ def make_settings(checkpoint: Path, bundles: Path, catalogue: Path | None = None
         part_threshold=0.0,
         cache_ttl_s=0,
         bundle_poll_s=0.2,
+        uploads_dir=bundles.parent / "uploads",
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -107,6 +107,24 @@ def test_checkpoint_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def
         torch.testing.assert_close(loaded(x).scores, model(x).scores)
 
 
+def test_compact_checkpoint_leaves_out_the_packaged_trunk_and_stores_half(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = PartAttentionNetwork(tiny_config(pretrained=True)).eval()  # the trunk: the package's ImageNet weights
+    full = save_checkpoint(tmp_path / "full.pt", model)
+    compact = save_checkpoint(tmp_path / "compact.pt", model, with_trunk=False, half=True)
+    assert compact.stat().st_size < full.stat().st_size / 10
+    loaded, payload = load_checkpoint(compact)
+    assert payload["trunk_stored"] is False
+    assert all(not k.startswith("trunk.") for k in payload["state_dict"])
+    x = torch.rand(2, 3, 64, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.trunk_forward(x), model.trunk_forward(x))  # the same ImageNet trunk
+        torch.testing.assert_close(loaded(x).scores, model(x).scores, atol=2e-2, rtol=1e-2)  # float16 weights
+    untrained = PartAttentionNetwork(tiny_config()).eval()  # random trunk: nothing to load it from
+    save_checkpoint(tmp_path / "lost.pt", untrained, with_trunk=False)
+    with pytest.raises(ValueError, match="no trunk weights"):
+        load_checkpoint(tmp_path / "lost.pt")
+
+
 @pytest.mark.parametrize(
     "overrides", [{"trunk": "vgg"}, {"labels": []}, {"image_height": 50}, {"steps": 0}, {"classification": "hinge"}]
 )

@@ -1,0 +1,72 @@
+"""Photos sent as multipart/form-data: read with a size limit, typed by their bytes, never by what
+the client claims. Used by ``POST /recommend`` and ``POST /admin/items``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from app.errors import ServiceError
+
+MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and text fields around the image
+# Magic numbers of the accepted types; the client's file name and declared type are not trusted.
+SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
+ACCEPTED = ("image/jpeg", "image/png", "image/webp")
+
+
+@dataclass(frozen=True)
+class ImageForm:
+    data: bytes
+    content_type: str  # sniffed from the bytes
+    fields: dict[str, str]  # the form's text fields
+
+
+def sniff(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` (never read whole first)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, "too_large", f"upload over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, "too_large", f"upload over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_image_form(request: Request, max_bytes: int, field: str = "image") -> ImageForm:
+    """The image in the form's ``field`` and the form's text fields; 413, 415 or 422 otherwise."""
+    body = await read_body(request, max_bytes + MULTIPART_SLACK)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ServiceError(415, "unsupported_media_type", f"send the photo as multipart/form-data, field {field!r}")
+    request._body = body  # starlette parses the form from the cached body
+    try:
+        form = await request.form(max_files=1, max_fields=20)
+    except Exception as exc:  # malformed multipart framing
+        raise ServiceError(422, "invalid_multipart", f"cannot parse the multipart body: {exc}") from exc
+    upload = form.get(field)
+    if not isinstance(upload, UploadFile):
+        raise ServiceError(422, "missing_image", f"the multipart field {field!r} (a file) is required")
+    data = await upload.read()
+    if len(data) > max_bytes:
+        raise ServiceError(413, "too_large", f"image over the limit of {max_bytes} bytes")
+    if not data:
+        raise ServiceError(422, "empty_image", "the image is empty")
+    kind = sniff(data)
+    if kind is None:
+        claimed = (upload.content_type or "").lower()
+        if claimed in ACCEPTED:
+            raise ServiceError(422, "undecodable_image", f"the bytes are not a {claimed} image")
+        raise ServiceError(415, "unsupported_media_type", "only JPEG, PNG and WebP photos are accepted")
+    fields = {name: value for name, value in form.items() if isinstance(value, str)}
+    return ImageForm(data, kind, fields)

@@ -1,0 +1,79 @@
+"""Items added by upload (``POST /admin/items``): kept on disk as a catalogue of their own, so that
+every later reindex finds them beside the shop's catalogue.
+
+Layout under the store's root: ``images/<id>.<ext>`` and ``items.jsonl`` (one line per item: id,
+path, metadata), which ``indexer.catalogue.load_catalogue`` reads like any catalogue folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from indexer.catalogue import Catalogue, CatalogueItem, load_catalogue, merge_catalogues
+
+ITEMS = "items.jsonl"
+ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # also a safe file name
+RESERVED = ("id", "path", "image")  # columns the catalogue reader takes for itself
+EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+
+
+class UploadStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.images = self.root / "images"
+        self.index = self.root / ITEMS
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.images.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # API processes and workers may share the folder
+            yield
+
+    def save(self, item_id: str, data: bytes, content_type: str, metadata: dict[str, Any]) -> CatalogueItem:
+        """Keep the image and its metadata (replacing an item of the same id); both writes are
+        atomic renames, so a crash leaves either the old item or the new one."""
+        if not ITEM_ID.match(item_id):
+            raise ValueError("an item id is 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        clash = sorted(set(metadata) & set(RESERVED))
+        if clash:
+            raise ValueError(f"metadata may not set {', '.join(clash)}")
+        with self._locked():
+            path = self.images / f"{item_id}{EXTENSIONS[content_type]}"
+            _write_atomic(path, data)
+            rows = [row for row in self._rows() if row.get("id") != item_id]
+            rows.append({"id": item_id, "path": str(path.relative_to(self.root)), **metadata})
+            _write_atomic(self.index, "".join(json.dumps(row) + "\n" for row in rows).encode())
+            for stale in self.images.glob(f"{item_id}.*"):  # the same id uploaded before in another format
+                if stale != path:
+                    stale.unlink()
+        return CatalogueItem(item_id, path, {k: str(v) for k, v in metadata.items()})
+
+    def _rows(self) -> list[dict[str, Any]]:
+        if not self.index.is_file():
+            return []
+        return [json.loads(line) for line in self.index.read_text().splitlines() if line.strip()]
+
+    def catalogue(self) -> Catalogue | None:
+        return load_catalogue(self.root, self.index) if self.index.is_file() else None
+
+    def added_to(self, catalogue: Catalogue) -> Catalogue:
+        """``catalogue`` with the uploaded items (which win over an item of the same id)."""
+        uploads = self.catalogue()
+        return merge_catalogues(catalogue, uploads) if uploads else catalogue
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)

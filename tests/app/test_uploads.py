@@ -1,0 +1,98 @@
+"""Products added by upload (POST /admin/items, multipart) and the first-slice bundle that
+`make serve` publishes early and the service completes."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.main import create_app
+from app.settings import Settings
+from indexer.build import IndexOptions, build_bundle
+from indexer.bundle import BundleStore
+from indexer.catalogue import load_catalogue
+from tests.app.conftest import make_settings, photo_bytes
+from tests.app.test_admin import KEY, wait_for_job, wait_for_version
+from tests.helpers import make_catalogue
+
+
+def upload(client: TestClient, item_id: str, data: bytes, metadata: object = None, name: str = "p.jpg"):  # type: ignore[no-untyped-def]
+    fields = {"id": item_id}
+    if metadata is not None:
+        fields["metadata"] = metadata if isinstance(metadata, str) else json.dumps(metadata)
+    return client.post("/admin/items", headers=KEY, data=fields, files={"image": (name, data)})
+
+
+def test_uploaded_item_is_indexed_kept_and_found_by_a_later_reindex(client: TestClient, settings: Settings) -> None:
+    accepted = upload(client, "upload-1", photo_bytes("PNG", colour="blue"), {"name": "blue thing", "price": 12})
+    assert accepted.status_code == 202, accepted.text
+    job = wait_for_job(client, accepted.json()["job_id"])
+    assert job["state"] == "succeeded", job
+    wait_for_version(client, job["version"])
+    bundle = client.app.state.recommender.bundles.current  # type: ignore[attr-defined]
+    record = bundle.items[bundle.keys_by_id["upload-1"]]
+    assert record.metadata["name"] == "blue thing"
+    assert Path(record.image).parent == settings.uploads_dir / "images" and Path(record.image).suffix == ".png"
+    photo = client.get("/items/upload-1/image")
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/png"
+
+    job = wait_for_job(client, client.post("/admin/reindex", headers=KEY).json()["job_id"])
+    assert job["state"] == "succeeded", job
+    wait_for_version(client, job["version"])
+    bundle = client.app.state.recommender.bundles.current  # type: ignore[attr-defined]
+    assert "upload-1" in bundle.keys_by_id and "p0" in bundle.keys_by_id
+
+
+def test_upload_replaces_an_item_of_the_same_id(client: TestClient, settings: Settings) -> None:
+    for fmt, colour in (("PNG", "blue"), ("JPEG", "green")):
+        job = wait_for_job(client, upload(client, "same", photo_bytes(fmt, colour=colour)).json()["job_id"])
+        assert job["state"] == "succeeded", job
+    assert [p.name for p in (settings.uploads_dir / "images").iterdir()] == ["same.jpg"]
+    rows = (settings.uploads_dir / "items.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and json.loads(rows[0])["path"] == "images/same.jpg"
+
+
+def test_bad_uploads_get_clear_errors_and_keep_nothing(client: TestClient, settings: Settings) -> None:
+    bomb = io.BytesIO()
+    Image.new("L", (2500, 2000)).save(bomb, "PNG")  # 5 Mpx: over the tests' 4 Mpx limit, few bytes
+    cases = [
+        (upload(client, "x1", b"hello, not an image", name="notes.txt"), 415, "unsupported_media_type"),
+        (upload(client, "x2", b"\xff\xd8\xff" + b"\0" * 100), 422, "undecodable_image"),
+        (upload(client, "x3", bomb.getvalue()), 422, "undecodable_image"),
+        (upload(client, "x4", b"\xff" * 2_100_000), 413, "too_large"),
+        (upload(client, "x5", photo_bytes(), "not json"), 422, "invalid_metadata"),
+        (upload(client, "x6", photo_bytes(), [1, 2]), 422, "invalid_metadata"),
+        (upload(client, "x7", photo_bytes(), {"path": "/etc/passwd"}), 422, "invalid_item"),
+        (upload(client, "../x8", photo_bytes()), 422, "invalid_item"),
+        (upload(client, "", photo_bytes()), 422, "invalid_item"),
+        (client.post("/admin/items", headers=KEY, data={"id": "x9"}), 415, "unsupported_media_type"),
+        (client.post("/admin/items", headers=KEY, files={"other": ("a", b"b")}), 422, "missing_image"),
+    ]
+    for response, status, code in cases:
+        assert (response.status_code, response.json()["code"]) == (status, code), response.text
+    assert not (settings.uploads_dir / "items.jsonl").exists()
+    assert not (settings.uploads_dir / "images").exists() or not list((settings.uploads_dir / "images").iterdir())
+
+
+def test_first_slice_is_completed_by_the_service(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    catalogue = load_catalogue(make_catalogue(tmp_path / "catalogue", count=20))
+    store = BundleStore(tmp_path / "bundles")
+    build_bundle(store, tiny_checkpoint, catalogue, IndexOptions(threshold=0.0, workers=0), first=5)
+    first = store.open()
+    assert not first.complete and len(first.items) == 5
+    assert len({record.id for record in first.items.values()}) == 5
+    settings = make_settings(tiny_checkpoint, store.root)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").json()["bundle_version"] == first.version  # serves the slice at once
+        deadline = time.monotonic() + 60
+        while not client.app.state.recommender.bundles.current.complete:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the first slice was not completed"
+            time.sleep(0.1)
+        bundle = client.app.state.recommender.bundles.current  # type: ignore[attr-defined]
+        assert sorted(record.id for record in bundle.items.values()) == sorted(i.id for i in catalogue.items)
+        assert bundle.manifest["parent"] == first.version  # the slice's embeddings were kept, not redone
