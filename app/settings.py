@@ -17,7 +17,7 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     admin_api_key: SecretStr = SecretStr(DEFAULT_ADMIN_KEY)  # must be changed outside development
-    checkpoint: Path = Path("checkpoints/attention/best.pt")
+    checkpoint: Path = Path("weights/ccp-attention.pt")  # the committed model; `make train` writes checkpoints/
     bundles_dir: Path = Path("bundles")
     catalogue: Path | None = None  # what POST /admin/reindex indexes when the request names none
     uploads_dir: Path = Path("uploads")  # items added by upload (POST /admin/items); every reindex includes them

@@ -201,6 +201,7 @@ class Trainer:
         self.base_lrs = [g["lr"] for g in groups]
         self.optimizer = torch.optim.AdamW(groups, weight_decay=train_cfg.weight_decay)
         self.epoch, self.best, self.history = 0, -1.0, []
+        self.validation_photos: list[str] = []  # file names, recorded so the figures can be checked again
         self.amp = train_cfg.device.startswith("cuda")
         self.anchors = config_anchors(model.config) if model.config.architecture == "attention" else None
 
@@ -262,6 +263,7 @@ class Trainer:
             "metrics": metrics,
             "training": {**{k: str(v) for k, v in vars(self.cfg).items()}, "epoch": self.epoch},
             "history": self.history,
+            "validation_photos": self.validation_photos,
         }
         if with_optimizer:
             extra["optimizer"] = self.optimizer.state_dict()
@@ -334,6 +336,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
     fit, val = split_validation(train_samples, cfg.val_fraction, cfg.seed, "pixel-level" if has_pixel else None)
     model = PartAttentionNetwork(model_cfg)
     trainer = Trainer(model, cfg)
+    trainer.validation_photos = sorted(s.image.name for s in val)
     labels, size = model_cfg.labels, (model_cfg.image_height, model_cfg.image_width)
     y_fit = torch.stack([label_vector(s, labels) for s in fit])
     y_val = torch.stack([label_vector(s, labels) for s in val]).numpy()
