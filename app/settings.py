@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from indexer.build import DEFAULT_LABELS_FROM
+
 DEFAULT_ADMIN_KEY = "change-me"
 
 
@@ -39,7 +41,7 @@ class Settings(BaseSettings):
 
     default_max_parts: int = Field(5, gt=0)
     default_candidates: int = Field(10, gt=0)
-    labels_from: str | None = None  # metadata field deciding a product's part indexes (e.g. articleType)
+    labels_from: str | None = DEFAULT_LABELS_FROM  # metadata field placing each product ("": the model)
     part_threshold: float = Field(0.05, ge=0, le=1)  # a part's label probability at least
 
     @model_validator(mode="after")

@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--keep", type=int, default=defaults.keep, help="published versions to keep")
         p.add_argument(
             "--labels-from",
-            default=None,
+            default=defaults.labels_from,
             metavar="FIELD",
-            help="metadata field (e.g. articleType) that decides each item's part index, "
-            "instead of the model's predicted labels",
+            help="metadata field that decides each item's part index (default %(default)s; items without "
+            "it, or with --labels-from '', are placed by the model's predicted labels)",
         )
     p = sub.add_parser("delete", help="remove items by id")
     p.add_argument("--ids", required=True, help="comma-separated item ids")

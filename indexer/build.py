@@ -7,6 +7,7 @@ live bundle and publishing a new version of it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (done, total)
 
 
+# The product's own category where the catalogue names it (the Kaggle layout's articleType): a
+# product joins the index of its category, not of labels predicted from its photo. Items without
+# the field fall back to the model's predictions.
+DEFAULT_LABELS_FROM = "articleType"
+
+
 @dataclass
 class IndexOptions:
     threshold: float = 0.05  # a label's probability must reach this for the item to join its index
@@ -43,7 +50,7 @@ class IndexOptions:
     factory: str | None = None  # a FAISS index-factory string; None chooses by size
     keep: int = 3  # published versions kept
     max_pixels: int = 40_000_000
-    labels_from: str | None = None  # a metadata field (articleType) that decides the part indexes
+    labels_from: str | None = DEFAULT_LABELS_FROM  # a metadata field that decides the part indexes; None: the model
 
 
 @dataclass
@@ -267,6 +274,14 @@ def add_items(
         base = store.open()
         if file_sha256(checkpoint) != base.model_sha256:
             raise BundleError("the checkpoint differs from the live bundle's model: rebuild the whole bundle")
+        # New items are embedded the way the bundle's own items were.
+        built = base.manifest.get("options", {})
+        options = dataclasses.replace(
+            options,
+            threshold=built.get("threshold", options.threshold),
+            max_parts=built.get("max_parts", options.max_parts),
+            labels_from=built.get("labels_from", options.labels_from),
+        )
         model, _ = load_checkpoint(checkpoint, options.device)
         part_indexes, global_index, records = _changed(base, {item.id for item in items})
         timings: dict[str, float] = {}

@@ -11,7 +11,7 @@ import pytest
 import indexer.build
 from indexer.build import IndexOptions, add_items, build_bundle, delete_items
 from indexer.bundle import BundleError, BundleStore
-from indexer.catalogue import load_catalogue
+from indexer.catalogue import CatalogueItem, load_catalogue
 from indexer.search import QueryPart, recommend_parts
 from tests.helpers import make_catalogue
 
@@ -182,6 +182,13 @@ def test_labels_from_metadata_choose_the_part_indexes(tmp_path: Path, tiny_check
     assert bundle.global_index.ntotal == 6
     assert bundle.items[bundle.keys_by_id["p1"]].metadata["parts"] == ["blue"]
     assert bundle.manifest["options"]["labels_from"] == "kind"
+
+    # items added later are placed the way the bundle was built, whatever options the caller has
+    added = CatalogueItem("extra", folder / "images" / "p0.jpg", {"kind": "green"})
+    add_items(store, tiny_checkpoint, [added], IndexOptions(threshold=0.5, max_parts=1, workers=0, labels_from=None))
+    bundle = store.open()
+    assert bundle.items[bundle.keys_by_id["extra"]].metadata["parts"] == ["green"]
+    assert bundle.manifest["index"]["counts"]["green"] == 2
 
 
 def test_items_without_the_field_fall_back_to_predictions(tmp_path: Path, tiny_checkpoint: Path) -> None:
