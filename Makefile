@@ -60,7 +60,7 @@ evaluate: install
 		--checkpoint checkpoints/global/best.pt --out reports/ccp_eval.json --figure docs/attention.png
 
 shop-the-look: install
-	$(BIN)/python -m indexer.evaluate --checkpoint checkpoints/attention/best.pt --bundles bundles \
+	$(BIN)/python -m indexer.evaluate --checkpoint $(or $(FASHION_CHECKPOINT),weights/ccp-attention.pt) --bundles bundles \
 		--out reports/shop_the_look.json --figure docs/shop_the_look.png
 
 clean:

@@ -1,4 +1,7 @@
-from indexer.evaluate import ARTICLE_TYPE_TO_LABEL, QueryResult, product_label, summarise
+import numpy as np
+
+from indexer.colours import NAME_TO_FAMILY, family_of_name, family_of_pixels
+from indexer.evaluate import ARTICLE_TYPE_TO_LABEL, QueryResult, Returned, product_label, summarise
 from model.labels import LABEL_TO_GROUP
 
 
@@ -8,20 +11,47 @@ def test_every_article_type_maps_to_a_ccp_item_label() -> None:
     assert product_label({"articleType": "Perfume and Body Mist"}) is None
 
 
-def test_scores_by_hand() -> None:
-    # truth: shoes, bag, jeans (groups footwear, bags, bottoms); returned: heels, bag, None (perfume), bag
-    result = QueryResult(["shoes", "bag", "jeans"], ["heels", "bag", None, "bag"], ["a", "b", "c", "d"])
-    labels = result.scores("labels")
-    assert labels == {"precision_at_1": 2 / 4, "coverage": 1 / 3, "distinct": 2.0}
-    groups = result.scores("groups")
-    assert groups == {"precision_at_1": 3 / 4, "coverage": 2 / 3, "distinct": 2.0}
+def part(item: str, part_label: str | None, product: str | None, colour: str | None = None) -> Returned:
+    return Returned(item, part_label, product, colour)
 
 
-def test_summary_averages_over_queries() -> None:
-    a = QueryResult(["bag"], ["bag"], ["1"])
-    b = QueryResult(["bag", "hat"], ["shoes", "hat", "bag"], ["2", "3", "4"])
+def test_a_product_is_right_only_for_its_own_part() -> None:
+    # truth: shoes, bag, jeans (groups shoes, bags, bottoms)
+    result = QueryResult(
+        ["shoes", "bag", "jeans"],
+        [
+            part("a", "heels", "shoes"),  # same group as its part, and in the photo: right
+            part("b", "shoes", "bag"),  # a bag for the shoes: wrong, though the photo has a bag
+            part("c", "bag", None),  # perfume: wrong
+            part("d", "hat", "hat"),  # right group for its part, but no hat in the photo: wrong
+        ],
+    )
+    assert result.scores() == {"precision_at_1": 1 / 4, "coverage": 1 / 3}
+    loose = result.any_label_scores("groups")  # the looser figure counts the bag for the shoes
+    assert loose == {"precision_at_1": 2 / 4, "coverage": 2 / 3, "distinct": 3.0}
+    baseline = QueryResult(["bag"], [part("e", None, "bag"), part("f", None, "shoes")])
+    assert baseline.scores()["precision_at_1"] == 1 / 2  # no part: held to the photo's groups only
+
+
+def test_summary_and_colour_agreement() -> None:
+    a = QueryResult(["bag"], [part("1", "bag", "bag", "black")], {"bag": "black"})
+    b = QueryResult(
+        ["bag", "hat", "jeans"],
+        [part("2", "hat", "hat", "red"), part("3", "jeans", "jeans", "grey"), part("4", "top", "top", "blue")],
+        {"bag": "brown", "hat": "blue", "jeans": "blue"},
+    )
     summary = summarise([a, b])
     assert summary["returned_per_query"] == 2.0 and summary["distinct_items_per_query"] == 2.0
-    assert summary["labels"]["precision_at_1"] == (1 + 2 / 3) / 2  # type: ignore[index]
-    assert summary["labels"]["precision_at_1_micro"] == 3 / 4  # type: ignore[index]
-    assert summary["labels"]["coverage"] == 1.0  # type: ignore[index]
+    assert summary["groups"]["precision_at_1"] == (1 + 2 / 3) / 2  # type: ignore[index]
+    assert summary["groups"]["precision_at_1_micro"] == 3 / 4  # type: ignore[index]
+    # colour pairs: bag black/black, hat red/blue, jeans grey/blue; the top has no item in the photo
+    assert summary["colour"] == {"pairs": 3.0, "agreement": 1 / 3}  # type: ignore[comparison-overlap]
+
+
+def test_colour_families() -> None:
+    assert family_of_name("Navy Blue") == family_of_name("Blue") == "blue"
+    assert family_of_name("Multi") is None and set(NAME_TO_FAMILY.values()) >= {"black", "white", "brown"}
+    dark_navy = np.array([[25, 30, 75]] * 8 + [[250, 250, 250]] * 2)  # mostly navy, a white stripe
+    assert family_of_pixels(dark_navy) == "blue"
+    assert family_of_pixels(np.array([[15, 15, 15], [240, 240, 240], [10, 12, 10]])) == "black"
+    assert family_of_pixels(np.zeros((0, 3))) is None
