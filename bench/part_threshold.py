@@ -1,0 +1,62 @@
+"""Choose the part threshold and the parts per photo on validation (never on test).
+
+    python bench/part_threshold.py --checkpoint weights/ccp-attention.pt --bundles bundles \
+        --out reports/part_threshold_validation.json
+
+The validation photos are the training run's own held-out ones (odd-numbered pixel-level CCP photos,
+with their masks); each setting is scored as `indexer.evaluate` scores the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+from pathlib import Path
+
+from indexer.bundle import BundleStore
+from indexer.evaluate import run_queries, summarise, type_colours
+from model.checkpoint import load_checkpoint
+from model.data import ClothingCoParsing, data_dir
+from model.evaluate import validation_split
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=Path("weights/ccp-attention.pt"))
+    parser.add_argument("--bundles", type=Path, default=Path("bundles"))
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--thresholds", default="0.05,0.1,0.15,0.2,0.3")
+    parser.add_argument("--max-parts", default="3,4,5")
+    parser.add_argument("--out", type=Path, default=Path("reports/part_threshold_validation.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    model, payload = load_checkpoint(args.checkpoint)
+    run = payload.get("training", {})
+    bundle = BundleStore(args.bundles).open()
+    ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
+    train, test = ccp.split()
+    _, val = validation_split(ccp, train, test, float(run.get("val_fraction", 0.3)), int(run.get("seed", 0)))
+    colours = type_colours(bundle)
+    rows = []
+    print("| threshold | max parts | group P@1 | group coverage | colour agreement | items / query |")
+    print("|---|---|---|---|---|---|")
+    for threshold, max_parts in itertools.product(
+        [float(t) for t in args.thresholds.split(",")], [int(m) for m in args.max_parts.split(",")]
+    ):
+        parts = summarise(run_queries(model, bundle, ccp, val, max_parts, threshold, 10).parts, colours)
+        groups, colour = parts["groups"], parts["colour"]  # type: ignore[index]
+        rows.append({"threshold": threshold, "max_parts": max_parts, "parts": parts})
+        print(
+            f"| {threshold} | {max_parts} | {groups['precision_at_1']:.3f} | {groups['coverage']:.3f} | "  # type: ignore[index]
+            f"{colour['agreement']:.3f} | {parts['distinct_items_per_query']:.2f} |",  # type: ignore[index]
+            flush=True,
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"validation_photos": len(val), "bundle": bundle.version, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
