@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> Path:
         from model.train import main as train
 
         log.info("no checkpoint at %s: training the attention model (frozen trunk)", checkpoint)
-        train(["--data", str(root), "--out", str(checkpoint.parent)])
+        products = root / "fashion-product"
+        extra = ["--products", str(products)] if (products / "styles.csv").is_file() else []
+        train(["--data", str(root), "--out", str(checkpoint.parent), *extra])
     else:
         log.info("model: %s", checkpoint)
 

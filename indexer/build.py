@@ -21,11 +21,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from indexer.article_types import ARTICLE_TYPE_TO_LABEL
 from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
 from indexer.catalogue import Catalogue, CatalogueItem
 from indexer.embed import ItemParts, Skipped, embed_items
 from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available
+from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
 from model.network import PartAttentionNetwork
 

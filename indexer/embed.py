@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from indexer.catalogue import CatalogueItem
 from model.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, fit_to_input
-from model.network import PartAttentionNetwork, select_parts
+from model.network import PartAttentionNetwork, product_parts, select_parts
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # progress lines when no progress bar is shown (logs, CI, containers)
@@ -78,7 +78,8 @@ def embed_items(
     """Yield, in catalogue order per batch, each item's embeddings or the reason it was skipped.
 
     ``known_labels`` may give an item's labels (from its metadata); its parts are then those labels'
-    crops rather than the labels the model predicts.
+    crops. Otherwise a model with a product head gives the item its one category (model.products);
+    a model without one, the street labels it predicts.
     """
     size = (model.config.image_height, model.config.image_width)
     loader = DataLoader(
@@ -105,6 +106,8 @@ def embed_items(
                     parts = []
                     if attention:
                         fixed = known_labels(items[i]) if known_labels else None
+                        if fixed is None:  # nothing known from metadata: the product head, where there is one
+                            fixed = product_parts(model, out, row)
                         chosen = select_parts(model, out, row, None, threshold, max_parts, labels=fixed)
                         parts = [(p.label, p.score, p.embedding.float().cpu().numpy()) for p in chosen]
                     yield ItemParts(items[i].id, glob[row], parts)

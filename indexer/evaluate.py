@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from indexer.article_types import ARTICLE_TYPE_TO_LABEL
 from indexer.bundle import Bundle, BundleStore
 from indexer.colours import family_of_name, family_of_pixels
 from indexer.search import Match, QueryPart, recommend_global, recommend_parts
+from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, Sample, data_dir
 from model.imaging import decode_image, fit_to_input

@@ -45,6 +45,7 @@ class ModelConfig:
     max_scale: float = 1.0
     box_sharpness: float = 12.0  # slope of the soft box edges of the attention maps (per unit of [-1, 1])
     dropout: float = 0.2  # on the LSTM input
+    product_labels: list[str] = field(default_factory=list)  # product-photo categories (model.products); [] none
     classification: str = "sigmoid"  # "sigmoid": BCE per label (chosen on validation); "softmax": the paper's L_cls
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ class ImageFiles(Dataset[torch.Tensor]):
         return load_image(self.paths[i], self.size)
 
 
-def _cache_key(model: PartAttentionNetwork, paths: Sequence[Path], flips: bool) -> str:
+def _cache_key(model: PartAttentionNetwork, paths: Sequence[Path], flips: bool, pooled: bool = False) -> str:
     cfg = model.config
     trunk_state = hashlib.sha256()
     for name, tensor in sorted(model.trunk.state_dict().items()):
@@ -45,6 +45,7 @@ def _cache_key(model: PartAttentionNetwork, paths: Sequence[Path], flips: bool) 
         "flips": flips,
         "multiscale": cfg.multiscale,
         "preprocess": "letterbox-v1",  # bump when model.imaging.fit_to_input changes
+        **({"pooled": True} if pooled else {}),
     }
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
@@ -58,10 +59,13 @@ def trunk_features(
     batch_size: int = 16,
     workers: int = 2,
     device: str = "cpu",
+    pooled: bool = False,
 ) -> list[torch.Tensor]:
-    """Per trunk level, (N, F, C, h, w) float16 maps, F = 2 with mirrored copies; cached on disk by content key."""
+    """Per trunk level, (N, F, C, h, w) float16 maps, F = 2 with mirrored copies; cached on disk by
+    content key. ``pooled``: each map's spatial mean instead, (N, F, C)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"trunk-{model.config.trunk}-{_cache_key(model, paths, flips)}.pt"
+    kind = "pooled" if pooled else "trunk"
+    path = cache_dir / f"{kind}-{model.config.trunk}-{_cache_key(model, paths, flips, pooled)}.pt"
     if path.is_file():
         log.info("trunk features from cache %s", path)
         return torch.load(path, weights_only=True)
@@ -72,6 +76,8 @@ def trunk_features(
     for images in progress(loader, len(loader), f"trunk features of {len(paths)} photos", "batches"):
         images = images.to(device)
         views = [model.trunk_forward(v) for v in ([images, images.flip(-1)] if flips else [images])]
+        if pooled:
+            views = [[level.mean((-2, -1)) for level in view] for view in views]
         chunks.append([torch.stack([view[level].half().cpu() for view in views], 1) for level in range(len(views[0]))])
     features = [torch.cat(level) for level in zip(*chunks, strict=True)]
     tmp = path.with_suffix(".tmp")

@@ -30,6 +30,12 @@ class NetworkOutput:
     transforms: torch.Tensor | None = None  # (B, K, 4) (s_x, s_y, t_x, t_y) per step
     maps: torch.Tensor | None = None  # (B, K, h, w) attention maps
     codeword_share: torch.Tensor | None = None  # (codewords,) mean soft assignment of the cells
+    product_scores: torch.Tensor | None = None  # (B, P) a product photo's category logits (model.products)
+
+
+def pooled_last_level(trunk_maps: list[torch.Tensor]) -> torch.Tensor:
+    """(B, C) global average of the trunk's coarsest map: what the product head reads."""
+    return trunk_maps[-1].float().mean((-2, -1))
 
 
 class FeatureFusion(nn.Module):
@@ -91,6 +97,8 @@ class PartAttentionNetwork(nn.Module):
         )
         self.reduce = FeatureFusion(trunk_channels, config.channels)
         self.head = AttentionHead(config) if config.architecture == "attention" else GlobalPoolHead(config)
+        # A product photo's category, from the trunk's last map pooled (fitted by model.products).
+        self.product_head = nn.Linear(trunk_channels[-1], len(config.product_labels)) if config.product_labels else None
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 
@@ -103,7 +111,10 @@ class PartAttentionNetwork(nn.Module):
         return self.reduce(trunk_maps)
 
     def head_forward(self, trunk_maps: list[torch.Tensor]) -> NetworkOutput:
-        return self.head(self.features(trunk_maps))
+        out: NetworkOutput = self.head(self.features(trunk_maps))
+        if self.product_head is not None:
+            out.product_scores = self.product_head(pooled_last_level(trunk_maps))
+        return out
 
     def forward(self, images: torch.Tensor) -> NetworkOutput:
         return self.head_forward(self.trunk_forward(images))
@@ -177,3 +188,12 @@ def select_parts(
             )
         )
     return parts
+
+
+def product_parts(model: PartAttentionNetwork, out: NetworkOutput, i: int) -> list[str] | None:
+    """The part label of product photo ``i`` by the product head: its category, or none for a
+    category with no item label (``other``); None when the model has no product head."""
+    if out.product_scores is None:
+        return None
+    category = model.config.product_labels[int(out.product_scores[i].argmax())]
+    return [category] if category in model.config.labels else []

@@ -68,6 +68,7 @@ class TrainConfig:
     workers: int = 2
     cache_dir: Path = Path(".cache/features")
     resume: bool = False
+    products: Path | None = None  # a Kaggle-layout product set: fit the product head on it after training
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -380,6 +381,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
             trainer.save("best.pt", {"validation": val_report}, with_optimizer=False)
         trainer.save("last.pt", {"validation": val_report}, with_optimizer=True)
     log.info("best val mAP %.2f; checkpoint %s", trainer.best, cfg.out / "best.pt")
+    if cfg.products is not None:
+        from model.products import add_product_head
+
+        add_product_head(cfg.out / "best.pt", cfg.products, cfg.cache_dir, cfg.workers, cfg.device)
     return cfg.out / "best.pt"
 
 

@@ -1,7 +1,8 @@
 """The Kaggle fashion-product ``articleType`` values as CCP item labels.
 
-Used by the shop-the-look evaluation to score recommendations, and optionally by the indexer to
-put each product in the part index of its known category (``--labels-from articleType``).
+Used by the shop-the-look evaluation to score recommendations, by the indexer to put each product
+in the part index of its known category (``--labels-from articleType``), and by ``model.products``
+to teach the model product photos' categories.
 """
 
 # Kaggle fashion-product articleType -> CCP item label. Types with no CCP counterpart (perfume,

@@ -1,0 +1,66 @@
+"""The product head: a product photo's category, learned from a Kaggle-layout product set."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from indexer.catalogue import CatalogueItem
+from indexer.embed import ItemParts, embed_items
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.network import PartAttentionNetwork
+from model.products import OTHER, add_product_head, read_products, split_products
+from tests.helpers import tiny_config
+
+# articleType -> the colour of its generated product photo
+TYPES = {"Handbags": (200, 30, 30), "Jeans": (30, 60, 200), "Perfume and Body Mist": (40, 180, 40)}
+
+
+def product_set(root: Path, per_type: int = 40) -> Path:
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for t, (name, colour) in enumerate(TYPES.items()):
+        for i in range(per_type):
+            image = np.full((48, 48, 3), 255, dtype=np.uint8)
+            image[10:38, 10:38] = np.clip(np.array(colour) + rng.integers(-25, 25, 3), 0, 255)
+            Image.fromarray(image).save(root / "images" / f"{t}{i:03d}.jpg")
+            rows.append({"id": f"{t}{i:03d}", "articleType": name, "baseColour": "Red"})
+    with open(root / "styles.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "articleType", "baseColour"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def test_products_are_read_and_split_without_overlap(tmp_path: Path) -> None:
+    products = read_products(product_set(tmp_path / "products", per_type=10))
+    assert {category for _, _, category in products} == {"bag", "jeans", OTHER}
+    train, val, held = split_products(len(products))
+    assert len(held) == 3 and len(val) == 3 and len(train) == 24
+    assert not (set(train) & set(held)) and not (set(val) & set(held))
+    assert (split_products(len(products))[2] == held).all()  # seeded
+
+
+def test_product_head_is_fitted_saved_and_used_by_the_indexer(tmp_path: Path) -> None:
+    root = product_set(tmp_path / "products")
+    model = PartAttentionNetwork(tiny_config(labels=["bag", "jeans", "hat"], pretrained=True)).eval()
+    checkpoint = save_checkpoint(tmp_path / "best.pt", model, with_trunk=False, metrics={"validation": {"x": 1}})
+    add_product_head(checkpoint, root, tmp_path / "cache", workers=0)
+
+    loaded, payload = load_checkpoint(checkpoint)
+    assert loaded.config.product_labels == ["bag", "jeans", OTHER]
+    report = payload["metrics"]["products"]
+    assert payload["metrics"]["validation"] == {"x": 1}  # what was there is kept
+    assert report["held_out"]["products"] == 12 and report["held_out"]["label_top1"] >= 0.9
+    assert payload["trunk_stored"] is False
+
+    items = [CatalogueItem(f"{t}000", root / "images" / f"{t}000.jpg") for t in range(3)]
+    results = [r for r in embed_items(loaded, items, 0.0, 3, workers=0, progress=False) if isinstance(r, ItemParts)]
+    assert [[label for label, _, _ in r.parts] for r in results] == [["bag"], ["jeans"], []]  # perfume: no part
+    with torch.inference_mode():
+        assert loaded(torch.rand(1, 3, 64, 48)).product_scores.shape == (1, 3)  # type: ignore[union-attr]
