@@ -95,9 +95,12 @@ def fit_product_head(
     with_head = PartAttentionNetwork(replace(config, pretrained=False, trunk_weights=None))
     with_head.load_state_dict(model.state_dict(), strict=False)
     with_head.config = config
-    # The scaler folds into the linear layer: w' = w / sigma, b' = b - w' . mu.
-    weight = classifier.coef_ / scaler.scale_
-    bias = classifier.intercept_ - weight @ scaler.mean_
+    # The scaler folds into the linear layer: w' = w / sigma, b' = b - w' . mu. A category with no
+    # training product (it may fall in the held-out tenth only) is never predicted.
+    weight = np.zeros((len(categories), x.shape[1]))
+    bias = np.full(len(categories), -1e4)
+    weight[classifier.classes_] = classifier.coef_ / scaler.scale_
+    bias[classifier.classes_] = classifier.intercept_ - weight[classifier.classes_] @ scaler.mean_
     head = with_head.product_head
     if head is None:  # product_labels is never empty here (every product has a category)
         raise ValueError("no product categories found")

@@ -30,6 +30,10 @@ def product_set(root: Path, per_type: int = 40) -> Path:
             image[10:38, 10:38] = np.clip(np.array(colour) + rng.integers(-25, 25, 3), 0, 255)
             Image.fromarray(image).save(root / "images" / f"{t}{i:03d}.jpg")
             rows.append({"id": f"{t}{i:03d}", "articleType": name, "baseColour": "Red"})
+    # one product of a rare type, placed in the held-out tenth: a category with no training example
+    Image.fromarray(np.full((48, 48, 3), 90, dtype=np.uint8)).save(root / "images" / "rare.jpg")
+    held_row = int(split_products(len(rows) + 1)[2][0])
+    rows.insert(held_row, {"id": "rare", "articleType": "Belts", "baseColour": "Grey"})
     with open(root / "styles.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["id", "articleType", "baseColour"])
         writer.writeheader()
@@ -39,9 +43,9 @@ def product_set(root: Path, per_type: int = 40) -> Path:
 
 def test_products_are_read_and_split_without_overlap(tmp_path: Path) -> None:
     products = read_products(product_set(tmp_path / "products", per_type=10))
-    assert {category for _, _, category in products} == {"bag", "jeans", OTHER}
+    assert {category for _, _, category in products} == {"bag", "belt", "jeans", OTHER}
     train, val, held = split_products(len(products))
-    assert len(held) == 3 and len(val) == 3 and len(train) == 24
+    assert len(held) == 3 and len(val) == 3 and len(train) == 25
     assert not (set(train) & set(held)) and not (set(val) & set(held))
     assert (split_products(len(products))[2] == held).all()  # seeded
 
@@ -53,7 +57,7 @@ def test_product_head_is_fitted_saved_and_used_by_the_indexer(tmp_path: Path) ->
     add_product_head(checkpoint, root, tmp_path / "cache", workers=0)
 
     loaded, payload = load_checkpoint(checkpoint)
-    assert loaded.config.product_labels == ["bag", "jeans", OTHER]
+    assert loaded.config.product_labels == ["bag", "belt", "jeans", OTHER]
     report = payload["metrics"]["products"]
     assert payload["metrics"]["validation"] == {"x": 1}  # what was there is kept
     assert report["held_out"]["products"] == 12 and report["held_out"]["label_top1"] >= 0.9
@@ -63,4 +67,4 @@ def test_product_head_is_fitted_saved_and_used_by_the_indexer(tmp_path: Path) ->
     results = [r for r in embed_items(loaded, items, 0.0, 3, workers=0, progress=False) if isinstance(r, ItemParts)]
     assert [[label for label, _, _ in r.parts] for r in results] == [["bag"], ["jeans"], []]  # perfume: no part
     with torch.inference_mode():
-        assert loaded(torch.rand(1, 3, 64, 48)).product_scores.shape == (1, 3)  # type: ignore[union-attr]
+        assert loaded(torch.rand(1, 3, 64, 48)).product_scores.shape == (1, 4)  # type: ignore[union-attr]
