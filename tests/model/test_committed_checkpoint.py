@@ -6,12 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from app.settings import Settings
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, label_vector, load_image
 from model.metrics import multilabel_report
+from model.products import read_products, split_products
+from tests.helpers import SHARED_DATA
 
 COMMITTED = Path(__file__).resolve().parents[2] / "weights" / "ccp-attention.pt"
 MAX_BYTES = 20 * 1024 * 1024
@@ -39,3 +42,25 @@ def test_committed_checkpoint_reproduces_its_validation_figures(ccp_root: Path) 
     report = multilabel_report(targets, torch.cat(probabilities).numpy(), labels, model.config.classification)
     for level in ("labels", "groups"):  # float16 weights, trunk run afresh rather than cached: a little drift
         assert np.isclose(report[level]["map"], recorded[level]["map"], atol=0.5), (level, report, recorded)  # type: ignore[index]
+
+
+def test_committed_product_head_classifies_its_held_out_products() -> None:
+    products_root = SHARED_DATA / "fashion-product"
+    if not (products_root / "styles.csv").is_file():
+        pytest.skip(f"product data not found at {products_root}")
+    model, payload = load_checkpoint(COMMITTED)
+    recorded = payload["metrics"]["products"]["held_out"]
+    products = read_products(products_root)
+    assert model.config.product_labels == payload["metrics"]["products"]["categories"]
+    assert recorded["products"] == len(split_products(len(products))[2])
+    sample = split_products(len(products))[2][:200]  # part of the held-out tenth, run afresh
+    size = (model.config.image_height, model.config.image_width)
+    predicted = []
+    with torch.inference_mode():
+        for i in range(0, len(sample), 25):
+            images = torch.stack([load_image(products[j][1], size) for j in sample[i : i + 25]])
+            scores = model(images).product_scores
+            assert scores is not None
+            predicted += [model.config.product_labels[k] for k in scores.argmax(1).tolist()]
+    hits = np.mean([p == products[j][2] for p, j in zip(predicted, sample, strict=True)])
+    assert hits >= recorded["label_top1"] - 0.08, (hits, recorded)  # a 200-product sample of the 958
