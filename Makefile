@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 REDIS_PORT ?= 6379
 
-.PHONY: install redis-server browser test lint serve serve-redis train evaluate shop-the-look clean
+.PHONY: install redis-server browser test lint typecheck serve serve-redis train evaluate shop-the-look clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ install: $(BIN)/.installed
 lint: install
 	$(BIN)/ruff check .
 
+# mypy with the pydantic plugin over app/, indexer/ and model/ (settings in pyproject.toml).
+typecheck: install
+	$(BIN)/mypy
+
 # The tests start their own redis-server on a free port: install Debian's when it is missing.
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \
@@ -33,7 +37,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: install lint redis-server browser
+test: install lint typecheck redis-server browser
 	$(BIN)/pytest -q
 
 # Data, model and bundle (each only if missing), then the API on localhost: in-memory

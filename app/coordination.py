@@ -176,9 +176,10 @@ class RedisCoordinator:
 
     async def cache_get(self, key: str) -> bytes | None:
         try:
-            return await self.redis.get(CACHE_KEY + key)
+            value = await self.redis.get(CACHE_KEY + key)
         except (RedisError, OSError):
             return None
+        return value.encode() if isinstance(value, str) else value
 
     async def cache_set(self, key: str, value: bytes, ttl_s: int) -> None:
         with contextlib.suppress(RedisError, OSError):

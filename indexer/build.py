@@ -253,7 +253,7 @@ def _changed(base: Bundle, drop: set[str]) -> tuple[dict[str, faiss.Index], fais
     global_index = copy_in_memory(base.global_index)
     if len(keys):
         for index in [*part_indexes.values(), global_index]:
-            index.remove_ids(keys)
+            index.remove_ids(keys)  # type: ignore[arg-type]  # the SWIG wrapper takes an id array too
     records = [r for r in base.items.values() if r.id not in drop]
     return part_indexes, global_index, records
 

@@ -155,14 +155,11 @@ class RecurrentAttention(nn.Module):
         # s_k from crop k's own encoding: a part's label is scored by the crop that saw it. Encodings
         # of different photos share a large common component (cosine ~0.9): BN centres and scales
         # them for the classifier (Deep TEN/EncNet normalise their encodings the same way).
-        self.classify = nn.Sequential(
-            nn.BatchNorm1d(config.embedding_dim),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.embedding_dim, len(config.labels)),
-        )
+        scorer = nn.Linear(config.embedding_dim, len(config.labels))
         # Scores start nearly equal: no early noise for the crops to flee from.
-        nn.init.normal_(self.classify[-1].weight, std=1e-3)
-        nn.init.zeros_(self.classify[-1].bias)
+        nn.init.normal_(scorer.weight, std=1e-3)
+        nn.init.zeros_(scorer.bias)
+        self.classify = nn.Sequential(nn.BatchNorm1d(config.embedding_dim), nn.Dropout(config.dropout), scorer)
         self.place = ContentPlacement(config)
 
     def forward(self, x: torch.Tensor) -> AttentionOutput:

@@ -78,8 +78,7 @@ def predict(
         if out.step_scores is not None and out.transforms is not None:
             steps.append(out.step_scores.argmax(1).cpu())
             transforms.append(out.transforms.float().cpu())
-            encoding = model.head.attention.encoding  # type: ignore[union-attr]
-            usage.append(codeword_usage(encoding, features) * features.shape[0])
+            usage.append(codeword_usage(model.attention.encoding, features) * features.shape[0])
     if not steps:
         return TestPredictions(torch.cat(probs).numpy(), None, None, None)
     return TestPredictions(
@@ -147,28 +146,30 @@ def attention_report(
     prior: dict[str, Box],
 ) -> dict[str, object]:
     """Where the parts land beside the prior box and the whole photo; distinct crops; codewords."""
-    assert pred.part_steps is not None and pred.transforms is not None and pred.codeword_usage is not None
+    steps, transforms, usage = pred.part_steps, pred.transforms, pred.codeword_usage
+    if steps is None or transforms is None or usage is None:
+        raise ValueError("attention_report needs an attention model's predictions")
     labels = model.config.labels
     size = (model.config.image_height, model.config.image_width)
 
     def part(n: int, name: str, width: int, height: int) -> Box:
         placement = letterbox_placement(width, height, size)[0]
-        return part_box(torch.from_numpy(pred.transforms[n, pred.part_steps[n, labels.index(name)]]), placement)
+        return part_box(torch.from_numpy(transforms[n, int(steps[n, labels.index(name)])]), placement)
 
     def prior_box(n: int, name: str, width: int, height: int) -> Box:
         fx0, fy0, fx1, fy1 = prior.get(name, (0.0, 0.0, 1.0, 1.0))
         return (fx0 * width, fy0 * height, fx1 * width, fy1 * height)
 
     top = np.argsort(-pred.probabilities, 1)[:, :TOP_PARTS]
-    distinct = [len(set(pred.part_steps[n, top[n]].tolist())) for n in range(len(test))]
+    distinct = [len(set(steps[n, top[n]].tolist())) for n in range(len(test))]
     return {
         "parts": hit_rates(ccp, test, part),
         "prior_box": hit_rates(ccp, test, prior_box),
         "whole_photo": hit_rates(ccp, test, lambda n, name, w, h: (0.0, 0.0, float(w), float(h))),
         "distinct_crops_in_top5": float(np.mean(distinct)),
-        "codewords_used": int((pred.codeword_usage >= USED_CODEWORD_SHARE).sum()),
-        "codewords": int(len(pred.codeword_usage)),
-        "codeword_usage": [round(float(u), 4) for u in pred.codeword_usage],
+        "codewords_used": int((usage >= USED_CODEWORD_SHARE).sum()),
+        "codewords": int(len(usage)),
+        "codeword_usage": [round(float(u), 4) for u in usage],
     }
 
 
@@ -179,8 +180,8 @@ def draw_parts(model: PartAttentionNetwork, samples: list[Sample], path: Path, p
         out = model(torch.stack([load_image(s.image, size) for s in samples]))
     panels = []
     for i, sample in enumerate(samples):
-        with Image.open(sample.image) as photo:
-            photo = photo.convert("RGB")
+        with Image.open(sample.image) as opened:
+            photo = opened.convert("RGB")
             placement = letterbox_placement(photo.width, photo.height, size)[0]
             parts = select_parts(model, out, i, placement, max_parts=parts_per_photo)
             boxes = [(p.box, f"{p.label} {p.score:.2f}") for p in parts if p.box is not None]

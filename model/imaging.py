@@ -34,7 +34,7 @@ def decode_image(
     if (not source) if in_memory else _empty(source):  # type: ignore[arg-type]
         raise ImageDecodeError("empty file")
     try:
-        handle = io.BytesIO(source) if in_memory else open(source, "rb")  # noqa: SIM115 - closed by the with below
+        handle = io.BytesIO(source) if isinstance(source, bytes | bytearray) else open(source, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise ImageDecodeError(f"cannot open: {exc.strerror or exc}") from exc
     with handle:
@@ -51,8 +51,7 @@ def decode_image(
             raise ImageDecodeError("image has no pixels")
         try:
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
+            return ImageOps.exif_transpose(image).convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise ImageDecodeError(f"cannot decode image: {exc}") from exc
 

@@ -89,6 +89,9 @@ class GlobalPoolHead(nn.Module):
 class PartAttentionNetwork(nn.Module):
     """Photo -> label scores, part embeddings and boxes. ``head_forward`` runs on cached trunk maps."""
 
+    mean: torch.Tensor  # buffers (the trunk's input normalisation)
+    std: torch.Tensor
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -124,6 +127,13 @@ class PartAttentionNetwork(nn.Module):
         if self.config.classification == "softmax":
             return scores.softmax(-1)
         return scores.sigmoid()
+
+    @property
+    def attention(self) -> RecurrentAttention:
+        """The recurrent attention of an attention model (the global baseline has none)."""
+        if not isinstance(self.head, AttentionHead):
+            raise ValueError("the global-pooling baseline has no attention")
+        return self.head.attention
 
     def head_parameters(self) -> list[nn.Parameter]:
         return [*self.reduce.parameters(), *self.head.parameters()]

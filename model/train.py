@@ -199,9 +199,10 @@ class Trainer:
             groups.append({"params": list(model.trunk.parameters()), "lr": train_cfg.trunk_lr})
         else:
             model.trunk.requires_grad_(False)
-        self.base_lrs = [g["lr"] for g in groups]
+        self.base_lrs = [float(g["lr"]) for g in groups]  # type: ignore[arg-type]
         self.optimizer = torch.optim.AdamW(groups, weight_decay=train_cfg.weight_decay)
-        self.epoch, self.best, self.history = 0, -1.0, []
+        self.epoch, self.best = 0, -1.0
+        self.history: list[dict[str, object]] = []
         self.validation_photos: list[str] = []  # file names, recorded so the figures can be checked again
         self.amp = train_cfg.device.startswith("cuda")
         self.anchors = config_anchors(model.config) if model.config.architecture == "attention" else None
@@ -310,7 +311,7 @@ def init_codewords(model: PartAttentionNetwork, trunk_maps: list[torch.Tensor], 
         ]
     )
     pick = torch.randperm(len(descriptors), generator=torch.Generator().manual_seed(seed))[:CODEWORD_SAMPLE]
-    model.head.attention.encoding.init_from_descriptors(descriptors[pick], seed)  # type: ignore[union-attr]
+    model.attention.encoding.init_from_descriptors(descriptors[pick], seed)
 
 
 @torch.no_grad()
@@ -327,7 +328,7 @@ def init_crops_from_boxes(model: PartAttentionNetwork, items: list[tuple[Items, 
     centres = torch.from_numpy(KMeans(steps, n_init=4, random_state=seed).fit(cxcywh.numpy()).cluster_centers_).float()
     centres = centres[centres[:, 1].argsort()]
     corners = torch.cat([centres[:, :2] - centres[:, 2:] / 2, centres[:, :2] + centres[:, 2:] / 2], -1)
-    model.head.attention.place.start_at(corners)  # type: ignore[union-attr]
+    model.attention.place.start_at(corners)
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample]) -> Path:

@@ -21,8 +21,11 @@ CACHE_CONTROL = "public, max-age=3600"  # an id's photo changes only when the it
 @router.get(
     "/items/{item_id}/image",
     response_class=FileResponse,
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}}
-    | {code: {"model": ErrorResponse} for code in (404, 503)},
+    responses={
+        200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+        404: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
 )
 async def item_image(item_id: str, request: Request, recommender: RecommenderDep) -> Response:
     """The photo of an item of the live bundle. Only the bundle's own record says where the file is;

@@ -56,6 +56,6 @@ def test_codewords_on_real_ccp_maps_share_the_cells(ccp_root) -> None:  # type: 
     init_codewords(model, [m.clone() for m in maps], seed=0)
     model.eval()
     with torch.inference_mode():
-        usage = codeword_usage(model.head.attention.encoding, model.features(maps))
+        usage = codeword_usage(model.attention.encoding, model.features(maps))
     assert (usage >= 0.01).sum() >= 16, usage
     assert usage.max() < 0.5

@@ -40,7 +40,7 @@ def test_gradients_reach_every_trainable_parameter(architecture: str) -> None:
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
     assert missing == []
     if architecture != "global":  # the spatial transformer's own parameters learn through grid_sample
-        assert model.head.attention.place.query.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
+        assert model.attention.place.query.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
 
 
 def test_soft_box_map_covers_the_transformed_region() -> None:
