@@ -23,7 +23,7 @@ import numpy as np
 
 from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
 from indexer.catalogue import Catalogue, CatalogueItem
-from indexer.embed import ItemParts, Skipped, embed_items
+from indexer.embed import Skipped, embed_items
 from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
@@ -98,7 +98,6 @@ def _embed(
             log.warning("skipped %s (%s): %s", result.id, result.path, result.reason)
             skipped.append({"id": result.id, "path": result.path, "reason": result.reason})
             continue
-        assert isinstance(result, ItemParts)
         item = by_id[result.id]
         labels = [label for label, _, _ in result.parts]
         records.append(ItemRecord(key, item.id, {**item.metadata, "parts": labels}, str(item.path)))
