@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from app.settings import get_settings
-from indexer.build import IndexOptions, build_bundle
+from indexer.build import build_bundle
 from indexer.bundle import BundleError, BundleStore
 from indexer.catalogue import load_catalogue
 from model.checkpoint import file_sha256
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> Path:
             store,
             checkpoint,
             load_catalogue(catalogue),
-            IndexOptions(device=settings.device, threshold=settings.part_threshold, labels_from=settings.labels_from),
+            settings.index_options(),
             first=settings.first_slice or None,
         )
     else:

@@ -19,7 +19,7 @@ from typing import Any
 from app.coordination import CoordinationUnavailable, Coordinator
 from app.settings import Settings
 from app.uploads import UploadStore
-from indexer.build import IndexOptions, add_items, build_bundle, complete_bundle, delete_items
+from indexer.build import add_items, build_bundle, complete_bundle, delete_items
 from indexer.bundle import BundleStore
 from indexer.catalogue import CatalogueItem, load_catalogue
 
@@ -44,7 +44,7 @@ def new_job(kind: str, params: dict[str, Any]) -> dict[str, Any]:
 def execute_job(job: dict[str, Any], settings: Settings, progress: dict[str, int]) -> str:
     """Run one job to completion (blocking); returns the published bundle version."""
     store = BundleStore(settings.bundles_dir)
-    options = IndexOptions(device=settings.device, threshold=settings.part_threshold, labels_from=settings.labels_from)
+    options = settings.index_options()
 
     def report(done: int, total: int) -> None:
         progress.update(done=done, total=total)

@@ -19,7 +19,7 @@ import torch
 from app.batching import MicroBatcher
 from app.metrics import Metrics
 from indexer.bundle import Bundle, BundleError, BundleStore
-from indexer.search import QueryPart, recommend_global, recommend_parts
+from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, QueryPart, recommend_global, recommend_parts
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import Placement, decode_image, fit_to_input
 from model.network import NetworkOutput, PartAttentionNetwork, select_parts
@@ -35,8 +35,8 @@ class NotReady(RuntimeError):
 
 @dataclass(frozen=True)
 class RecommendOptions:
-    max_parts: int = 5
-    candidates: int = 10
+    max_parts: int = DEFAULT_MAX_PARTS
+    candidates: int = DEFAULT_CANDIDATES
     labels: frozenset[str] | None = None  # only parts of these labels
     exclude_ids: frozenset[str] = frozenset()
     mode: Literal["parts", "global"] = "parts"

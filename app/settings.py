@@ -9,7 +9,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from indexer.build import DEFAULT_LABELS_FROM
+from indexer.build import DEFAULT_LABELS_FROM, IndexOptions
+from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
+from model.imaging import DEFAULT_MAX_PIXELS
+from model.network import DEFAULT_PART_THRESHOLD
 
 DEFAULT_ADMIN_KEY = "change-me"
 
@@ -31,7 +34,7 @@ class Settings(BaseSettings):
     first_slice: int = Field(1000, ge=0)
 
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)  # 413 above this
-    max_pixels: int = Field(40_000_000, gt=0)  # 422 above this (decompression bombs)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)  # 422 above this (decompression bombs)
     max_batch: int = Field(16, gt=0)  # photos per model forward at most
     max_wait_ms: float = Field(5.0, ge=0)  # how long a forward waits for company
     queue_limit: int = Field(64, gt=0)  # photos waiting for the model; 503 beyond
@@ -39,10 +42,19 @@ class Settings(BaseSettings):
     search_threads: int = Field(1, gt=0)  # FAISS OpenMP threads; one query at a time needs no more
     bundle_poll_s: float = Field(5.0, gt=0)  # pointer check, in case an announcement was missed
 
-    default_max_parts: int = Field(5, gt=0)
-    default_candidates: int = Field(10, gt=0)
+    default_max_parts: int = Field(DEFAULT_MAX_PARTS, gt=0)
+    default_candidates: int = Field(DEFAULT_CANDIDATES, gt=0)
     labels_from: str | None = DEFAULT_LABELS_FROM  # metadata field placing each product ("": the model)
-    part_threshold: float = Field(0.05, ge=0, le=1)  # a part's label probability at least
+    part_threshold: float = Field(DEFAULT_PART_THRESHOLD, ge=0, le=1)  # a part's label probability at least
+
+    def index_options(self) -> IndexOptions:
+        """The indexer's options under this configuration (the run command and the jobs alike)."""
+        return IndexOptions(
+            device=self.device,
+            threshold=self.part_threshold,
+            labels_from=self.labels_from,
+            max_pixels=self.max_pixels,
+        )
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:

@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 from app.metrics import Metrics  # noqa: E402
 from app.recommender import Recommender, RecommendOptions  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
+from model.imaging import DEFAULT_MAX_PIXELS  # noqa: E402
+from model.network import DEFAULT_PART_THRESHOLD  # noqa: E402
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -49,8 +51,8 @@ def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int)
         bundles,
         metrics,
         "cpu",
-        max_pixels=40_000_000,
-        threshold=0.05,
+        max_pixels=DEFAULT_MAX_PIXELS,
+        threshold=DEFAULT_PART_THRESHOLD,
         batcher_options={"max_batch": batch, "max_wait_s": 0.0, "queue_limit": 1000},
     )
     asyncio.run(rec.bundles.swap_to())

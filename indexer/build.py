@@ -27,7 +27,8 @@ from indexer.embed import Skipped, embed_items
 from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
-from model.network import PartAttentionNetwork
+from model.imaging import DEFAULT_MAX_PIXELS
+from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,14 @@ DEFAULT_LABELS_FROM = "articleType"
 
 @dataclass
 class IndexOptions:
-    threshold: float = 0.05  # a label's probability must reach this for the item to join its index
+    threshold: float = DEFAULT_PART_THRESHOLD  # a label's probability must reach this for the item to join its index
     max_parts: int = 3  # labels per item at most
     batch_size: int = 32
     workers: int = 2
     device: str = "cpu"
     factory: str | None = None  # a FAISS index-factory string; None chooses by size
     keep: int = 3  # published versions kept
-    max_pixels: int = 40_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     labels_from: str | None = DEFAULT_LABELS_FROM  # a metadata field that decides the part indexes; None: the model
 
 

@@ -26,13 +26,13 @@ from PIL import Image, ImageDraw
 
 from indexer.bundle import Bundle, BundleStore
 from indexer.colours import family_of_name, family_of_pixels
-from indexer.search import Match, QueryPart, recommend_global, recommend_parts
+from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPart, recommend_global, recommend_parts
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, Sample, data_dir
 from model.imaging import decode_image, fit_to_input
 from model.labels import group_of
-from model.network import PartAttentionNetwork, select_parts
+from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork, select_parts
 from model.visualize import PALETTE, draw_boxes, tile
 
 log = logging.getLogger("indexer.evaluate")
@@ -272,9 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--bundles", type=Path, default=Path("bundles"))
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--max-parts", type=int, default=5, help="parts per query at most")
-    parser.add_argument("--threshold", type=float, default=0.05, help="a part's label probability at least")
-    parser.add_argument("--candidates", type=int, default=10)
+    parser.add_argument("--max-parts", type=int, default=DEFAULT_MAX_PARTS, help="parts per query at most")
+    parser.add_argument(
+        "--threshold", type=float, default=DEFAULT_PART_THRESHOLD, help="a part's label probability at least"
+    )
+    parser.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     parser.add_argument("--out", type=Path, default=Path("reports/shop_the_look.json"))
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args(argv)

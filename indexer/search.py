@@ -16,6 +16,8 @@ import numpy as np
 from indexer.bundle import Bundle
 
 MAX_WIDENING = 4096  # candidates at most per part before it is given up
+DEFAULT_MAX_PARTS = 5  # parts (or global items) per query
+DEFAULT_CANDIDATES = 10  # neighbours searched per part before widening
 
 
 @dataclass
@@ -63,7 +65,7 @@ def _first_free(bundle: Bundle, index: Any, vector: np.ndarray, candidates: int,
 def recommend_parts(
     bundle: Bundle,
     parts: Sequence[QueryPart],
-    candidates: int = 10,
+    candidates: int = DEFAULT_CANDIDATES,
     exclude_ids: Collection[str] = (),
     labels: Collection[str] | None = None,
 ) -> list[PartMatch]:

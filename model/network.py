@@ -161,6 +161,11 @@ def part_box(transform: torch.Tensor, placement: Placement) -> tuple[float, floa
     return placement.box_to_photo(transform_to_box(transform, placement.frame_width, placement.frame_height))
 
 
+# A part's label probability at least, for queries and indexing alike (the service's
+# FASHION_PART_THRESHOLD): low, since max fusion over crops makes present labels score high.
+DEFAULT_PART_THRESHOLD = 0.05
+
+
 def select_parts(
     model: PartAttentionNetwork,
     out: NetworkOutput,
