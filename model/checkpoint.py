@@ -63,10 +63,12 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
     payload = torch.load(path, map_location=device, weights_only=True)  # plain tensors and dicts: no code runs
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {payload.get('format_version')}, expected {FORMAT_VERSION}")
+    # Checkpoints written before the whole-map scores existed have none.
+    recorded = {"whole_scores": False, **payload["config"]}
     if payload.get("trunk_stored", True):
-        config = ModelConfig(**{**payload["config"], "pretrained": False, "trunk_weights": None})
+        config = ModelConfig(**{**recorded, "pretrained": False, "trunk_weights": None})
     else:
-        config = ModelConfig(**payload["config"])
+        config = ModelConfig(**recorded)
         if not (config.pretrained or config.trunk_weights):
             raise ValueError(f"{path} holds no trunk weights and its config names none to load")
     model = PartAttentionNetwork(config)
@@ -74,7 +76,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
     missing = [name for name in missing if payload.get("trunk_stored", True) or not name.startswith(TRUNK_PREFIX)]
     if missing or unexpected:
         raise ValueError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.config = ModelConfig(**payload["config"])  # keep the recorded provenance of the trunk
+    model.config = ModelConfig(**recorded)  # keep the recorded provenance of the trunk
     return model.to(device).eval(), payload
 
 

@@ -45,6 +45,9 @@ class ModelConfig:
     max_scale: float = 1.0
     box_sharpness: float = 12.0  # slope of the soft box edges of the attention maps (per unit of [-1, 1])
     dropout: float = 0.2  # on the LSTM input
+    # Score labels on the whole map too (RDAR's step 0, a linear layer on its pooled features) and
+    # fuse: s = (s_whole + max_k s_k) / 2. The part of a label is still the crop that scores it highest.
+    whole_scores: bool = True
     product_labels: list[str] = field(default_factory=list)  # product-photo categories (model.products); [] none
     classification: str = "sigmoid"  # "sigmoid": BCE per label (chosen on validation); "softmax": the paper's L_cls
 

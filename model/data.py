@@ -24,6 +24,7 @@ from model.labels import NON_ITEMS, item_labels
 
 DATA_DIR_ENV = "FASHION_DATA_DIR"
 MIN_LABEL_PIXELS = 100  # a label counts in a mask where it covers at least this many pixels
+REGION_CELL = 8  # photo pixels per side of one cell of an item's coarse region (Sample.regions)
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo's pixels
 
 
@@ -38,6 +39,9 @@ class Sample:
     mask: Path | None = None  # pixel-level annotation, for evaluation only
     source: str = ""  # "image-level" or "pixel-level"
     boxes: dict[str, Box] = field(default_factory=dict)  # item boxes, where the photo has a mask
+    # Where each item's pixels are, coarsely (share of item pixels per REGION_CELL x REGION_CELL
+    # block of the photo): lets training put a part's centre on the item, not between two shoes.
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -95,6 +99,18 @@ class ClothingCoParsing:
             boxes[name] = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
         return boxes
 
+    def item_regions(self, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """Each item label's coarse region: the share of its pixels in every REGION_CELL-sided
+        block of the photo, (ceil(H / cell), ceil(W / cell)) float32 in [0, 1]."""
+        height, width = mask.shape
+        rows, cols = -(-height // REGION_CELL), -(-width // REGION_CELL)
+        padded = np.zeros((rows * REGION_CELL, cols * REGION_CELL), dtype=np.float32)
+        regions = {}
+        for name in self.mask_labels(mask):
+            padded[:height, :width] = self.item_mask(mask, name)
+            regions[name] = padded.reshape(rows, REGION_CELL, cols, REGION_CELL).mean((1, 3))
+        return regions
+
     def image_level(self) -> list[Sample]:
         folder = self.root / "annotations" / "image-level"
         return [
@@ -112,11 +128,14 @@ class ClothingCoParsing:
         return samples
 
     def split(self) -> tuple[list[Sample], list[Sample]]:
-        """(train, test) of the protocol. Train samples carry no mask (it must never reach training),
-        only the item boxes of the odd-numbered pixel-level photos."""
+        """(train, test) of the protocol. Train samples carry no mask path (the test masks must never
+        reach training), only the item boxes and coarse item regions of the odd-numbered
+        pixel-level photos, read off their own masks."""
         pixel = self.pixel_level()
         train = self.image_level() + [
-            Sample(s.image, s.labels, source=s.source, boxes=s.boxes) for s in pixel if int(s.image.stem) % 2 == 1
+            Sample(s.image, s.labels, source=s.source, boxes=s.boxes, regions=self.item_regions(self.read_mask(s.mask)))
+            for s in pixel
+            if int(s.image.stem) % 2 == 1 and s.mask is not None
         ]
         test = [s for s in pixel if int(s.image.stem) % 2 == 0]
         if not train or not test:

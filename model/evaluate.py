@@ -54,6 +54,7 @@ USED_CODEWORD_SHARE = 0.01  # a codeword is in use when it is the strongest assi
 @dataclass
 class TestPredictions:
     probabilities: np.ndarray  # (N, C)
+    crop_probabilities: np.ndarray | None  # (N, C) the crops' own (max over k), where scores are fused
     part_steps: np.ndarray | None  # (N, C) k* per label
     transforms: np.ndarray | None  # (N, K, 4)
     codeword_usage: np.ndarray | None  # (codewords,) share of test-map cells each codeword takes
@@ -66,7 +67,7 @@ def predict(
     """Run the model on the test photos; a frozen-trunk model reuses the trunk-map cache."""
     size = (model.config.image_height, model.config.image_width)
     cached = trunk_features(model, [s.image for s in samples], cache_dir, False, device=device) if frozen else None
-    probs, steps, transforms, usage = [], [], [], []
+    probs, crop_probs, steps, transforms, usage = [], [], [], [], []
     for i in range(0, len(samples), 32):
         if cached is not None:
             maps = [level[i : i + 32, 0].to(device).float() for level in cached]
@@ -75,14 +76,18 @@ def predict(
         features = model.features(maps)
         out = model.head(features)
         probs.append(model.probabilities(out.scores).float().cpu())
+        if out.whole_scores is not None and out.crop_scores is not None:
+            crop_probs.append(model.probabilities(out.crop_scores).float().cpu())
         if out.step_scores is not None and out.transforms is not None:
             steps.append(out.step_scores.argmax(1).cpu())
             transforms.append(out.transforms.float().cpu())
             usage.append(codeword_usage(model.attention.encoding, features) * features.shape[0])
+    crops_only = torch.cat(crop_probs).numpy() if crop_probs else None
     if not steps:
-        return TestPredictions(torch.cat(probs).numpy(), None, None, None)
+        return TestPredictions(torch.cat(probs).numpy(), crops_only, None, None, None)
     return TestPredictions(
         torch.cat(probs).numpy(),
+        crops_only,
         torch.cat(steps).numpy(),
         torch.cat(transforms).numpy(),
         np.sum(usage, 0) / len(samples),
@@ -196,10 +201,13 @@ def format_table(report: dict[str, dict[str, object]]) -> str:
         "--------------------------|---------------|------------|---------------|-----------",
     ]
     for name, r in report.items():
-        lab, grp = r["labels"], r["groups"]  # type: ignore[index]
-        rows.append(
-            f"{name:<26}| {lab['ap_all']:13.2f} | {lab['map']:10.2f} | {grp['ap_all']:13.2f} | {grp['map']:10.2f}"  # type: ignore[index]
-        )
+        for suffix, scored in (("", r), (" (crops only)", r.get("crops_only"))):
+            if not isinstance(scored, dict):
+                continue
+            lab, grp, row = scored["labels"], scored["groups"], name + suffix
+            rows.append(
+                f"{row:<26}| {lab['ap_all']:13.2f} | {lab['map']:10.2f} | {grp['ap_all']:13.2f} | {grp['map']:10.2f}"
+            )
     for name, r in report.items():
         att = r.get("attention")
         if not isinstance(att, dict):
@@ -232,6 +240,9 @@ def evaluate_checkpoint(
         validation=payload.get("metrics", {}).get("validation"),
         test_photos=len(test),
     )
+    if pred.crop_probabilities is not None:  # the crops' own classification, without the whole map's
+        crops = multilabel_report(targets, pred.crop_probabilities, labels, model.config.classification)
+        entry["crops_only"] = {"labels": crops["labels"], "groups": crops["groups"]}
     if pred.part_steps is not None:
         entry["attention"] = attention_report(ccp, test, pred, model, prior_boxes(train))
         if args.figure and path == args.checkpoint[0]:  # the picture shows the first checkpoint's parts

@@ -22,6 +22,10 @@ BOX_L1_WEIGHT = 2.0  # inside L_box, after DETR's balance of L1, GIoU and classi
 BOX_GIOU_WEIGHT = 1.0
 BOX_PICK_WEIGHT = 1.0
 
+# A photo's items: (label index, box (x0, y0, x1, y1) in [-1, 1] map units, the item's coarse
+# region on the input frame (H', W') in [0, 1], or None where the photo has no region).
+Item = tuple[int, torch.Tensor, torch.Tensor | None]
+
 
 def classification_loss(scores: torch.Tensor, targets: torch.Tensor, kind: str = "softmax") -> torch.Tensor:
     """softmax: (1/N) Σ_i Σ_c (p_i^c − p̂_i^c)², p = softmax(s), p̂ = y/‖y‖₁ (RDAR). sigmoid: BCE."""
@@ -67,21 +71,33 @@ def transforms_to_corners(transforms: torch.Tensor) -> torch.Tensor:
     return torch.stack([tx - sx, ty - sy, tx + sx, ty + sy], -1)
 
 
+def on_item(region: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """How much of the item lies at ``centre`` (x, y in [-1, 1]): its region, with a halo of one
+    cell (its 3 x 3 blur where that is larger) so that a centre just off the item still has a
+    gradient towards it, sampled bilinearly."""
+    region = region[None, None]
+    haloed = torch.maximum(region, F.avg_pool2d(region, 3, stride=1, padding=1))
+    return F.grid_sample(haloed, centre.view(1, 1, 1, 2), align_corners=False).view(())
+
+
 def box_loss(
-    step_scores: torch.Tensor, transforms: torch.Tensor, items: list[list[tuple[int, torch.Tensor]]]
+    step_scores: torch.Tensor, transforms: torch.Tensor, items: list[list[Item]], centre_weight: float = 0.0
 ) -> torch.Tensor:
     """Box supervision: each photo's items (label c, (x0, y0, x1, y1) in [-1, 1] map coordinates)
     are matched one-to-one to crops (Hungarian, DETR's cost), and each matched crop is pulled onto
     its item's box (L1 + GIoU) and made the step that scores c highest among the K crops, which is
-    how a part's crop is picked at serving time. Photos without items add nothing."""
+    how a part's crop is picked at serving time. Photos without items add nothing.
+
+    ``centre_weight`` > 0 also pulls a matched crop's centre onto the item's own pixels where the
+    item has a region: the centre of a pair of shoes' box is the floor between them."""
     boxes = transforms_to_corners(transforms)  # (B, K, 4)
     pick = step_scores.log_softmax(1)  # (B, K, C): over the crops, per label
     total, count = step_scores.new_zeros(()), 0
     for b, photo_items in enumerate(items):
         if not photo_items:
             continue
-        labels = torch.tensor([c for c, _ in photo_items], device=boxes.device)
-        targets = torch.stack([box for _, box in photo_items]).to(boxes)  # (n, 4)
+        labels = torch.tensor([c for c, _, _ in photo_items], device=boxes.device)
+        targets = torch.stack([box for _, box, _ in photo_items]).to(boxes)  # (n, 4)
         l1 = torch.cdist(targets, boxes[b], p=1)  # (n, K)
         cost = BOX_L1_WEIGHT * l1 - BOX_PICK_WEIGHT * pick[b, :, labels].t()
         rows, cols = linear_sum_assignment(cost.detach().float().cpu().numpy())
@@ -92,6 +108,11 @@ def box_loss(
             + BOX_GIOU_WEIGHT * generalized_box_iou_loss(matched, targets[rows_t], reduction="sum")
             - BOX_PICK_WEIGHT * pick[b, cols_t, labels[rows_t]].sum()
         )
+        if centre_weight > 0:
+            for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+                region = photo_items[row][2]
+                if region is not None:
+                    total = total + centre_weight * (1 - on_item(region.to(boxes), transforms[b, col, 2:]))
         count += len(rows)
     return total / max(count, 1)
 
@@ -101,15 +122,21 @@ def total_loss(
     targets: torch.Tensor,
     kind: str = "softmax",
     anchors: torch.Tensor | None = None,
-    items: list[list[tuple[int, torch.Tensor]]] | None = None,
+    items: list[list[Item]] | None = None,
     box_weight: float = 0.0,
     usage_weight: float = 0.0,
+    centre_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """All terms and their weighted sum under ``"loss"``; the baseline has only L_cls. L_box is
     added where ``box_weight`` > 0 and ``items`` gives some photos' item boxes; the codeword-usage
     term where ``usage_weight`` > 0."""
     terms = {"cls": classification_loss(out.scores, targets, kind)}
     loss = terms["cls"]
+    if out.whole_scores is not None and out.crop_scores is not None:
+        # Fused scores: each branch also classifies on its own, so the crops still name their parts.
+        terms["crop_cls"] = classification_loss(out.crop_scores, targets, kind)
+        terms["whole_cls"] = classification_loss(out.whole_scores, targets, kind)
+        loss = loss + terms["crop_cls"] + terms["whole_cls"]
     if out.maps is not None and out.transforms is not None and out.step_scores is not None:
         if anchors is None:
             raise ValueError("the attention losses need the model's anchors (model.attention.config_anchors)")
@@ -120,7 +147,7 @@ def total_loss(
             terms["usage"] = codeword_usage_loss(out.codeword_share)
             loss = loss + usage_weight * terms["usage"]
         if box_weight > 0 and items is not None:
-            terms["box"] = box_loss(out.step_scores, out.transforms, items)
+            terms["box"] = box_loss(out.step_scores, out.transforms, items, centre_weight)
             loss = loss + box_weight * terms["box"]
     terms["loss"] = loss
     return terms

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from model.labels import to_groups
+from model.labels import group_names, to_groups
 
 
 def ap_all(targets: np.ndarray, scores: np.ndarray) -> float:
@@ -45,6 +45,11 @@ def multilabel_report(
     report["per_label_ap"] = {
         name: round(100 * float(ap), 2)
         for name, ap in zip(labels, per_label_ap(targets, scores), strict=True)
+        if not np.isnan(ap)
+    }
+    report["per_group_ap"] = {
+        name: round(100 * float(ap), 2)
+        for name, ap in zip(group_names(labels), per_label_ap(to_groups(targets, labels), group_scores), strict=True)
         if not np.isnan(ap)
     }
     return report

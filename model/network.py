@@ -25,6 +25,8 @@ from model.imaging import Placement
 class NetworkOutput:
     scores: torch.Tensor  # (B, C) fused label scores (logits)
     global_embedding: torch.Tensor  # (B, E) L2-normalised whole-image embedding
+    crop_scores: torch.Tensor | None = None  # (B, C) max over the crops of s_k (attention only)
+    whole_scores: torch.Tensor | None = None  # (B, C) the whole map's scores (attention with whole_scores)
     step_scores: torch.Tensor | None = None  # (B, K, C) per-step scores (attention only)
     part_embeddings: torch.Tensor | None = None  # (B, K, E) per-step crop embeddings
     transforms: torch.Tensor | None = None  # (B, K, 4) (s_x, s_y, t_x, t_y) per step
@@ -59,11 +61,16 @@ class AttentionHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.attention = RecurrentAttention(config)
+        self.whole = GlobalPoolHead(config) if config.whole_scores else None
 
     def forward(self, x: torch.Tensor) -> NetworkOutput:
         out = self.attention(x)
+        crop_scores = out.scores.amax(1)  # max over k >= 1 of s_k
+        whole_scores = self.whole(x).scores if self.whole is not None else None
         return NetworkOutput(
-            scores=out.scores.amax(1),  # s = max over k >= 1 of s_k
+            scores=crop_scores if whole_scores is None else (crop_scores + whole_scores) / 2,
+            crop_scores=crop_scores,
+            whole_scores=whole_scores,
             global_embedding=out.whole_embedding,
             step_scores=out.scores,
             part_embeddings=out.embeddings,

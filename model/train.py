@@ -27,24 +27,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from model.attention import config_anchors
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
-from model.data import ClothingCoParsing, Sample, data_dir, drop_near_copies, label_vector, load_image, split_validation
+from model.data import (
+    REGION_CELL,
+    ClothingCoParsing,
+    Sample,
+    data_dir,
+    drop_near_copies,
+    label_vector,
+    load_image,
+    split_validation,
+)
 from model.encoding import map_descriptors
 from model.features import trunk_features
-from model.imaging import letterbox_placement
-from model.losses import total_loss
+from model.imaging import Placement, letterbox_placement
+from model.losses import Item, total_loss
 from model.metrics import multilabel_report
 from model.network import PartAttentionNetwork
 from model.progress import progress
 
 log = logging.getLogger("model.train")
 
-Items = list[tuple[int, torch.Tensor]]  # a photo's items: (label index, (x0, y0, x1, y1) in [-1, 1] map units)
+Items = list[Item]  # a photo's items (model.losses.Item)
 CODEWORD_SAMPLE = 50_000  # descriptors for the k-means that starts the codewords
 
 
@@ -63,6 +73,7 @@ class TrainConfig:
     box_weight: float = 2.0  # λ_box: > 0 trains the box-supervised variant on photos with item boxes (0: weak)
     localiser_lr_scale: float = 10.0  # the localiser's learning rate, as a multiple of lr
     usage_weight: float = 0.1  # > 0 keeps the codewords in use (model.losses.codeword_usage_loss)
+    centre_weight: float = 1.0  # > 0 pulls matched crops' centres onto their items' pixels (model.losses.box_loss)
     seed: int = 0
     device: str = "cpu"
     workers: int = 2
@@ -85,18 +96,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def region_on_frame(region: np.ndarray, placement: Placement, size: tuple[int, int]) -> torch.Tensor:
+    """An item's coarse photo region (model.data.REGION_CELL pixels a cell) resampled onto the
+    network input's letterboxed frame, one cell per REGION_CELL input pixels: (H', W') in [0, 1]."""
+    rows, cols = size[0] // REGION_CELL, size[1] // REGION_CELL
+    # Frame cell centres -> photo pixels -> the region's [-1, 1] sampling coordinates.
+    region_h, region_w = (n * REGION_CELL for n in region.shape)
+    xs = ((torch.arange(cols) + 0.5) / cols * placement.frame_width - placement.offset_x) / region_w
+    ys = ((torch.arange(rows) + 0.5) / rows * placement.frame_height - placement.offset_y) / region_h
+    grid = torch.stack(torch.meshgrid(xs * 2 - 1, ys * 2 - 1, indexing="xy"), -1)[None]  # (1, rows, cols, 2)
+    source = torch.from_numpy(region).float()[None, None]
+    return F.grid_sample(source, grid.float(), align_corners=False)[0, 0]
+
+
 def photo_items(sample: Sample, labels: list[str], size: tuple[int, int]) -> tuple[Items, Items]:
-    """A sample's item boxes in the network input's map units, as photographed and mirrored."""
+    """A sample's item boxes (and regions) in the network input's map units, as photographed and mirrored."""
     if not sample.boxes:
         return [], []
     with Image.open(sample.image) as image:
         placement = letterbox_placement(image.width, image.height, size)[0]
-    plain, mirrored = [], []
+    plain: Items = []
+    mirrored: Items = []
     for name, box in sample.boxes.items():
         if name in labels:
             x0, y0, x1, y1 = placement.box_to_unit(box)
-            plain.append((labels.index(name), torch.tensor([x0, y0, x1, y1])))
-            mirrored.append((labels.index(name), torch.tensor([-x1, y0, -x0, y1])))
+            region = sample.regions.get(name)
+            on_frame = region_on_frame(region, placement, size) if region is not None else None
+            plain.append((labels.index(name), torch.tensor([x0, y0, x1, y1]), on_frame))
+            flipped = on_frame.flip(-1) if on_frame is not None else None
+            mirrored.append((labels.index(name), torch.tensor([-x1, y0, -x0, y1]), flipped))
     return plain, mirrored
 
 
@@ -228,6 +256,7 @@ class Trainer:
             items,
             self.cfg.box_weight,
             self.cfg.usage_weight,
+            self.cfg.centre_weight,
         )
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -320,7 +349,7 @@ def init_crops_from_boxes(model: PartAttentionNetwork, items: list[tuple[Items, 
     (centre and size), top to bottom, rather than on a grid: crops begin where items are."""
     from sklearn.cluster import KMeans
 
-    boxes = torch.stack([box for plain, mirrored in items for _, box in plain + mirrored]) if items else None
+    boxes = torch.stack([box for plain, mirrored in items for _, box, _ in plain + mirrored]) if items else None
     steps = model.config.steps
     if model.config.architecture != "attention" or boxes is None or len(boxes) < steps:
         return
@@ -401,6 +430,7 @@ MODEL_OPTIONS = (
     "multiscale",
     "image_height",
     "image_width",
+    "whole_scores",
 )
 
 

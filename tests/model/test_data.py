@@ -27,7 +27,7 @@ def test_ccp_protocol_split_on_the_real_files(ccp_root: Path) -> None:
     # masks never reach training: the odd pixel-level photos come with their labels and item boxes only
     assert all(s.mask is None for s in train)
     assert sum(s.source == "pixel-level" for s in train) == 502
-    assert all(set(s.boxes) == set(s.labels) for s in train if s.source == "pixel-level")
+    assert all(set(s.boxes) == set(s.labels) == set(s.regions) for s in train if s.source == "pixel-level")
     assert not any(s.boxes for s in train if s.source == "image-level")
     assert not {s.image for s in train} & {s.image for s in test}
     assert all(set(s.labels) <= set(ccp.labels) for s in train + test)
@@ -64,6 +64,17 @@ def test_item_boxes_cover_all_of_a_label(ccp_root: Path) -> None:
     mask[40:45, 2:12] = shoes  # left shoe
     mask[41:46, 25:35] = shoes  # right shoe: one box for both, as the evaluation counts them
     assert ccp.item_boxes(mask) == {"shoes": (2.0, 40.0, 35.0, 46.0)}
+
+
+def test_item_regions_are_the_share_of_item_pixels_per_cell(ccp_root: Path) -> None:
+    ccp = ClothingCoParsing(ccp_root)
+    mask = np.zeros((20, 12), dtype=np.uint8)  # 3 x 2 cells of 8 pixels, the last row and column padded
+    mask[18:20, 0:8] = ccp.all_labels.index("shoes")  # 16 pixels
+    mask[0:8, 8:12] = ccp.all_labels.index("hat")  # 32 pixels
+    mask[8:18, :] = ccp.all_labels.index("pants")  # 120 pixels
+    regions = ccp.item_regions(mask)
+    assert set(regions) == {"pants"}  # shoes and hat cover under 100 pixels: not items
+    np.testing.assert_allclose(regions["pants"], [[0, 0], [1, 0.5], [0.25, 0.125]])
 
 
 def test_near_copies_of_test_photos_leave_training(ccp_root: Path) -> None:

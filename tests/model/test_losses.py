@@ -51,7 +51,7 @@ def test_box_loss_matches_items_to_crops() -> None:
     # crop 0 sits exactly on the bag, crop 1 exactly on the shoes; the scores already pick them
     transforms = torch.tensor([[[0.2, 0.1, 0.5, 0.0], [0.3, 0.1, 0.0, 0.8], [0.5, 0.5, 0.0, 0.0]]], requires_grad=True)
     scores = torch.tensor([[[5.0, 0.0], [0.0, 5.0], [0.0, 0.0]]], requires_grad=True)  # (B, K, C): bag, shoes
-    items = [[(1, torch.tensor([-0.3, 0.7, 0.3, 0.9])), (0, torch.tensor([0.3, -0.1, 0.7, 0.1]))]]
+    items = [[(1, torch.tensor([-0.3, 0.7, 0.3, 0.9]), None), (0, torch.tensor([0.3, -0.1, 0.7, 0.1]), None)]]
     perfect = box_loss(scores, transforms, items)
     pick = -torch.log_softmax(torch.tensor([5.0, 0.0, 0.0]), 0)[0]  # the right crop's share among the K crops
     assert math.isclose(float(perfect.detach()), BOX_PICK_WEIGHT * float(pick), rel_tol=1e-3)  # only the pick term left
@@ -63,6 +63,26 @@ def test_box_loss_matches_items_to_crops() -> None:
     loss.backward()
     assert float(loss.detach()) > float(perfect.detach()) and float(moved.grad[0, 1, 3]) < 0
     assert box_loss(scores, transforms, [[]]) == 0  # photos without boxes add nothing
+
+
+def test_centre_term_pulls_a_crop_off_the_floor_between_two_shoes_onto_one() -> None:
+    # Two shoes at the bottom of an 8 x 8 frame: columns 1-2 and 5-6 of row 7; the pair's box is
+    # centred on the floor between them (column 4's left edge, x = 0).
+    region = torch.zeros(8, 8)
+    region[7, 1:3] = region[7, 5:7] = 1.0
+    box = torch.tensor([-0.75, 0.75, 0.75, 1.0])
+    items = [[(0, box, region)]]
+    scores = torch.zeros(1, 1, 1)
+    between = torch.tensor([[[0.75, 0.125, 0.0, 0.875]]], requires_grad=True)  # exactly the pair's box
+    without = box_loss(scores, between, items, centre_weight=0.0)
+    with_centre = box_loss(scores, between, items, centre_weight=1.0)
+    assert float(with_centre.detach()) > float(without.detach()) + 0.5  # the floor is not the item
+    on_shoe = torch.tensor([[[0.75, 0.125, -0.5, 0.875]]])  # centred on the left shoe
+    assert float(box_loss(scores, on_shoe, items, centre_weight=1.0) - box_loss(scores, on_shoe, items)) < 0.2
+    # a centre just off a shoe is pulled onto it (the centre term's own gradient)
+    near = torch.tensor([[[0.75, 0.125, -0.3, 0.875]]], requires_grad=True)
+    (box_loss(scores, near, items, centre_weight=1.0) - box_loss(scores, near, items)).backward()
+    assert float(near.grad[0, 0, 2]) > 0  # descent moves x towards the left shoe (negative x)
 
 
 def test_total_loss_weights() -> None:

@@ -19,8 +19,17 @@ def test_shapes() -> None:
     assert out.transforms is not None and out.transforms.shape == (2, 3, 4)
     assert out.maps is not None and out.maps.shape == (2, 3, 4, 3)
     torch.testing.assert_close(out.maps.sum((-2, -1)), torch.ones(2, 3))
-    torch.testing.assert_close(out.scores, out.step_scores.amax(1))
+    # fused: the mean of the best crop's logit and the whole map's; each branch kept for its own loss
+    assert out.crop_scores is not None and out.whole_scores is not None
+    torch.testing.assert_close(out.crop_scores, out.step_scores.amax(1))
+    torch.testing.assert_close(out.scores, (out.crop_scores + out.whole_scores) / 2)
     torch.testing.assert_close(out.global_embedding.norm(dim=-1), torch.ones(2))
+
+
+def test_crops_alone_score_without_whole_map_scores() -> None:
+    out = PartAttentionNetwork(tiny_config(whole_scores=False)).eval()(torch.rand(2, 3, 64, 48))
+    assert out.whole_scores is None and out.step_scores is not None
+    torch.testing.assert_close(out.scores, out.step_scores.amax(1))
 
 
 def test_global_baseline_shapes() -> None:
@@ -34,8 +43,9 @@ def test_gradients_reach_every_trainable_parameter(architecture: str) -> None:
     model = PartAttentionNetwork(tiny_config(**extra)).train()
     out = model(torch.rand(2, 3, 64, 48))
     anchors = config_anchors(model.config)
-    items = [[(0, torch.tensor([-0.5, -0.5, 0.0, 0.5]))], []]
-    terms = total_loss(out, torch.tensor([[1.0, 0, 1], [0, 1, 0]]), anchors=anchors, items=items, box_weight=1.0)
+    items = [[(0, torch.tensor([-0.5, -0.5, 0.0, 0.5]), torch.ones(4, 3))], []]
+    targets = torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    terms = total_loss(out, targets, anchors=anchors, items=items, box_weight=1.0, centre_weight=1.0)
     terms["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
     assert missing == []
@@ -105,6 +115,16 @@ def test_checkpoint_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def
     x = torch.rand(1, 3, 64, 48)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x).scores, model(x).scores)
+
+
+def test_checkpoint_from_before_whole_map_scores_loads_without_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = PartAttentionNetwork(tiny_config(whole_scores=False)).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["whole_scores"]  # as written before the option existed
+    torch.save(payload, path)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.config.whole_scores is False
 
 
 def test_compact_checkpoint_leaves_out_the_packaged_trunk_and_stores_half(tmp_path) -> None:  # type: ignore[no-untyped-def]

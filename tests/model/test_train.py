@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from model.checkpoint import load_checkpoint
 from model.data import Sample
-from model.train import TrainConfig, cosine_lr, train
+from model.imaging import letterbox_placement
+from model.train import TrainConfig, cosine_lr, photo_items, region_on_frame, train
 from tests.helpers import tiny_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
@@ -60,3 +62,23 @@ def test_cosine_schedule() -> None:
     assert cosine_lr(0, 100, 1.0, 10) == 0.1
     assert cosine_lr(10, 100, 1.0, 10) == 1.0
     assert abs(cosine_lr(100, 100, 1.0, 10)) < 1e-12
+
+
+def test_item_regions_land_where_the_letterbox_puts_the_photo(tmp_path: Path) -> None:
+    # A 200 x 100 photo in a 256 x 384 input sits in rows 128-255 (cells 16-31 of 48); its item
+    # fills the photo's left half (cells 0-15 of 32 across).
+    region = np.zeros((13, 25), dtype=np.float32)  # 8-pixel cells of the 100 x 200 photo
+    region[:, :12] = 1.0
+    placement = letterbox_placement(200, 100, (384, 256))[0]
+    on_frame = region_on_frame(region, placement, (384, 256))
+    assert on_frame.shape == (48, 32)
+    assert float(on_frame[:15].sum()) == 0 and float(on_frame[33:].sum()) == 0  # the padding (edges blend)
+    assert float(on_frame[17:31, 1:14].min()) == 1 and float(on_frame[17:31, 17:].max()) == 0
+
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (200, 100)).save(path)
+    sample = Sample(path, ["bag"], boxes={"bag": (0.0, 0.0, 96.0, 100.0)}, regions={"bag": region})
+    (label, box, plain), (_, mirrored_box, mirrored) = (items[0] for items in photo_items(sample, ["bag"], (384, 256)))
+    assert label == 0 and plain is not None and mirrored is not None
+    assert torch.equal(mirrored, plain.flip(-1))
+    assert float(mirrored_box[0]) == -float(box[2])
