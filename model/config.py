@@ -16,7 +16,7 @@ TRUNK_NORMALISATION: dict[str, tuple[tuple[float, float, float], tuple[float, fl
     "stylenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 ARCHITECTURES = ("attention", "global")
-CLASSIFICATIONS = ("softmax", "sigmoid")
+CLASSIFICATIONS = ("softmax", "sigmoid", "asymmetric")
 ANCHOR_LAYOUTS = ("grid", "ring")
 
 
@@ -49,7 +49,9 @@ class ModelConfig:
     # fuse: s = (s_whole + max_k s_k) / 2. The part of a label is still the crop that scores it highest.
     whole_scores: bool = True
     product_labels: list[str] = field(default_factory=list)  # product-photo categories (model.products); [] none
-    classification: str = "sigmoid"  # "sigmoid": BCE per label (chosen on validation); "softmax": the paper's L_cls
+    # "sigmoid": BCE per label (chosen on validation); "softmax": the paper's L_cls; "asymmetric":
+    # sigmoid scores trained with the asymmetric loss (model.losses.asymmetric_loss)
+    classification: str = "sigmoid"
 
     def __post_init__(self) -> None:
         if self.trunk not in TRUNKS:

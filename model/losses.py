@@ -27,10 +27,28 @@ BOX_PICK_WEIGHT = 1.0
 Item = tuple[int, torch.Tensor, torch.Tensor | None]
 
 
+ASYMMETRIC_FOCUS = 4.0  # γ− of the asymmetric loss: easy negatives fade
+ASYMMETRIC_MARGIN = 0.05  # m: negatives scored below it cost nothing
+
+
+def asymmetric_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Ben-Baruch, Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021, with
+    γ+ = 0: −y log p − (1 − y) p_m^γ− log(1 − p_m), p_m = max(p − m, 0); mean over labels and photos.
+    A photo has ~5 of 56 labels: most negatives are easy, and BCE spends its gradient on them."""
+    p = scores.sigmoid()
+    shifted = (p - ASYMMETRIC_MARGIN).clamp_min(0)
+    positive = targets * F.logsigmoid(scores)
+    negative = (1 - targets) * shifted.pow(ASYMMETRIC_FOCUS) * torch.log1p(-shifted.clamp_max(1 - 1e-6))
+    return -(positive + negative).mean()
+
+
 def classification_loss(scores: torch.Tensor, targets: torch.Tensor, kind: str = "softmax") -> torch.Tensor:
-    """softmax: (1/N) Σ_i Σ_c (p_i^c − p̂_i^c)², p = softmax(s), p̂ = y/‖y‖₁ (RDAR). sigmoid: BCE."""
+    """softmax: (1/N) Σ_i Σ_c (p_i^c − p̂_i^c)², p = softmax(s), p̂ = y/‖y‖₁ (RDAR). sigmoid: BCE.
+    asymmetric: model.losses.asymmetric_loss."""
     if kind == "sigmoid":
         return F.binary_cross_entropy_with_logits(scores, targets)
+    if kind == "asymmetric":
+        return asymmetric_loss(scores, targets)
     if kind != "softmax":
         raise ValueError(f"unknown classification loss {kind!r}")
     target_dist = targets / targets.sum(-1, keepdim=True).clamp_min(1.0)

@@ -14,6 +14,17 @@ def test_classification_loss_by_hand() -> None:
     assert math.isclose(float(classification_loss(scores, targets)), 0.0625, rel_tol=1e-6)
 
 
+def test_asymmetric_loss_ignores_easy_negatives_and_keeps_positives_bce() -> None:
+    targets = torch.tensor([[1.0, 0.0, 0.0]])
+    easy = torch.tensor([[2.0, -4.0, -3.0]])  # negatives at p < 0.05: no cost, no gradient
+    bce_positive = -float(torch.nn.functional.logsigmoid(torch.tensor(2.0))) / 3
+    assert math.isclose(float(classification_loss(easy, targets, "asymmetric")), bce_positive, rel_tol=1e-5)
+    hard = torch.tensor([[2.0, 3.0, -3.0]], requires_grad=True)  # a confident false positive still costs
+    loss = classification_loss(hard, targets, "asymmetric")
+    loss.backward()
+    assert float(loss.detach()) > bce_positive and float(hard.grad[0, 1]) > 0 and float(hard.grad[0, 2]) == 0
+
+
 def test_classification_loss_sigmoid_option_is_bce() -> None:
     scores, targets = torch.tensor([[0.0]]), torch.tensor([[1.0]])
     assert math.isclose(float(classification_loss(scores, targets, "sigmoid")), math.log(2), rel_tol=1e-6)
