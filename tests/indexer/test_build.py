@@ -182,6 +182,9 @@ def test_labels_from_metadata_choose_the_part_indexes(tmp_path: Path, tiny_check
     assert bundle.global_index.ntotal == 6
     assert bundle.items[bundle.keys_by_id["p1"]].metadata["parts"] == ["blue"]
     assert bundle.manifest["options"]["labels_from"] == "kind"
+    # a product of known category is stored by its whole photo's embedding (its global vector)
+    key = bundle.keys_by_id["p1"]
+    np.testing.assert_allclose(bundle.part_indexes["blue"].reconstruct(key), bundle.global_index.reconstruct(key))
 
     # items added later are placed the way the bundle was built, whatever options the caller has
     added = CatalogueItem("extra", folder / "images" / "p0.jpg", {"kind": "green"})
@@ -195,4 +198,9 @@ def test_items_without_the_field_fall_back_to_predictions(tmp_path: Path, tiny_c
     store = BundleStore(tmp_path / "bundles")
     options = IndexOptions(threshold=0.0, max_parts=2, batch_size=4, workers=0, labels_from="articleType")
     build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "cat", count=3)), options)
-    assert sum(store.open().manifest["index"]["counts"].values()) == 6  # two predicted parts each
+    bundle = store.open()
+    assert sum(bundle.manifest["index"]["counts"].values()) == 6  # two predicted parts each
+    # predicted street parts keep their crops' embeddings, not the whole photo's
+    key = bundle.keys_by_id["p0"]
+    for label in bundle.items[key].metadata["parts"]:
+        assert not np.allclose(bundle.part_indexes[label].reconstruct(key), bundle.global_index.reconstruct(key))
