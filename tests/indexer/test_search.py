@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from indexer.bundle import Bundle, BundleStore, ItemRecord, new_version, write_bundle
@@ -39,14 +40,44 @@ def test_exact_search_agrees_with_brute_force(tmp_path: Path) -> None:
     np.testing.assert_allclose(distances, np.take_along_axis(brute, order, 1), rtol=1e-4, atol=1e-5)
 
 
-def test_approximate_index_is_chosen_for_large_catalogues() -> None:
-    assert choose_factory(1_000_000).startswith("IVF")
+def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
+    """Share of the exact k nearest neighbours that a search returned, over all queries."""
+    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)]))
+
+
+def test_approximate_search_trades_recall_for_probes() -> None:
+    assert choose_factory(1_000_000) == "IVF4096,Flat"  # 4·√n lists, rounded to a power of two
     rng = np.random.default_rng(0)
     base = unit(rng.normal(size=(2000, 8)))
-    index = build_index(base, np.arange(2000), factory="IVF16,Flat")
-    index.nprobe = 16  # all lists: exact again
-    _, found = index.search(base[:5], 1)
-    assert found[:, 0].tolist() == [0, 1, 2, 3, 4]
+    queries = unit(rng.normal(size=(200, 8)))  # held out: not in the index
+    ids = np.arange(5000, 7000)
+    index = build_index(base, ids, factory="IVF16,Flat", use_gpu=False)
+    ivf = faiss.extract_index_ivf(index)  # raises unless it is an inverted file
+    assert ivf.nlist == 16 and index.ntotal == 2000
+    brute = ((queries[:, None] - base[None]) ** 2).sum(-1)
+    exact = ids[np.argsort(brute, axis=1)[:, :10]]
+
+    recall = {}
+    for nprobe in (1, 4, 16):
+        ivf.nprobe = nprobe
+        distances, found = index.search(queries, 10)
+        recall[nprobe] = recall_at(found, exact)
+        # approximate in which vectors it visits, exact in what it reports of them: each returned
+        # distance is that item's true distance, nearest first
+        true = np.take_along_axis(brute, found - 5000, 1)
+        np.testing.assert_allclose(distances, true, rtol=1e-4, atol=1e-5)
+        assert (np.diff(distances, axis=1) >= 0).all()
+    # one list of 16 finds about half of the true 10 nearest (chance: 10 of 2000 = 0.5%); a quarter
+    # of the lists nearly all, but not all, so the search is really approximate; every list: exact
+    assert 0.3 < recall[1] < 0.8
+    assert 0.85 < recall[4] < 1.0
+    assert recall[16] == 1.0
+
+    # an indexed vector lives in the list of its nearest centroid, the list a query for it probes
+    # first: even one probe finds every stored vector itself
+    ivf.nprobe = 1
+    _, found = index.search(base, 1)
+    np.testing.assert_array_equal(found[:, 0], ids)
 
 
 def test_parts_get_distinct_items(tmp_path: Path) -> None:

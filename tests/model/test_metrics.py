@@ -1,3 +1,5 @@
+from typing import cast
+
 import numpy as np
 import pytest
 
@@ -34,3 +36,46 @@ def test_group_score_is_the_sum_for_softmax_and_the_max_for_sigmoid() -> None:
     softmax = multilabel_report(targets, scores, labels, "softmax")["groups"]["map"]
     sigmoid = multilabel_report(targets, scores, labels, "sigmoid")["groups"]["map"]
     assert softmax == pytest.approx(100.0) and sigmoid == pytest.approx(75.0)  # bags: 100 in both
+
+
+# Four photos, four labels; `hat` is never present. Every score differs, so no ranking has ties.
+TOY_LABELS = ["heels", "sneakers", "bag", "hat"]  # groups: footwear, footwear, bags, headwear
+TOY_TARGETS = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 1, 0]])
+TOY_SCORES = np.array(
+    [
+        [0.60, 0.10, 0.20, 0.15],
+        [0.12, 0.30, 0.90, 0.25],
+        [0.45, 0.42, 0.50, 0.33],
+        [0.22, 0.35, 0.40, 0.05],
+    ]
+)
+
+
+def test_labels_without_a_positive_are_nan_and_left_out_of_map() -> None:
+    aps = per_label_ap(TOY_TARGETS, TOY_SCORES)
+    # heels: its photo ranks first: 1; sneakers: 0.42 -, 0.35 -, 0.30 +: 1/3;
+    # bag: 0.90 +, 0.50 -, 0.40 +: (1 + 2/3) / 2; hat: no positive, no AP
+    assert aps[:3] == pytest.approx([1.0, 1 / 3, 5 / 6]) and np.isnan(aps[3])
+    report = multilabel_report(TOY_TARGETS, TOY_SCORES, TOY_LABELS, "sigmoid")
+    labels = cast(dict[str, float], report["labels"])
+    assert labels["present"] == 3
+    assert labels["map"] == pytest.approx(100 * (1 + 1 / 3 + 5 / 6) / 3)  # the NaN counted as 0 would give 3/4 of it
+    # micro AP keeps every pair, `hat`'s negatives too: 0.90 +, 0.60 +, 0.50, 0.45, 0.42, 0.40 +, 0.35, 0.33, 0.30 +
+    assert labels["ap_all"] == pytest.approx(100 * (1 + 1 + 3 / 6 + 4 / 9) / 4)
+    assert report["per_label_ap"] == {"heels": 100.0, "sneakers": 33.33, "bag": 83.33}  # no `hat`
+
+
+def test_per_group_ap_scores_a_sigmoid_group_by_its_best_label() -> None:
+    report = multilabel_report(TOY_TARGETS, TOY_SCORES, TOY_LABELS, "sigmoid")
+    # footwear (heels, sneakers) is in photos 0 and 1; its score is the max of the two labels':
+    # 0.60 +, 0.45 -, 0.35 -, 0.30 +: AP (1 + 2/4) / 2. The sum (0.70, 0.42, 0.87, 0.57) would rank
+    # photo 2 first: (1/2 + 2/4) / 2. bags = bag: (1 + 2/3) / 2. headwear: never present, left out.
+    assert report["per_group_ap"] == {"bags": 83.33, "footwear": 75.0}
+    groups = cast(dict[str, float], report["groups"])
+    assert groups["present"] == 2 and groups["map"] == pytest.approx(100 * (5 / 6 + 3 / 4) / 2)
+    # micro over the 12 photo-group pairs: 0.90 +, 0.60 +, 0.50, 0.45, 0.40 +, 0.35, 0.33, 0.30 +
+    assert groups["ap_all"] == pytest.approx(100 * (1 + 1 + 3 / 5 + 4 / 8) / 4)
+    # a softmax model's group score is the sum of its labels' probabilities: photo 2 then ranks first
+    softmax = multilabel_report(TOY_TARGETS, TOY_SCORES, TOY_LABELS, "softmax")
+    assert softmax["per_group_ap"] == {"bags": 83.33, "footwear": 50.0}
+    assert softmax["per_label_ap"] == report["per_label_ap"]  # labels are scored the same either way

@@ -5,7 +5,7 @@ from model.attention import config_anchors, soft_box_maps
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.imaging import letterbox_placement
-from model.losses import total_loss
+from model.losses import Item, total_loss
 from model.network import PartAttentionNetwork, part_box, select_parts, transform_to_box
 from tests.helpers import tiny_config
 
@@ -37,20 +37,89 @@ def test_global_baseline_shapes() -> None:
     assert out.scores.shape == (2, 3) and out.step_scores is None and out.global_embedding.shape == (2, 8)
 
 
+PLACEMENT = "head.attention.place."  # the spatial transformer: where each crop goes
+CROP_SCORER = "head.attention.classify."  # s_k from each crop's encoding
+WHOLE_SCORER = "head.whole."  # the whole map's scores
+
+
+def training_terms(trunk: bool = False, **overrides: object) -> tuple[PartAttentionNetwork, dict[str, torch.Tensor]]:
+    """A tiny model's loss terms on one batch; the first photo has one item box with a region that
+    is not constant (so the centre term has a slope), the second has none. The trunk is frozen
+    unless ``trunk``: backpropagating through it is most of the time and none of the question."""
+    model = PartAttentionNetwork(tiny_config(dropout=0.0, **overrides)).train()
+    model.trunk.requires_grad_(trunk)
+    out = model(torch.rand(2, 3, 64, 48))
+    region = torch.zeros(4, 3)
+    region[:, :1] = 1.0  # the item fills the left column of the frame
+    items: list[list[Item]] = [[(0, torch.tensor([-0.5, -0.5, 0.0, 0.5]), region)], []]
+    targets = torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    anchors = config_anchors(model.config)
+    kind = model.config.classification
+    terms = total_loss(out, targets, kind, anchors=anchors, items=items, box_weight=1.0, centre_weight=1.0)
+    return model, terms
+
+
+def reached_by(model: PartAttentionNetwork, loss: torch.Tensor) -> set[str]:
+    """The parameters that ``loss`` gives a non-zero gradient."""
+    model.zero_grad(set_to_none=True)
+    if not loss.requires_grad:  # computed on detached outputs: it trains nothing
+        return set()
+    loss.backward(retain_graph=True)
+    return {n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.any())}
+
+
 @pytest.mark.parametrize("architecture", ["attention", "global", "ring-anchored"])
 def test_gradients_reach_every_trainable_parameter(architecture: str) -> None:
     extra = {"anchors": "ring"} if architecture == "ring-anchored" else {"architecture": architecture}
-    model = PartAttentionNetwork(tiny_config(**extra)).train()
-    out = model(torch.rand(2, 3, 64, 48))
-    anchors = config_anchors(model.config)
-    items = [[(0, torch.tensor([-0.5, -0.5, 0.0, 0.5]), torch.ones(4, 3))], []]
-    targets = torch.tensor([[1.0, 0, 1], [0, 1, 0]])
-    terms = total_loss(out, targets, anchors=anchors, items=items, box_weight=1.0, centre_weight=1.0)
-    terms["loss"].backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
-    assert missing == []
-    if architecture != "global":  # the spatial transformer's own parameters learn through grid_sample
-        assert model.attention.place.query.weight.grad.abs().sum() > 0  # type: ignore[union-attr]
+    model, terms = training_terms(trunk=True, **extra)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert sorted(trainable - reached_by(model, terms["loss"])) == []  # no dead (unused or detached) parameter
+
+
+def test_each_loss_term_trains_the_parameters_it_is_for() -> None:
+    """Each term, on its own, reaches what it exists to train and nothing it has no path to: a
+    term wired to the wrong output (the crops' loss on the fused scores, L_loc on detached
+    transforms, the whole map's loss on the crops) moves the wrong parameters and fails here."""
+    model, terms = training_terms()
+    names = {n for n, _ in model.named_parameters()}
+    placement = {n for n in names if n.startswith(PLACEMENT)}
+    crop_scorer = {n for n in names if n.startswith(CROP_SCORER)}
+    whole_scorer = {n for n in names if n.startswith(WHOLE_SCORER)}
+    assert placement and crop_scorer and whole_scorer
+
+    crop = reached_by(model, terms["crop_cls"])
+    assert placement <= crop and crop_scorer <= crop  # the crops' scores train where the crops go
+    assert not crop & whole_scorer
+
+    whole = reached_by(model, terms["whole_cls"])
+    assert whole_scorer <= whole and "reduce.project.0.weight" in whole
+    assert not whole & (placement | crop_scorer)  # the whole map's scores know nothing of the crops
+
+    fused = reached_by(model, terms["cls"])
+    assert whole_scorer | crop_scorer | placement <= fused  # (s_whole + max_k s_k) / 2 reads both
+
+    # L_loc and L_div read only the transforms and their maps: L_loc's anchor term pulls the crops'
+    # centres (the learned anchors), L_div's overlap moves their centres and sizes
+    loc, div = reached_by(model, terms["loc"]), reached_by(model, terms["div"])
+    assert f"{PLACEMENT}anchor_logits" in loc and not loc & (crop_scorer | whole_scorer)
+    assert {f"{PLACEMENT}anchor_logits", f"{PLACEMENT}scale_logits"} <= div and not div & (crop_scorer | whole_scorer)
+
+    box = reached_by(model, terms["box"])  # pulls matched crops onto boxes, and makes them score the label
+    assert placement <= box and f"{CROP_SCORER}2.weight" in box and not box & whole_scorer
+
+
+def test_crop_placement_learns_through_the_sampled_crops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The classification loss alone (no box or anchor term) must move every placement parameter,
+    which it can only do through grid_sample's gradient with respect to the sampling grid; cutting
+    that path (the grid detached) leaves them without a gradient, which the same check catches."""
+    model, terms = training_terms()
+    placement = {n for n, _ in model.named_parameters() if n.startswith(PLACEMENT)}
+    assert len(placement) == 7 and placement <= reached_by(model, terms["crop_cls"])
+
+    sample = torch.nn.functional.grid_sample
+    monkeypatch.setattr(torch.nn.functional, "grid_sample", lambda x, grid, **kw: sample(x, grid.detach(), **kw))
+    cut, cut_terms = training_terms()
+    assert not placement & reached_by(cut, cut_terms["crop_cls"])
 
 
 def test_soft_box_map_covers_the_transformed_region() -> None:
@@ -156,6 +225,31 @@ def test_config_rejects_bad_values(overrides: dict) -> None:  # type: ignore[typ
 def test_efficientnet_trunk_loads_shipped_imagenet_weights() -> None:
     from model.backbones import EfficientNetLite0, lite0_weights_path
 
+    reference = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
     net = EfficientNetLite0(classifier=True)
     net.load_reference_weights(lite0_weights_path())  # strict: every key must match
-    assert net.stem[0].weight.abs().sum() > 0
+    state = net.state_dict()
+    assert len(state) == len(reference) == 296  # every tensor of the file has a place, and only those
+    # each reference name lands on the layer it names: a mix-up of same-shaped tensors (the blocks'
+    # three batch norms, stem and head) loads strictly but computes nonsense
+    for ours, theirs in {
+        "stem.0.weight": "_conv_stem.weight",
+        "stem.1.running_var": "_bn0.running_var",
+        "blocks.0.depthwise.0.weight": "_blocks.0._depthwise_conv.weight",
+        "blocks.0.depthwise.1.running_mean": "_blocks.0._bn1.running_mean",
+        "blocks.0.project.1.weight": "_blocks.0._bn2.weight",
+        "blocks.1.expand.0.weight": "_blocks.1._expand_conv.weight",
+        "blocks.1.expand.1.running_mean": "_blocks.1._bn0.running_mean",
+        "blocks.1.depthwise.1.running_var": "_blocks.1._bn1.running_var",
+        "blocks.1.project.1.bias": "_blocks.1._bn2.bias",
+        "blocks.15.project.0.weight": "_blocks.15._project_conv.weight",
+        "head.0.weight": "_conv_head.weight",
+        "head.1.running_mean": "_bn1.running_mean",
+        "head.5.weight": "_fc.weight",
+        "head.5.bias": "_fc.bias",
+    }.items():
+        assert torch.equal(state[ours], reference[theirs]), ours
+    # and the network's pretrained trunk is that file's, not a random init
+    trunk = PartAttentionNetwork(tiny_config(pretrained=True)).trunk.state_dict()
+    assert torch.equal(trunk["stem.0.weight"], reference["_conv_stem.weight"])
+    assert torch.equal(trunk["head.0.weight"], reference["_conv_head.weight"])
