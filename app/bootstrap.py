@@ -24,6 +24,7 @@ from indexer.catalogue import load_catalogue
 from model.checkpoint import file_sha256
 from model.data import data_dir
 from model.download import ensure_ccp
+from model.progress import configure_logging
 
 log = logging.getLogger("app.bootstrap")
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None, help="data root (default $FASHION_DATA_DIR)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     settings = get_settings()
     root = data_dir(args.data)
     ensure_ccp(root)

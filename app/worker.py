@@ -6,12 +6,12 @@ FASHION_REDIS_URL=redis://localhost:6379/0 python -m app.worker
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from app.coordination import make_coordinator
 from app.jobs import worker_loop
 from app.settings import get_settings
+from model.progress import configure_logging
 
 
 async def main() -> None:
@@ -30,5 +30,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     asyncio.run(main())

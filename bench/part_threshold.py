@@ -20,6 +20,7 @@ from indexer.evaluate import run_queries, summarise, type_colours
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, data_dir
 from model.evaluate import validation_split
+from model.progress import configure_logging
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--max-parts", default="3,4,5")
     parser.add_argument("--out", type=Path, default=Path("reports/part_threshold_validation.json"))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging(logging.WARNING)
 
     model, payload = load_checkpoint(args.checkpoint)
     run = payload.get("training", {})

@@ -28,6 +28,7 @@ from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, data_dir
 from model.evaluate import validation_split
 from model.network import DEFAULT_PART_THRESHOLD
+from model.progress import configure_logging
 
 
 def whole_photo_indexes(bundle: Bundle) -> dict[str, faiss.Index]:
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/product_embedding_validation.json"))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging(logging.WARNING)
 
     model, payload = load_checkpoint(args.checkpoint)
     run = payload.get("training", {})

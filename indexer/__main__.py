@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from indexer.build import IndexOptions, add_items, build_bundle, delete_items
 from indexer.bundle import BundleError, BundleStore
 from indexer.catalogue import CatalogueError, load_catalogue
+from model.progress import configure_logging
 
 
 def _options(args: argparse.Namespace) -> IndexOptions:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in sub.choices.values():
         p.add_argument("--bundles", type=Path, default=Path("bundles"), help="the bundle store folder")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     store = BundleStore(args.bundles)
     try:

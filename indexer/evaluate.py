@@ -33,6 +33,7 @@ from model.data import ClothingCoParsing, Sample, data_dir
 from model.imaging import decode_image, fit_to_input
 from model.labels import group_of
 from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork, select_parts
+from model.progress import configure_logging
 from model.visualize import PALETTE, draw_boxes, tile
 
 log = logging.getLogger("indexer.evaluate")
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/shop_the_look.json"))
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     model, _ = load_checkpoint(args.checkpoint)
     bundle = BundleStore(args.bundles).open()

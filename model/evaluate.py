@@ -42,6 +42,7 @@ from model.features import trunk_features
 from model.imaging import letterbox_placement
 from model.metrics import multilabel_report
 from model.network import PartAttentionNetwork, part_box, select_parts
+from model.progress import configure_logging
 from model.train import TrainConfig
 from model.visualize import draw_boxes, tile
 
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         help="validation: the training run's own held-out photos (choose there; report on test once)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
     train, test = ccp.split()

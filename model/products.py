@@ -29,6 +29,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.features import trunk_features
 from model.labels import group_of
 from model.network import PartAttentionNetwork
+from model.progress import configure_logging
 
 log = logging.getLogger("model.products")
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     add_product_head(args.checkpoint, args.products, args.cache_dir, args.workers, args.device)
 
 

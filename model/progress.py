@@ -14,6 +14,12 @@ T = TypeVar("T")
 LOG_EVERY_S = 30.0
 
 log = logging.getLogger(__name__)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """The one log set-up of every command line (training, indexing, the service, its worker)."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 def progress(

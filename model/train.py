@@ -50,7 +50,7 @@ from model.imaging import Placement, letterbox_placement
 from model.losses import Item, total_loss
 from model.metrics import multilabel_report
 from model.network import PartAttentionNetwork
-from model.progress import progress
+from model.progress import configure_logging, progress
 
 log = logging.getLogger("model.train")
 
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     _add_dataclass_options(parser, train_defaults, train_names)
     _add_dataclass_options(parser, ModelConfig(labels=["placeholder"]), MODEL_OPTIONS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
     train_samples, test = ccp.split()  # the test split is used only to find near-copies in training
