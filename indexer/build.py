@@ -214,7 +214,7 @@ def build_bundle(
     the rest later (a service answers in minutes, and reaches the whole catalogue without a restart)."""
     options = options or IndexOptions()
     checkpoint = Path(checkpoint)
-    model, _ = load_checkpoint(checkpoint, options.device)
+    model = _load_model(checkpoint, options)
     items = first_slice(catalogue.items, first) if first else catalogue.items
     timings: dict[str, float] = {}
     with store.writer():
@@ -241,9 +241,31 @@ def build_bundle(
         return _publish(store, manifest, records, part_indexes, global_index, options.keep, timings)
 
 
+def _embedding_dim(model: PartAttentionNetwork) -> int:
+    return model.config.embedding_dim if model.config.architecture == "attention" else model.config.channels
+
+
 def _empty(model: PartAttentionNetwork) -> faiss.Index:
-    dim = model.config.embedding_dim if model.config.architecture == "attention" else model.config.channels
-    return faiss.index_factory(dim, choose_factory(0))
+    return faiss.index_factory(_embedding_dim(model), choose_factory(0))
+
+
+def _load_model(checkpoint: Path, options: IndexOptions) -> PartAttentionNetwork:
+    """The checkpoint's model, after checking it and the index factory: both fail in one line here,
+    before minutes of embedding, not in a traceback after them."""
+    try:
+        model, _ = load_checkpoint(checkpoint, options.device)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch.load and the config raise many kinds for a file that is not ours
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BundleError(f"cannot load the checkpoint {checkpoint}: {first_line}") from exc
+    if options.factory is not None:
+        try:
+            faiss.index_factory(_embedding_dim(model), options.factory)
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[-1].rsplit(": ", 1)[-1]  # past faiss's C++ location
+            raise BundleError(f"bad FAISS index factory {options.factory!r}: {reason}") from exc
+    return model
 
 
 def _changed(base: Bundle, drop: set[str]) -> tuple[dict[str, faiss.Index], faiss.Index, list[ItemRecord]]:
@@ -282,7 +304,7 @@ def add_items(
             max_parts=built.get("max_parts", options.max_parts),
             labels_from=built.get("labels_from", options.labels_from),
         )
-        model, _ = load_checkpoint(checkpoint, options.device)
+        model = _load_model(Path(checkpoint), options)
         part_indexes, global_index, records = _changed(base, {item.id for item in items})
         timings: dict[str, float] = {}
         started = time.monotonic()

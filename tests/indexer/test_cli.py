@@ -37,3 +37,21 @@ def test_cli_build_passes_every_option(tmp_path: Path, tiny_checkpoint: Path, ca
     assert main(["delete", "--ids", "p0", "--bundles", str(tmp_path / "b")]) == 0
     assert main(["delete", "--ids", "nope", "--bundles", str(tmp_path / "b")]) == 2
     assert main(["list", "--bundles", str(tmp_path / "b")]) == 0
+
+
+def test_cli_refuses_a_bad_factory_or_checkpoint_in_one_line_before_embedding(
+    tmp_path: Path,
+    tiny_checkpoint: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    folder = make_catalogue(tmp_path / "cat", count=3)
+    common = ["build", "--catalogue", str(folder), "--bundles", str(tmp_path / "b"), "--workers", "0"]
+    assert main([*common, "--checkpoint", str(tiny_checkpoint), "--factory", "BOGUS"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "error: bad FAISS index factory 'BOGUS': could not parse index string BOGUS"
+    not_ours = tmp_path / "notes.pt"
+    not_ours.write_text("not a checkpoint")
+    assert main([*common, "--checkpoint", str(not_ours)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: cannot load the checkpoint {not_ours}:") and "\n" not in error
+    assert BundleStore(tmp_path / "b").current_version() is None  # nothing was published
