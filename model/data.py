@@ -11,6 +11,7 @@ Training photos that are near-copies of test photos are dropped (``drop_near_cop
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,12 +105,13 @@ class ClothingCoParsing:
         block of the photo, (ceil(H / cell), ceil(W / cell)) float32 in [0, 1]."""
         height, width = mask.shape
         rows, cols = -(-height // REGION_CELL), -(-width // REGION_CELL)
-        padded = np.zeros((rows * REGION_CELL, cols * REGION_CELL), dtype=np.float32)
-        regions = {}
-        for name in self.mask_labels(mask):
-            padded[:height, :width] = self.item_mask(mask, name)
-            regions[name] = padded.reshape(rows, REGION_CELL, cols, REGION_CELL).mean((1, 3))
-        return regions
+        padded = np.zeros((rows * REGION_CELL, cols * REGION_CELL), dtype=mask.dtype)  # 0: "null", no item
+        padded[:height, :width] = mask
+        blocks = padded.reshape(rows, REGION_CELL, cols, REGION_CELL)
+        return {
+            name: (blocks == self.all_labels.index(name)).mean((1, 3), dtype=np.float32)
+            for name in self.mask_labels(mask)
+        }
 
     def image_level(self) -> list[Sample]:
         folder = self.root / "annotations" / "image-level"
@@ -118,25 +120,31 @@ class ClothingCoParsing:
             for p in sorted(folder.glob("*.mat"))
         ]
 
-    def pixel_level(self) -> list[Sample]:
+    def pixel_level(self, regions: bool = False) -> list[Sample]:
+        """The pixel-level photos, each mask read once for its labels and item boxes (and, with
+        ``regions``, the coarse item regions of the odd-numbered, training photos)."""
         folder = self.root / "annotations" / "pixel-level"
         samples = []
         for p in sorted(folder.glob("*.mat")):
             mask = self.read_mask(p)
-            labels, boxes = self.mask_labels(mask), self.item_boxes(mask)
-            samples.append(Sample(self._photo(p.stem), labels, mask=p, source="pixel-level", boxes=boxes))
+            samples.append(
+                Sample(
+                    self._photo(p.stem),
+                    self.mask_labels(mask),
+                    mask=p,
+                    source="pixel-level",
+                    boxes=self.item_boxes(mask),
+                    regions=self.item_regions(mask) if regions and int(p.stem) % 2 == 1 else {},
+                )
+            )
         return samples
 
     def split(self) -> tuple[list[Sample], list[Sample]]:
         """(train, test) of the protocol. Train samples carry no mask path (the test masks must never
         reach training), only the item boxes and coarse item regions of the odd-numbered
         pixel-level photos, read off their own masks."""
-        pixel = self.pixel_level()
-        train = self.image_level() + [
-            Sample(s.image, s.labels, source=s.source, boxes=s.boxes, regions=self.item_regions(self.read_mask(s.mask)))
-            for s in pixel
-            if int(s.image.stem) % 2 == 1 and s.mask is not None
-        ]
+        pixel = self.pixel_level(regions=True)
+        train = self.image_level() + [dataclasses.replace(s, mask=None) for s in pixel if int(s.image.stem) % 2 == 1]
         test = [s for s in pixel if int(s.image.stem) % 2 == 0]
         if not train or not test:
             raise DataError(f"no CCP annotations found under {self.root / 'annotations'}")
