@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -25,20 +26,27 @@ class Overloaded(RuntimeError):
     """The queue is full."""
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    max_batch: int  # items per batch at most
+    max_wait_s: float  # how long a batch waits to fill
+    queue_limit: int  # items waiting at most; ``submit`` refuses more
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.queue_limit < 1:
+            raise ValueError("max_batch and queue_limit must be positive")
+
+
 class MicroBatcher(Generic[In, Out]):
     def __init__(
         self,
         run_batch: Callable[[list[In]], Sequence[Out]],
-        max_batch: int,
-        max_wait_s: float,
-        queue_limit: int,
+        options: BatchOptions,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        if max_batch < 1 or queue_limit < 1:
-            raise ValueError("max_batch and queue_limit must be positive")
-        self.run_batch, self.max_batch, self.max_wait_s = run_batch, max_batch, max_wait_s
+        self.run_batch, self.max_batch, self.max_wait_s = run_batch, options.max_batch, options.max_wait_s
         self.on_batch = on_batch
-        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] = asyncio.Queue(queue_limit)
+        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] = asyncio.Queue(options.queue_limit)
         self._task: asyncio.Task[None] | None = None
         # One dedicated thread: torch keeps one OpenMP pool per calling thread, and several pools
         # fighting over few cores cost more than the forward itself.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +17,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from app.schemas import Job
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,10 @@ class Coordinator(Protocol):
     async def get_version(self) -> str | None: ...
     async def announce(self, version: str) -> None: ...
     def announcements(self) -> AsyncIterator[str]: ...
-    async def enqueue(self, job: dict[str, Any]) -> None: ...
-    async def next_job(self, timeout_s: float) -> dict[str, Any] | None: ...
-    async def save_job(self, job: dict[str, Any]) -> None: ...
-    async def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+    async def enqueue(self, job: Job) -> None: ...
+    async def next_job(self, timeout_s: float) -> Job | None: ...
+    async def save_job(self, job: Job) -> None: ...
+    async def get_job(self, job_id: str) -> Job | None: ...
     async def cache_get(self, key: str) -> bytes | None: ...
     async def cache_set(self, key: str, value: bytes, ttl_s: int) -> None: ...
     async def close(self) -> None: ...
@@ -54,8 +55,8 @@ class MemoryCoordinator:
     def __init__(self) -> None:
         self._version: str | None = None
         self._subscribers: list[asyncio.Queue[str]] = []
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._jobs: dict[str, dict[str, Any]] = {}
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._jobs: dict[str, Job] = {}
         self._cache: dict[str, tuple[float, bytes]] = {}
 
     async def ping(self) -> bool:
@@ -78,22 +79,22 @@ class MemoryCoordinator:
         finally:
             self._subscribers.remove(queue)
 
-    async def enqueue(self, job: dict[str, Any]) -> None:
+    async def enqueue(self, job: Job) -> None:
         await self.save_job(job)
         self._queue.put_nowait(job)
 
-    async def next_job(self, timeout_s: float) -> dict[str, Any] | None:
+    async def next_job(self, timeout_s: float) -> Job | None:
         try:
             return await asyncio.wait_for(self._queue.get(), timeout_s)
         except TimeoutError:
             return None
 
-    async def save_job(self, job: dict[str, Any]) -> None:
-        self._jobs[job["id"]] = dict(job)
+    async def save_job(self, job: Job) -> None:
+        self._jobs[job.id] = job.model_copy()  # a snapshot, as Redis keeps one
 
-    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+    async def get_job(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
-        return dict(job) if job else None
+        return job.model_copy() if job else None
 
     async def cache_get(self, key: str) -> bytes | None:
         entry = self._cache.get(key)
@@ -157,22 +158,22 @@ class RedisCoordinator:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
 
-    async def enqueue(self, job: dict[str, Any]) -> None:
+    async def enqueue(self, job: Job) -> None:
         await self.save_job(job)
-        await self._call(self.redis.lpush(JOB_QUEUE, job["id"]))
+        await self._call(self.redis.lpush(JOB_QUEUE, job.id))
 
-    async def next_job(self, timeout_s: float) -> dict[str, Any] | None:
+    async def next_job(self, timeout_s: float) -> Job | None:
         popped = await self._call(self.redis.brpop([JOB_QUEUE], timeout=max(1, int(timeout_s))))
         if popped is None:
             return None
         return await self.get_job(popped[1].decode())
 
-    async def save_job(self, job: dict[str, Any]) -> None:
-        await self._call(self.redis.set(JOB_KEY + job["id"], json.dumps(job), ex=JOB_TTL_S))
+    async def save_job(self, job: Job) -> None:
+        await self._call(self.redis.set(JOB_KEY + job.id, job.model_dump_json(), ex=JOB_TTL_S))
 
-    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+    async def get_job(self, job_id: str) -> Job | None:
         value = await self._call(self.redis.get(JOB_KEY + job_id))
-        return json.loads(value) if value else None
+        return Job.model_validate_json(value) if value else None
 
     async def cache_get(self, key: str) -> bytes | None:
         try:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from pathlib import Path
-from typing import Any
+from typing import assert_never
 
 from app.coordination import CoordinationUnavailable, Coordinator
+from app.schemas import Job, JobKind
 from app.settings import Settings
 from app.uploads import UploadStore
 from indexer.build import add_items, build_bundle, complete_bundle, delete_items
@@ -26,22 +26,7 @@ from indexer.catalogue import CatalogueItem, load_catalogue
 log = logging.getLogger(__name__)
 
 
-def new_job(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    now = time.time()
-    return {
-        "id": uuid.uuid4().hex,
-        "kind": kind,
-        "state": "queued",
-        "progress": {},
-        "params": params,
-        "version": None,
-        "error": None,
-        "created": now,
-        "updated": now,
-    }
-
-
-def execute_job(job: dict[str, Any], settings: Settings, progress: dict[str, int]) -> str:
+def execute_job(job: Job, settings: Settings, progress: dict[str, int]) -> str:
     """Run one job to completion (blocking); returns the published bundle version."""
     store = BundleStore(settings.bundles_dir)
     options = settings.index_options()
@@ -49,54 +34,54 @@ def execute_job(job: dict[str, Any], settings: Settings, progress: dict[str, int
     def report(done: int, total: int) -> None:
         progress.update(done=done, total=total)
 
-    params = job["params"]
+    params = job.params
     uploads = UploadStore(settings.uploads_dir)  # items added by upload join every full index
-    if job["kind"] == "reindex":
+    if job.kind is JobKind.REINDEX:
         source = params.get("catalogue") or settings.catalogue
         if not source:
             raise ValueError("no catalogue given and FASHION_CATALOGUE is not set")
         catalogue = uploads.added_to(load_catalogue(source, params.get("metadata")))
         return build_bundle(store, settings.checkpoint, catalogue, options, report)
-    if job["kind"] == "complete":
+    if job.kind is JobKind.COMPLETE:
         catalogue = uploads.added_to(load_catalogue(params["catalogue"], params.get("metadata")))
         return complete_bundle(store, settings.checkpoint, catalogue, options, report)
-    if job["kind"] == "add":
+    if job.kind is JobKind.ADD:
         items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]
         return add_items(store, settings.checkpoint, items, options, report)
-    if job["kind"] == "delete":
+    if job.kind is JobKind.DELETE:
         return delete_items(store, params["ids"])
-    raise ValueError(f"unknown job kind {job['kind']!r}")
+    assert_never(job.kind)
 
 
-async def _save(coordinator: Coordinator, job: dict[str, Any]) -> None:
-    job["updated"] = time.time()
+async def _save(coordinator: Coordinator, job: Job) -> None:
+    job.updated = time.time()
     try:
         await coordinator.save_job(job)
     except CoordinationUnavailable as exc:
-        log.warning("job %s state not saved: %s", job["id"], exc)
+        log.warning("job %s state not saved: %s", job.id, exc)
 
 
-async def run_job(coordinator: Coordinator, settings: Settings, job: dict[str, Any]) -> None:
-    job["state"] = "running"
+async def run_job(coordinator: Coordinator, settings: Settings, job: Job) -> None:
+    job.state = "running"
     await _save(coordinator, job)
     progress: dict[str, int] = {}
     task = asyncio.create_task(asyncio.to_thread(execute_job, job, settings, progress))
     while not task.done():
         await asyncio.wait({task}, timeout=1.0)
-        job["progress"] = dict(progress)
+        job.progress = dict(progress)
         await _save(coordinator, job)
     try:
-        job["version"] = task.result()
-        job["state"] = "succeeded"
+        job.version = task.result()
+        job.state = "succeeded"
     except Exception as exc:  # the job fails; the worker and the live bundle carry on
-        log.exception("job %s failed", job["id"])
-        job["state"], job["error"] = "failed", f"{type(exc).__name__}: {exc}"
+        log.exception("job %s failed", job.id)
+        job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
     await _save(coordinator, job)
-    if job["version"]:
+    if job.version:
         try:
-            await coordinator.announce(job["version"])
+            await coordinator.announce(job.version)
         except CoordinationUnavailable as exc:
-            log.warning("could not announce %s (%s); API processes will find it by polling", job["version"], exc)
+            log.warning("could not announce %s (%s); API processes will find it by polling", job.version, exc)
 
 
 async def worker_loop(coordinator: Coordinator, settings: Settings, stop: asyncio.Event) -> None:

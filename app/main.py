@@ -13,10 +13,11 @@ from fastapi import FastAPI, Request, Response
 
 from app.coordination import CoordinationUnavailable, Coordinator, make_coordinator
 from app.errors import install_error_handlers
-from app.jobs import new_job, worker_loop
+from app.jobs import worker_loop
 from app.metrics import Metrics
-from app.recommender import Recommender
+from app.recommender import Recommender, ResponseCache
 from app.routes import admin, health, items, page, recommend
+from app.schemas import Job, JobKind
 from app.settings import Settings, get_settings
 from indexer.bundle import Bundle
 
@@ -41,9 +42,9 @@ async def _complete_first_slice(bundle: Bundle, coordinator: Coordinator) -> Non
     if bundle.complete:
         return
     catalogue = bundle.manifest["catalogue"]
-    job = new_job("complete", {"catalogue": catalogue["root"], "metadata": catalogue.get("metadata")})
+    job = Job.new(JobKind.COMPLETE, {"catalogue": catalogue["root"], "metadata": catalogue.get("metadata")})
     await coordinator.enqueue(job)
-    log.info("bundle %s holds a first slice of %s: job %s adds the rest", bundle.version, catalogue["root"], job["id"])
+    log.info("bundle %s holds a first slice of %s: job %s adds the rest", bundle.version, catalogue["root"], job.id)
 
 
 @contextlib.asynccontextmanager
@@ -53,6 +54,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     faiss.omp_set_num_threads(settings.search_threads)  # its spinning threads would slow the model
     if not settings.checkpoint.is_file():
         raise RuntimeError(f"no model checkpoint at {settings.checkpoint} (set FASHION_CHECKPOINT)")
+    coordinator = make_coordinator(settings.redis_url)
     recommender = await asyncio.to_thread(
         Recommender.from_files,
         settings.checkpoint,
@@ -61,13 +63,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.device,
         max_pixels=settings.max_pixels,
         threshold=settings.part_threshold,
-        batcher_options={
-            "max_batch": settings.max_batch,
-            "max_wait_s": settings.max_wait_ms / 1000,
-            "queue_limit": settings.queue_limit,
-        },
+        batching=settings.batch_options(),
+        cache=ResponseCache(coordinator, settings.cache_ttl_s, metrics) if settings.cache_ttl_s else None,
     )
-    coordinator = make_coordinator(settings.redis_url)
     app.state.recommender, app.state.coordinator = recommender, coordinator
     await recommender.bundles.swap_to()
     if recommender.bundles.current is None:

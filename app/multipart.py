@@ -3,10 +3,12 @@ the client claims. Used by ``POST /recommend`` and ``POST /admin/items``."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from fastapi import Request
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, Headers, UploadFile
+from starlette.formparsers import MultiPartParser
 
 from app.errors import ServiceError
 
@@ -49,24 +51,35 @@ async def read_image_form(request: Request, max_bytes: int, field: str = "image"
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise ServiceError(415, "unsupported_media_type", f"send the photo as multipart/form-data, field {field!r}")
-    request._body = body  # starlette parses the form from the cached body
+    form = await _parse_form(request.headers, body)
     try:
-        form = await request.form(max_files=1, max_fields=20)
-    except Exception as exc:  # malformed multipart framing
-        raise ServiceError(422, "invalid_multipart", f"cannot parse the multipart body: {exc}") from exc
-    upload = form.get(field)
-    if not isinstance(upload, UploadFile):
-        raise ServiceError(422, "missing_image", f"the multipart field {field!r} (a file) is required")
-    data = await upload.read()
+        upload = form.get(field)
+        if not isinstance(upload, UploadFile):
+            raise ServiceError(422, "missing_image", f"the multipart field {field!r} (a file) is required")
+        data = await upload.read()
+        claimed = (upload.content_type or "").lower()
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+    finally:
+        await form.close()
     if len(data) > max_bytes:
         raise ServiceError(413, "too_large", f"image over the limit of {max_bytes} bytes")
     if not data:
         raise ServiceError(422, "empty_image", "the image is empty")
     kind = sniff(data)
     if kind is None:
-        claimed = (upload.content_type or "").lower()
         if claimed in ACCEPTED:
             raise ServiceError(422, "undecodable_image", f"the bytes are not a {claimed} image")
         raise ServiceError(415, "unsupported_media_type", "only JPEG, PNG and WebP photos are accepted")
-    fields = {name: value for name, value in form.items() if isinstance(value, str)}
     return ImageForm(data, kind, fields)
+
+
+async def _parse_form(headers: Headers, body: bytes) -> FormData:
+    """The form in ``body``, already read under the size limit (so the request's stream is spent)."""
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        return await MultiPartParser(headers, chunks(), max_files=1, max_fields=20).parse()
+    except Exception as exc:  # malformed multipart framing
+        raise ServiceError(422, "invalid_multipart", f"cannot parse the multipart body: {exc}") from exc

@@ -1,7 +1,7 @@
 """The recommendation service, with no HTTP in it: decode → model → search → one distinct item per part.
 
 A request takes the live bundle once, at its start, and uses it to the end: a hot swap never
-gives a request a mix of two bundles.
+gives a request a mix of two bundles, and a cached answer is always the answer of the bundle it names.
 """
 
 from __future__ import annotations
@@ -10,16 +10,18 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from app.batching import MicroBatcher
+from app.batching import BatchOptions, MicroBatcher
+from app.coordination import Coordinator
 from app.metrics import Metrics
+from app.schemas import Item, PartRecommendation, RecommendResponse
 from indexer.bundle import Bundle, BundleError, BundleStore
-from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, QueryPart, recommend_global, recommend_parts
+from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPart, recommend_global, recommend_parts
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import Placement, decode_image, fit_to_input
 from model.network import NetworkOutput, PartAttentionNetwork, select_parts
@@ -46,13 +48,21 @@ class RecommendOptions:
         return f"{self.mode}|{self.max_parts}|{self.candidates}|{labels}|{','.join(sorted(self.exclude_ids))}"
 
 
-@dataclass
-class Recommendation:
-    parts: list[dict[str, Any]]
-    bundle_version: str
-    model_version: str
-    image: dict[str, int]
-    timings_ms: dict[str, float] = field(default_factory=dict)
+class ResponseCache:
+    """Answers kept for ``ttl_s`` by the coordinator (so replicas share them under Redis)."""
+
+    def __init__(self, coordinator: Coordinator, ttl_s: int, metrics: Metrics) -> None:
+        self.coordinator, self.ttl_s, self.metrics = coordinator, ttl_s, metrics
+
+    async def get(self, key: str) -> RecommendResponse | None:
+        cached = await self.coordinator.cache_get(key)
+        self.metrics.cache.labels("hit" if cached else "miss").inc()
+        if not cached:
+            return None
+        return RecommendResponse.model_validate_json(cached).model_copy(update={"cached": True})
+
+    async def put(self, key: str, response: RecommendResponse) -> None:
+        await self.coordinator.cache_set(key, response.model_dump_json().encode(), self.ttl_s)
 
 
 class BundleHolder:
@@ -98,15 +108,16 @@ class Recommender:
         metrics: Metrics,
         max_pixels: int,
         threshold: float,
-        batcher_options: dict[str, Any],
+        batching: BatchOptions,
+        cache: ResponseCache | None = None,  # None: every request is answered afresh
     ) -> None:
-        self.model, self.bundles, self.metrics = model, bundles, metrics
+        self.model, self.bundles, self.metrics, self.cache = model, bundles, metrics, cache
         self.model_version = model_sha256[:12]
         self.max_pixels, self.threshold = max_pixels, threshold
         self.size = (model.config.image_height, model.config.image_width)
         self.device = next(model.parameters()).device
         self.batcher: MicroBatcher[torch.Tensor, NetworkOutput] = MicroBatcher(
-            self._forward, on_batch=metrics.batch_size.observe, **batcher_options
+            self._forward, batching, on_batch=metrics.batch_size.observe
         )
 
     @classmethod
@@ -134,10 +145,21 @@ class Recommender:
         image = decode_image(data, self.max_pixels, formats=ACCEPTED_FORMATS)
         return fit_to_input(image, self.size)
 
-    async def recommend(self, data: bytes, options: RecommendOptions) -> Recommendation:
+    async def recommend(self, data: bytes, options: RecommendOptions) -> RecommendResponse:
+        """One distinct item per part of the photo, from the cache when this bundle answered it already."""
         bundle = self.bundles.current
         if bundle is None:
             raise NotReady("no bundle is loaded yet")
+        if self.cache is None:
+            return await self._answer(data, bundle, options)
+        key = f"{image_digest(data)}|{bundle.version}|{options.cache_key()}"
+        response = await self.cache.get(key)
+        if response is None:
+            response = await self._answer(data, bundle, options)
+            await self.cache.put(key, response)
+        return response
+
+    async def _answer(self, data: bytes, bundle: Bundle, options: RecommendOptions) -> RecommendResponse:
         timings: dict[str, float] = {}
 
         started = time.perf_counter()
@@ -151,8 +173,13 @@ class Recommender:
         started = time.perf_counter()
         parts = await asyncio.to_thread(self._search, bundle, out, placement, options)
         timings["search"] = self._observe("search", started)
-        return Recommendation(
-            parts, bundle.version, self.model_version, {"width": placement.width, "height": placement.height}, timings
+        return RecommendResponse(
+            mode=options.mode,
+            parts=parts,
+            bundle_version=bundle.version,
+            model_version=self.model_version,
+            image={"width": placement.width, "height": placement.height},
+            timings_ms=timings,
         )
 
     def _observe(self, stage: str, started: float) -> float:
@@ -162,27 +189,27 @@ class Recommender:
 
     def _search(
         self, bundle: Bundle, out: NetworkOutput, placement: Placement, options: RecommendOptions
-    ) -> list[dict[str, Any]]:
+    ) -> list[PartRecommendation]:
         if options.mode == "global":
             matches = recommend_global(bundle, out.global_embedding[0].numpy(), options.max_parts, options.exclude_ids)
-            return [{"label": None, "score": None, "box": None, "item": _item(m)} for m in matches]
+            return [PartRecommendation(label=None, score=None, box=None, item=_item(m)) for m in matches]
         found = select_parts(self.model, out, 0, placement, threshold=self.threshold)
         wanted = [p for p in found if options.labels is None or p.label in options.labels][: options.max_parts]
         query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in wanted]
         results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, options.labels)
         return [
-            {
-                "label": r.part.label,
-                "score": round(r.part.score, 4),
-                "box": [round(v, 1) for v in r.part.box] if r.part.box else None,
-                "item": _item(r.match) if r.match else None,
-            }
+            PartRecommendation(
+                label=r.part.label,
+                score=round(r.part.score, 4),
+                box=[round(v, 1) for v in r.part.box] if r.part.box else None,
+                item=_item(r.match) if r.match else None,
+            )
             for r in results
         ]
 
 
-def _item(match: Any) -> dict[str, Any]:
-    return {"id": match.item_id, "distance": round(match.distance, 5), "metadata": match.metadata}
+def _item(match: Match) -> Item:
+    return Item(id=match.item_id, distance=round(match.distance, 5), metadata=match.metadata)
 
 
 def image_digest(data: bytes) -> str:

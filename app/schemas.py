@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -59,9 +62,18 @@ class JobAccepted(BaseModel):
     status_url: str
 
 
+class JobKind(StrEnum):
+    REINDEX = "reindex"  # the whole bundle from a catalogue
+    COMPLETE = "complete"  # the rest of a first-slice bundle's catalogue
+    ADD = "add"
+    DELETE = "delete"
+
+
 class Job(BaseModel):
+    """An admin job: queued and stored by the coordinator (as JSON in Redis), run by a worker."""
+
     id: str
-    kind: Literal["reindex", "complete", "add", "delete"]
+    kind: JobKind
     state: Literal["queued", "running", "succeeded", "failed"]
     progress: dict[str, int] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -69,6 +81,11 @@ class Job(BaseModel):
     error: str | None = None
     created: float
     updated: float
+
+    @classmethod
+    def new(cls, kind: JobKind, params: dict[str, Any]) -> Job:
+        now = time.time()
+        return cls(id=uuid.uuid4().hex, kind=kind, state="queued", params=params, created=now, updated=now)
 
 
 class Readiness(BaseModel):

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.batching import BatchOptions
 from indexer.build import DEFAULT_LABELS_FROM, IndexOptions
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
 from model.imaging import DEFAULT_MAX_PIXELS
@@ -55,6 +56,10 @@ class Settings(BaseSettings):
             labels_from=self.labels_from,
             max_pixels=self.max_pixels,
         )
+
+    def batch_options(self) -> BatchOptions:
+        """How the model's micro-batcher groups photos under this configuration."""
+        return BatchOptions(max_batch=self.max_batch, max_wait_s=self.max_wait_ms / 1000, queue_limit=self.queue_limit)
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:

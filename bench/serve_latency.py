@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.batching import BatchOptions  # noqa: E402
 from app.metrics import Metrics  # noqa: E402
 from app.recommender import Recommender, RecommendOptions  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
@@ -53,7 +54,7 @@ def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int)
         "cpu",
         max_pixels=DEFAULT_MAX_PIXELS,
         threshold=DEFAULT_PART_THRESHOLD,
-        batcher_options={"max_batch": batch, "max_wait_s": 0.0, "queue_limit": 1000},
+        batching=BatchOptions(max_batch=batch, max_wait_s=0.0, queue_limit=1000),
     )
     asyncio.run(rec.bundles.swap_to())
     bundle, options = rec.bundles.current, RecommendOptions()

@@ -10,12 +10,19 @@ from fastapi import APIRouter, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.coordination import CoordinationUnavailable
+from app.coordination import CoordinationUnavailable, Coordinator
 from app.deps import AdminDep, CoordinatorDep, SettingsDep
 from app.errors import ServiceError
-from app.jobs import new_job
 from app.multipart import read_body, read_image_form
-from app.schemas import AddItemsRequest, DeleteItemsRequest, ErrorResponse, Job, JobAccepted, ReindexRequest
+from app.schemas import (
+    AddItemsRequest,
+    DeleteItemsRequest,
+    ErrorResponse,
+    Job,
+    JobAccepted,
+    JobKind,
+    ReindexRequest,
+)
 from app.settings import Settings
 from app.uploads import UploadStore
 from indexer.catalogue import CatalogueItem
@@ -29,21 +36,21 @@ router = APIRouter(
 )
 
 
-async def _enqueue(request: Request, coordinator: Any, kind: str, params: dict[str, Any]) -> JobAccepted:
-    job = new_job(kind, params)
+async def _enqueue(request: Request, coordinator: Coordinator, kind: JobKind, params: dict[str, Any]) -> JobAccepted:
+    job = Job.new(kind, params)
     try:
         await coordinator.enqueue(job)
     except CoordinationUnavailable as exc:
         raise ServiceError(
             503, "coordination_unavailable", f"the job queue is unavailable: {exc}", {"Retry-After": "5"}
         ) from exc
-    return JobAccepted(job_id=job["id"], status_url=str(request.url_for("get_job", job_id=job["id"])))
+    return JobAccepted(job_id=job.id, status_url=str(request.url_for("get_job", job_id=job.id)))
 
 
 @router.post("/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
 async def reindex(request: Request, coordinator: CoordinatorDep, body: ReindexRequest | None = None) -> JobAccepted:
     """Rebuild the whole bundle from a catalogue (the configured one by default)."""
-    return await _enqueue(request, coordinator, "reindex", (body or ReindexRequest()).model_dump())
+    return await _enqueue(request, coordinator, JobKind.REINDEX, (body or ReindexRequest()).model_dump())
 
 
 @router.post(
@@ -79,14 +86,14 @@ async def add(request: Request, coordinator: CoordinatorDep, settings: SettingsD
     if content_type.startswith("multipart/form-data"):
         item = await _store_upload(request, settings)
         params = {"items": [{"id": item.id, "path": str(item.path), "metadata": item.metadata}]}
-        return await _enqueue(request, coordinator, "add", params)
+        return await _enqueue(request, coordinator, JobKind.ADD, params)
     if not content_type.startswith("application/json"):
         raise ServiceError(415, "unsupported_media_type", "send multipart/form-data (an upload) or application/json")
     try:
         body = AddItemsRequest.model_validate_json(await read_body(request, settings.max_upload_bytes))
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
-    return await _enqueue(request, coordinator, "add", body.model_dump())
+    return await _enqueue(request, coordinator, JobKind.ADD, body.model_dump())
 
 
 async def _store_upload(request: Request, settings: Settings) -> CatalogueItem:
@@ -113,11 +120,11 @@ async def _store_upload(request: Request, settings: Settings) -> CatalogueItem:
 @router.post("/items/delete", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
 async def delete(request: Request, coordinator: CoordinatorDep, body: DeleteItemsRequest) -> JobAccepted:
     """Remove items by id."""
-    return await _enqueue(request, coordinator, "delete", body.model_dump())
+    return await _enqueue(request, coordinator, JobKind.DELETE, body.model_dump())
 
 
 @router.get("/jobs/{job_id}", response_model=Job, name="get_job")
-async def get_job(job_id: str, coordinator: CoordinatorDep) -> dict[str, Any]:
+async def get_job(job_id: str, coordinator: CoordinatorDep) -> Job:
     try:
         job = await coordinator.get_job(job_id)
     except CoordinationUnavailable as exc:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.batching import Overloaded
-from app.deps import CoordinatorDep, MetricsDep, RecommenderDep, SettingsDep
+from app.deps import RecommenderDep, SettingsDep
 from app.errors import ServiceError
 from app.multipart import read_image_form
-from app.recommender import NotReady, RecommendOptions, image_digest
+from app.recommender import NotReady, RecommendOptions
 from app.schemas import ErrorResponse, RecommendResponse
 from model.imaging import ImageDecodeError
 
@@ -46,8 +45,6 @@ async def recommend(
     request: Request,
     recommender: RecommenderDep,
     settings: SettingsDep,
-    coordinator: CoordinatorDep,
-    metrics: MetricsDep,
     max_parts: Annotated[int | None, Query(ge=1, le=20, description="parts (or global items) at most")] = None,
     candidates: Annotated[int | None, Query(ge=1, le=1000, description="neighbours searched per part")] = None,
     labels: Annotated[list[str] | None, Query(description="only parts of these labels")] = None,
@@ -63,14 +60,6 @@ async def recommend(
         exclude_ids=frozenset(exclude or ()),
         mode=mode,
     )
-    bundle = recommender.bundles.current
-    digest = image_digest(data)  # hashed once; the key also names the bundle and the options
-    cache_key = f"{digest}|{bundle.version if bundle else '-'}|{options.cache_key()}"
-    if settings.cache_ttl_s and bundle is not None:
-        cached = await coordinator.cache_get(cache_key)
-        metrics.cache.labels("hit" if cached else "miss").inc()
-        if cached:
-            return Response(json.dumps({**json.loads(cached), "cached": True}), media_type="application/json")
     try:
         result = await recommender.recommend(data, options)
     except ImageDecodeError as exc:
@@ -79,16 +68,5 @@ async def recommend(
         raise ServiceError(503, "overloaded", str(exc), {"Retry-After": "1"}) from exc
     except NotReady as exc:
         raise ServiceError(503, "not_ready", str(exc), {"Retry-After": "5"}) from exc
-    body = RecommendResponse(
-        mode=mode,
-        parts=result.parts,
-        bundle_version=result.bundle_version,  # type: ignore[arg-type]
-        model_version=result.model_version,
-        image=result.image,
-        timings_ms=result.timings_ms,
-    ).model_dump_json()
-    if settings.cache_ttl_s:
-        await coordinator.cache_set(
-            f"{digest}|{result.bundle_version}|{options.cache_key()}", body.encode(), settings.cache_ttl_s
-        )
-    return Response(body, media_type="application/json")
+    # serialised here, once: returning the model would have FastAPI validate it again
+    return Response(result.model_dump_json(), media_type="application/json")

@@ -1,0 +1,85 @@
+"""The micro-batcher itself, with a real consumer: photos waiting together share one forward,
+a full queue refuses at once, and a failed forward fails only its own requests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from app.batching import BatchOptions, MicroBatcher, Overloaded
+
+
+class GatedForward:
+    """Doubles its inputs, but only once the test opens the gate: callers pile up meanwhile."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.batches: list[list[int]] = []
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.started.set()
+        self.gate.wait(10)
+        self.batches.append(items)
+        if any(i < 0 for i in items):
+            raise ValueError("negative input")
+        return [2 * i for i in items]
+
+
+async def _wait_for(event: threading.Event) -> None:
+    for _ in range(500):
+        if event.is_set():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the forward never started")
+
+
+def test_waiting_photos_share_a_batch_and_a_full_queue_refuses() -> None:
+    async def scenario() -> None:
+        forward = GatedForward()
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            forward, BatchOptions(max_batch=4, max_wait_s=0.0, queue_limit=5)
+        )
+        batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(0))
+            await _wait_for(forward.started)  # the consumer holds item 0 in the forward
+            waiting = [asyncio.create_task(batcher.submit(i)) for i in range(1, 6)]
+            await asyncio.sleep(0.05)
+            assert batcher.depth == 5
+            with pytest.raises(Overloaded):
+                await batcher.submit(99)
+            forward.gate.set()
+            assert await first == 0
+            assert await asyncio.gather(*waiting) == [2, 4, 6, 8, 10]
+        finally:
+            await batcher.stop()
+        # the five that waited went in batches of at most max_batch, in order
+        assert forward.batches == [[0], [1, 2, 3, 4], [5]]
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_forward_fails_its_batch_and_the_batcher_carries_on() -> None:
+    async def scenario() -> None:
+        forward = GatedForward()
+        forward.gate.set()
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            forward, BatchOptions(max_batch=8, max_wait_s=0.0, queue_limit=8)
+        )
+        batcher.start()
+        try:
+            with pytest.raises(ValueError, match="negative"):
+                await batcher.submit(-1)
+            assert await batcher.submit(3) == 6
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_options_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        BatchOptions(max_batch=0, max_wait_s=0.0, queue_limit=1)
