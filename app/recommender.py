@@ -134,12 +134,7 @@ class Recommender:
         started = time.perf_counter()
         out = self.model(torch.stack(images).to(self.device))
         self.metrics.stage_seconds.labels("model_batch").observe(time.perf_counter() - started)
-        fields = {name: getattr(out, name) for name in out.__dataclass_fields__}
-        per_photo: list[dict[str, Any]] = [
-            {k: None if v is None else v[i : i + 1].float().cpu() for k, v in fields.items()}
-            for i in range(len(images))
-        ]
-        return [NetworkOutput(**values) for values in per_photo]
+        return out.per_photo()
 
     def decode(self, data: bytes) -> tuple[torch.Tensor, Placement]:
         image = decode_image(data, self.max_pixels, formats=ACCEPTED_FORMATS)

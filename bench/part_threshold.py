@@ -38,8 +38,7 @@ def main() -> None:
     run = payload.get("training", {})
     bundle = BundleStore(args.bundles).open()
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
-    train, test = ccp.split()
-    _, val = validation_split(ccp, train, test, float(run.get("val_fraction", 0.3)), int(run.get("seed", 0)))
+    _, val = validation_split(ccp, run)
     colours = type_colours(bundle)
     rows = []
     print("| threshold | max parts | group P@1 | group coverage | colour agreement | items / query |")

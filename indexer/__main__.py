@@ -11,30 +11,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from indexer.build import IndexOptions, add_items, build_bundle, delete_items
-from indexer.bundle import BundleError, BundleStore
-from indexer.catalogue import CatalogueError, load_catalogue
+from indexer.bundle import BundleStore
+from indexer.catalogue import load_catalogue
+from indexer.errors import IndexerError
+from model.errors import ModelError, run_command
 from model.progress import configure_logging
 
 
 def _options(args: argparse.Namespace) -> IndexOptions:
-    return IndexOptions(
-        threshold=args.threshold,
-        max_parts=args.max_parts,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        device=args.device,
-        factory=args.factory,
-        keep=args.keep,
-        labels_from=args.labels_from,
-    )
+    """IndexOptions from the parsed flags: every field that has a flag of its name."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(IndexOptions) if hasattr(args, f.name)}
+    return IndexOptions(**given)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m indexer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -67,34 +63,36 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="versions, the live one marked")
     for p in sub.choices.values():
         p.add_argument("--bundles", type=Path, default=Path("bundles"), help="the bundle store folder")
-    args = parser.parse_args(argv)
-    configure_logging()
+    return parser
 
+
+def _run(args: argparse.Namespace) -> int:
     store = BundleStore(args.bundles)
-    try:
-        if args.command == "build":
-            version = build_bundle(
-                store, args.checkpoint, load_catalogue(args.catalogue, args.metadata), _options(args)
-            )
-        elif args.command == "add":
-            catalogue = load_catalogue(args.catalogue, args.metadata)
-            version = add_items(store, args.checkpoint, catalogue.items, _options(args))
-        elif args.command == "delete":
-            version = delete_items(store, [i.strip() for i in args.ids.split(",") if i.strip()], args.keep)
-        elif args.command == "rollback":
-            store.rollback(args.version)
-            version = args.version
-        else:
-            current = store.current_version()
-            for v in store.versions():
-                print(("* " if v == current else "  ") + v)
-            return 0
-    except (BundleError, CatalogueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.command == "list":
+        current = store.current_version()
+        for v in store.versions():
+            print(("* " if v == current else "  ") + v)
+        return 0
+    if args.command == "build":
+        version = build_bundle(store, args.checkpoint, load_catalogue(args.catalogue, args.metadata), _options(args))
+    elif args.command == "add":
+        catalogue = load_catalogue(args.catalogue, args.metadata)
+        version = add_items(store, args.checkpoint, catalogue.items, _options(args))
+    elif args.command == "delete":
+        version = delete_items(store, [i.strip() for i in args.ids.split(",") if i.strip()], args.keep)
+    else:
+        store.rollback(args.version)
+        version = args.version
     manifest = store.open(version).manifest
     print(json.dumps({k: manifest[k] for k in ("version", "items", "timings") if k in manifest}, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit code 0, or 2 with one line on stderr for a catalogue, bundle or checkpoint it cannot use."""
+    args = _parser().parse_args(argv)
+    configure_logging()
+    return run_command(lambda: _run(args), (IndexerError, ModelError))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import numpy as np
 from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
 from indexer.catalogue import Catalogue, CatalogueItem
 from indexer.embed import Skipped, embed_items
+from indexer.errors import IndexerError
 from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
@@ -84,12 +85,12 @@ def _embed(
     for result in embed_items(
         model,
         items,
-        options.threshold,
-        options.max_parts,
-        options.batch_size,
-        options.workers,
-        options.device,
-        options.max_pixels,
+        threshold=options.threshold,
+        max_parts=options.max_parts,
+        batch_size=options.batch_size,
+        workers=options.workers,
+        device=options.device,
+        max_pixels=options.max_pixels,
         known_labels=known,
     ):
         done += 1
@@ -252,19 +253,13 @@ def _empty(model: PartAttentionNetwork) -> faiss.Index:
 def _load_model(checkpoint: Path, options: IndexOptions) -> PartAttentionNetwork:
     """The checkpoint's model, after checking it and the index factory: both fail in one line here,
     before minutes of embedding, not in a traceback after them."""
-    try:
-        model, _ = load_checkpoint(checkpoint, options.device)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # torch.load and the config raise many kinds for a file that is not ours
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BundleError(f"cannot load the checkpoint {checkpoint}: {first_line}") from exc
+    model, _ = load_checkpoint(checkpoint, options.device)
     if options.factory is not None:
         try:
             faiss.index_factory(_embedding_dim(model), options.factory)
         except RuntimeError as exc:
             reason = str(exc).strip().splitlines()[-1].rsplit(": ", 1)[-1]  # past faiss's C++ location
-            raise BundleError(f"bad FAISS index factory {options.factory!r}: {reason}") from exc
+            raise IndexerError(f"bad FAISS index factory {options.factory!r}: {reason}") from exc
     return model
 
 

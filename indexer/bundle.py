@@ -30,6 +30,8 @@ from typing import Any
 
 import faiss
 
+from indexer.errors import IndexerError
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -38,7 +40,7 @@ GLOBAL_INDEX = "global.faiss"
 PARTS_DIR = "parts"
 
 
-class BundleError(RuntimeError):
+class BundleError(IndexerError):
     """A bundle or store is missing or inconsistent."""
 
 

@@ -19,11 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from indexer.errors import IndexerError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl", "styles.csv", "items.csv", "items.jsonl")
 
 
-class CatalogueError(ValueError):
+class CatalogueError(IndexerError):
     """The catalogue as a whole cannot be read (single bad items are skipped, not raised)."""
 
 

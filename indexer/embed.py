@@ -19,10 +19,11 @@ from tqdm import tqdm
 
 from indexer.catalogue import CatalogueItem
 from model.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, fit_to_input
-from model.network import PartAttentionNetwork, product_parts, select_parts
+from model.network import NetworkOutput, PartAttentionNetwork, product_parts, select_parts
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # progress lines when no progress bar is shown (logs, CI, containers)
+KnownLabels = Callable[[CatalogueItem], list[str] | None]  # an item's labels from its metadata, or None
 
 
 @dataclass
@@ -66,6 +67,7 @@ def _collate(
 def embed_items(
     model: PartAttentionNetwork,
     items: Sequence[CatalogueItem],
+    *,
     threshold: float,
     max_parts: int,
     batch_size: int = 32,
@@ -73,7 +75,7 @@ def embed_items(
     device: str = "cpu",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool | None = None,
-    known_labels: Callable[[CatalogueItem], list[str] | None] | None = None,
+    known_labels: KnownLabels | None = None,
 ) -> Iterator[ItemParts | Skipped]:
     """Yield, in catalogue order per batch, each item's embeddings or the reason it was skipped.
 
@@ -91,9 +93,7 @@ def embed_items(
         persistent_workers=False,
     )
     model.eval().to(device)
-    attention = model.config.architecture == "attention"
-    started = last_log = time.monotonic()
-    done = 0
+    rate = _RateLog(len(items))
     with tqdm(
         total=len(items), desc="embedding", unit="item", disable=None if progress is None else not progress
     ) as bar:
@@ -104,22 +104,47 @@ def embed_items(
                 out = model(images.to(device))
                 glob = out.global_embedding.float().cpu().numpy()
                 for row, i in enumerate(indices):
-                    parts = []
-                    if attention:
-                        fixed = known_labels(items[i]) if known_labels else None
-                        if fixed is None:  # nothing known from metadata: the product head, where there is one
-                            fixed = product_parts(model, out, row)
-                        chosen = select_parts(model, out, row, None, threshold, max_parts, labels=fixed)
-                        # A product photo of a known category shows that one product: its whole photo
-                        # describes it better than the crop of its category (colour agreement 0.259
-                        # against 0.185 on validation, bench/product_embedding.py).
-                        parts = [
-                            (p.label, p.score, glob[row] if fixed is not None else p.embedding.float().cpu().numpy())
-                            for p in chosen
-                        ]
+                    parts = _parts(model, out, row, glob[row], items[i], threshold, max_parts, known_labels)
                     yield ItemParts(items[i].id, glob[row], parts)
             bar.update(len(indices) + len(errors))
-            done += len(indices) + len(errors)
-            if bar.disable and time.monotonic() - last_log > LOG_EVERY_S:
-                last_log = time.monotonic()
-                log.info("embedded %d/%d items (%.1f items/s)", done, len(items), done / (last_log - started))
+            if bar.disable:
+                rate.advance(len(indices) + len(errors))
+
+
+def _parts(
+    model: PartAttentionNetwork,
+    out: NetworkOutput,
+    row: int,
+    whole: np.ndarray,
+    item: CatalogueItem,
+    threshold: float,
+    max_parts: int,
+    known_labels: KnownLabels | None,
+) -> list[tuple[str, float, np.ndarray]]:
+    """One photo's (label, probability, embedding) parts; none for a model without attention."""
+    if model.config.architecture != "attention":
+        return []
+    fixed = known_labels(item) if known_labels else None
+    if fixed is None:  # nothing known from metadata: the product head, where there is one
+        fixed = product_parts(model, out, row)
+    chosen = select_parts(model, out, row, None, threshold, max_parts, labels=fixed)
+    # A product photo of a known category shows that one product: its whole photo describes it
+    # better than the crop of its category (colour agreement 0.259 against 0.185 on validation,
+    # bench/product_embedding.py).
+    return [(p.label, p.score, whole if fixed is not None else p.embedding.float().cpu().numpy()) for p in chosen]
+
+
+class _RateLog:
+    """A progress line every LOG_EVERY_S, for when no progress bar is shown (logs, CI, containers)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last = time.monotonic()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if time.monotonic() - self.last > LOG_EVERY_S:
+            self.last = time.monotonic()
+            log.info(
+                "embedded %d/%d items (%.1f items/s)", self.done, self.total, self.done / (self.last - self.started)
+            )

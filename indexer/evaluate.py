@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPa
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, Sample, data_dir
+from model.errors import run_command
 from model.imaging import decode_image, fit_to_input
 from model.labels import group_of
 from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork, select_parts
@@ -337,4 +339,4 @@ def format_report(report: dict[str, object]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from model.config import ModelConfig
+from model.errors import CheckpointError
 from model.network import PartAttentionNetwork
 
 FORMAT_VERSION = 2  # 2: multi-level trunk, content-placed crops, crop-scored labels
@@ -59,10 +60,15 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
     from their local package; nothing is downloaded); eval mode."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = torch.load(path, map_location=device, weights_only=True)  # plain tensors and dicts: no code runs
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format {payload.get('format_version')}, expected {FORMAT_VERSION}")
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)  # plain tensors and dicts: no code runs
+    except Exception as exc:  # torch.load raises many kinds for a file that is not a checkpoint
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot load the checkpoint {path}: {first_line}") from exc
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        version = payload.get("format_version") if isinstance(payload, dict) else None
+        raise CheckpointError(f"{path} has checkpoint format {version}, expected {FORMAT_VERSION}")
     # Checkpoints written before the whole-map scores existed have none.
     recorded = {"whole_scores": False, **payload["config"]}
     if payload.get("trunk_stored", True):
@@ -70,12 +76,12 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
     else:
         config = ModelConfig(**recorded)
         if not (config.pretrained or config.trunk_weights):
-            raise ValueError(f"{path} holds no trunk weights and its config names none to load")
+            raise CheckpointError(f"{path} holds no trunk weights and its config names none to load")
     model = PartAttentionNetwork(config)
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     missing = [name for name in missing if payload.get("trunk_stored", True) or not name.startswith(TRUNK_PREFIX)]
     if missing or unexpected:
-        raise ValueError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise CheckpointError(f"{path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.config = ModelConfig(**recorded)  # keep the recorded provenance of the trunk
     return model.to(device).eval(), payload
 

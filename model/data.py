@@ -20,6 +20,7 @@ import numpy as np
 import scipy.io
 import torch
 
+from model.errors import ModelError
 from model.imaging import ImageDecodeError, decode_image, fit_to_input
 from model.labels import NON_ITEMS, item_labels
 
@@ -29,7 +30,7 @@ REGION_CELL = 8  # photo pixels per side of one cell of an item's coarse region 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo's pixels
 
 
-class DataError(RuntimeError):
+class DataError(ModelError):
     """A data file is missing or unreadable; the message names it."""
 
 
@@ -150,6 +151,18 @@ class ClothingCoParsing:
             raise DataError(f"no CCP annotations found under {self.root / 'annotations'}")
         return train, test
 
+    def training_photos(self) -> tuple[list[Sample], list[tuple[str, str]]]:
+        """The train split less its near-copies of test photos, and the (test, train) pairs dropped."""
+        train, test = self.split()  # the test split is used only to find the copies
+        return drop_near_copies(train, test)
+
+    def validation_split(self, fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+        """(fit, validation) exactly as training splits the photos, the validation photos with their
+        masks (they are training-split photos, so their masks may be used to choose)."""
+        fit, val = fit_and_validation(self.training_photos()[0], fraction, seed)
+        masks = {s.image: s.mask for s in self.pixel_level()}
+        return fit, [dataclasses.replace(s, mask=masks[s.image]) for s in val]
+
 
 def load_labelled_folder(folder: str | os.PathLike[str], labels_csv: str | os.PathLike[str]) -> list[Sample]:
     """A folder of images with a CSV of ``path,labels`` rows (labels separated by ``|``)."""
@@ -198,6 +211,12 @@ def split_validation(
     if not held:
         raise DataError(f"a validation fraction of {fraction} of {len(eligible)} samples holds none out")
     return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+
+
+def fit_and_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(fit, validation) as training holds photos out: from the pixel-level ones when there are any."""
+    has_pixel = any(s.source == "pixel-level" for s in samples)
+    return split_validation(samples, fraction, seed, "pixel-level" if has_pixel else None)
 
 
 # Near-copies: perceptual hashes (64-bit pHash, 256-bit dHash) this close. Checked by eye on CCP: the

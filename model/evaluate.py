@@ -15,12 +15,13 @@ Reports AP_all and mAP over labels and coarse groups, and for attention models:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,12 +33,11 @@ from model.data import (
     ClothingCoParsing,
     Sample,
     data_dir,
-    drop_near_copies,
     label_vector,
     load_image,
-    split_validation,
 )
 from model.encoding import codeword_usage
+from model.errors import run_command
 from model.features import trunk_features
 from model.imaging import letterbox_placement
 from model.metrics import multilabel_report
@@ -251,15 +251,10 @@ def evaluate_checkpoint(
     return entry
 
 
-def validation_split(
-    ccp: ClothingCoParsing, train: list[Sample], test: list[Sample], fraction: float | None = None, seed: int = 0
-) -> tuple[list[Sample], list[Sample]]:
-    """(fit, validation) exactly as ``model.train`` splits them, the validation photos with their
-    masks (they are training-split photos, so their masks may be used to choose)."""
-    fraction = TrainConfig.val_fraction if fraction is None else fraction
-    fit, val = split_validation(drop_near_copies(train, test)[0], fraction, seed, "pixel-level")
-    masks = {s.image: s.mask for s in ccp.pixel_level()}
-    return fit, [dataclasses.replace(s, mask=masks[s.image]) for s in val]
+def validation_split(ccp: ClothingCoParsing, run: dict[str, Any]) -> tuple[list[Sample], list[Sample]]:
+    """(fit, validation) exactly as the training run ``run`` (a checkpoint's "training") split them,
+    the validation photos with their masks."""
+    return ccp.validation_split(float(run.get("val_fraction", TrainConfig.val_fraction)), int(run.get("seed", 0)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -282,9 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
     train, test = ccp.split()
     if args.split == "validation":  # the split of the first checkpoint's training run
-        run = load_checkpoint(args.checkpoint[0])[1].get("training", {})
-        fraction, seed = float(run.get("val_fraction", TrainConfig.val_fraction)), int(run.get("seed", 0))
-        train, test = validation_split(ccp, train, test, fraction, seed)
+        train, test = validation_split(ccp, load_checkpoint(args.checkpoint[0])[1].get("training", {}))
     report = {
         f"{path.parent.name}/{path.stem}": evaluate_checkpoint(path, ccp, train, test, args) for path in args.checkpoint
     }
@@ -295,4 +288,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from model.errors import ModelError
+
 DEFAULT_MAX_PIXELS = 40_000_000
 PAD_VALUE = 255  # catalogue photos sit on white
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(ModelError):
     """The bytes are not a usable image; the message says why."""
 
 

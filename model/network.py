@@ -9,6 +9,7 @@ steps; the part embedding of label c is the encoding of the crop that scored c h
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,21 @@ class NetworkOutput:
     maps: torch.Tensor | None = None  # (B, K, h, w) attention maps
     codeword_share: torch.Tensor | None = None  # (codewords,) mean soft assignment of the cells
     product_scores: torch.Tensor | None = None  # (B, P) a product photo's category logits (model.products)
+
+    def per_photo(self) -> list[NetworkOutput]:
+        """One output per photo of the batch (batch dim kept, of size 1), float32 on the CPU: what a
+        batched forward hands back to each request. The codeword share describes the batch: each keeps it."""
+        size = self.scores.shape[0]
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return [
+            NetworkOutput(
+                **{
+                    name: value if value is None or name == "codeword_share" else value[i : i + 1].float().cpu()
+                    for name, value in values.items()
+                }
+            )
+            for i in range(size)
+        ]
 
 
 def pooled_last_level(trunk_maps: list[torch.Tensor]) -> torch.Tensor:

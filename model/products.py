@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import load_checkpoint, save_checkpoint
+from model.errors import run_command
 from model.features import trunk_features
 from model.labels import group_of
 from model.network import PartAttentionNetwork
@@ -146,4 +148,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -20,6 +20,7 @@ import itertools
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,12 +40,12 @@ from model.data import (
     ClothingCoParsing,
     Sample,
     data_dir,
-    drop_near_copies,
+    fit_and_validation,
     label_vector,
     load_image,
-    split_validation,
 )
 from model.encoding import map_descriptors
+from model.errors import run_command
 from model.features import trunk_features
 from model.imaging import Placement, letterbox_placement
 from model.losses import Item, total_loss
@@ -363,8 +364,7 @@ def init_crops_from_boxes(model: PartAttentionNetwork, items: list[tuple[Items, 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample]) -> Path:
     """Train on ``train_samples`` (a validation part is split off); returns the best checkpoint."""
     seed_everything(cfg.seed)
-    has_pixel = any(s.source == "pixel-level" for s in train_samples)
-    fit, val = split_validation(train_samples, cfg.val_fraction, cfg.seed, "pixel-level" if has_pixel else None)
+    fit, val = fit_and_validation(train_samples, cfg.val_fraction, cfg.seed)
     model = PartAttentionNetwork(model_cfg)
     trainer = Trainer(model, cfg)
     trainer.validation_photos = sorted(s.image.name for s in val)
@@ -460,12 +460,11 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging()
 
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
-    train_samples, test = ccp.split()  # the test split is used only to find near-copies in training
-    train_samples, dropped = drop_near_copies(train_samples, test)
+    train_samples, dropped = ccp.training_photos()
     log.info("dropped %d training photos that are near-copies of test photos: %s", len(dropped), dropped)
     model_cfg = ModelConfig(labels=ccp.labels, **{k: getattr(args, k) for k in MODEL_OPTIONS})
     train(model_cfg, TrainConfig(out=args.out, **{k: getattr(args, k) for k in train_names}), train_samples)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

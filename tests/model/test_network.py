@@ -4,6 +4,7 @@ import torch
 from model.attention import config_anchors, soft_box_maps
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
+from model.errors import CheckpointError
 from model.imaging import letterbox_placement
 from model.losses import Item, total_loss
 from model.network import PartAttentionNetwork, part_box, select_parts, transform_to_box
@@ -210,7 +211,7 @@ def test_compact_checkpoint_leaves_out_the_packaged_trunk_and_stores_half(tmp_pa
         torch.testing.assert_close(loaded(x).scores, model(x).scores, atol=2e-2, rtol=1e-2)  # float16 weights
     untrained = PartAttentionNetwork(tiny_config()).eval()  # random trunk: nothing to load it from
     save_checkpoint(tmp_path / "lost.pt", untrained, with_trunk=False)
-    with pytest.raises(ValueError, match="no trunk weights"):
+    with pytest.raises(CheckpointError, match="no trunk weights"):
         load_checkpoint(tmp_path / "lost.pt")
 
 
@@ -253,3 +254,26 @@ def test_efficientnet_trunk_loads_shipped_imagenet_weights() -> None:
     trunk = PartAttentionNetwork(tiny_config(pretrained=True)).trunk.state_dict()
     assert torch.equal(trunk["stem.0.weight"], reference["_conv_stem.weight"])
     assert torch.equal(trunk["head.0.weight"], reference["_conv_head.weight"])
+
+
+def test_command_lines_turn_model_errors_into_one_line_and_exit_2(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from model.errors import run_command
+
+    not_ours = tmp_path / "notes.pt"
+    not_ours.write_text("not a checkpoint")
+    assert run_command(lambda: load_checkpoint(not_ours)) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("error: cannot load the checkpoint") and message.count("\n") == 1
+    with pytest.raises(ValueError):  # a programming error keeps its traceback
+        run_command(lambda: ModelConfig(labels=[]))
+
+
+def test_a_batched_output_splits_into_each_photos_own() -> None:
+    model = PartAttentionNetwork(tiny_config()).eval()
+    x = torch.rand(3, 3, 64, 48)
+    with torch.inference_mode():
+        batched = model(x).per_photo()
+        alone = model(x[1:2])
+    assert len(batched) == 3 and batched[1].scores.shape == alone.scores.shape == (1, len(tiny_config().labels))
+    for name in ("scores", "global_embedding", "part_embeddings", "transforms"):
+        torch.testing.assert_close(getattr(batched[1], name), getattr(alone, name), atol=1e-5, rtol=1e-4)

@@ -64,7 +64,11 @@ def test_product_head_is_fitted_saved_and_used_by_the_indexer(tmp_path: Path) ->
     assert payload["trunk_stored"] is False
 
     items = [CatalogueItem(f"{t}000", root / "images" / f"{t}000.jpg") for t in range(3)]
-    results = [r for r in embed_items(loaded, items, 0.0, 3, workers=0, progress=False) if isinstance(r, ItemParts)]
+    results = [
+        r
+        for r in embed_items(loaded, items, threshold=0.0, max_parts=3, workers=0, progress=False)
+        if isinstance(r, ItemParts)
+    ]
     assert [[label for label, _, _ in r.parts] for r in results] == [["bag"], ["jeans"], []]  # perfume: no part
     with torch.inference_mode():
         assert loaded(torch.rand(1, 3, 64, 48)).product_scores.shape == (1, 4)  # type: ignore[union-attr]
