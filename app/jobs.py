@@ -44,7 +44,7 @@ def execute_job(job: Job, settings: Settings, progress: dict[str, int]) -> str:
         return build_bundle(store, settings.checkpoint, catalogue, options, report)
     if job.kind is JobKind.COMPLETE:
         catalogue = uploads.added_to(load_catalogue(params["catalogue"], params.get("metadata")))
-        return complete_bundle(store, settings.checkpoint, catalogue, options, report)
+        return complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
     if job.kind is JobKind.ADD:
         items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]
         return add_items(store, settings.checkpoint, items, options, report)

@@ -329,6 +329,7 @@ def complete_bundle(
     store: BundleStore,
     checkpoint: str | Path,
     catalogue: Catalogue,
+    *,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
 ) -> str:
