@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from pathlib import Path
 from typing import assert_never
 
 from app.coordination import CoordinationUnavailable, Coordinator
+from app.paths import confine, inside
 from app.schemas import Job, JobKind
 from app.settings import Settings
 from app.uploads import UploadStore
 from indexer.build import add_items, build_bundle, complete_bundle, delete_items
 from indexer.bundle import BundleStore
 from indexer.catalogue import CatalogueItem, load_catalogue
+from indexer.errors import IndexerError
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +39,49 @@ def execute_job(job: Job, settings: Settings, progress: dict[str, int]) -> str:
 
     params = job.params
     uploads = UploadStore(settings.uploads_dir)  # items added by upload join every full index
+    roots = settings.allowed_roots()
     if job.kind is JobKind.REINDEX:
         source = params.get("catalogue") or settings.catalogue
         if not source:
-            raise ValueError("no catalogue given and FASHION_CATALOGUE is not set")
-        catalogue = uploads.added_to(load_catalogue(source, params.get("metadata")))
-        return build_bundle(store, settings.checkpoint, catalogue, options, report)
+            raise IndexerError("no catalogue given and FASHION_CATALOGUE is not set")
+        for path in (source, params.get("metadata")):
+            if path and not inside(path, roots):
+                raise IndexerError(f"{path} is outside the catalogue roots")
+        catalogue = confine(uploads.added_to(load_catalogue(source, params.get("metadata"))), roots)
+        return build_bundle(
+            store, settings.checkpoint, catalogue, options, report, min_items=_min_items(store, job, settings)
+        )
     if job.kind is JobKind.COMPLETE:
         catalogue = uploads.added_to(load_catalogue(params["catalogue"], params.get("metadata")))
         return complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
     if job.kind is JobKind.ADD:
         items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]
+        if any(not inside(item.path, roots) for item in items):
+            raise IndexerError("an item's photo is outside the catalogue roots")
         return add_items(store, settings.checkpoint, items, options, report)
     if job.kind is JobKind.DELETE:
         return delete_items(store, params["ids"])
     assert_never(job.kind)
+
+
+def _min_items(store: BundleStore, job: Job, settings: Settings) -> int:
+    """How many items a reindex must yield: a share of the live bundle's, unless the request forces it."""
+    if job.params.get("force") or store.current_version() is None:
+        return 1
+    return math.ceil(settings.reindex_min_fraction * len(store.open().items))
+
+
+def settle_if_stale(job: Job, stale_s: float, now: float | None = None) -> bool:
+    """Mark a running job failed when its worker has not reported for ``stale_s`` (a worker reports
+    every second while it runs, so it was killed or lost); True when it changed."""
+    if job.state != "running" or (now or time.time()) - job.updated <= stale_s:
+        return False
+    job.state = "failed"
+    job.error = (
+        f"the worker running this job stopped reporting {stale_s:.0f} s ago (killed or lost); "
+        "bundles are published whole or not at all, so the live one still serves"
+    )
+    return True
 
 
 async def _save(coordinator: Coordinator, job: Job) -> None:

@@ -71,28 +71,31 @@ class BundleHolder:
     def __init__(self, store: BundleStore, model_sha256: str, metrics: Metrics) -> None:
         self.store, self.model_sha256, self.metrics = store, model_sha256, metrics
         self.current: Bundle | None = None
+        self.refused: str | None = None  # why the store's live version is not served, when it is not
+        self._refused_version: str | None = None
         self._lock = asyncio.Lock()
 
     async def swap_to(self, version: str | None = None) -> bool:
-        """Load ``version`` (default: the store's live one) and make it current; False if unchanged."""
+        """Load ``version`` (default: the store's live one) and make it current; False if unchanged.
+        A bundle that cannot be loaded whole is refused once (``refused`` says why) and the current
+        one keeps serving."""
         async with self._lock:
             version = version or self.store.current_version()
-            if version is None or (self.current is not None and self.current.version == version):
+            if version is None or version == self._refused_version:
+                return False
+            if self.current is not None and self.current.version == version:
                 return False
             try:
                 bundle = await asyncio.to_thread(self.store.open, version)
+                if bundle.model_sha256 != self.model_sha256:
+                    raise BundleError(f"it was built with another model ({bundle.model_sha256[:12]}…)")
             except (BundleError, OSError, RuntimeError) as exc:
-                log.error("cannot load bundle %s: %s", version, exc)
-                return False
-            if bundle.model_sha256 != self.model_sha256:
-                log.error(
-                    "bundle %s was built with another model (%s…); keeping %s",
-                    version,
-                    bundle.model_sha256[:12],
-                    self.current.version if self.current else "none",
-                )
+                keeping = self.current.version if self.current else "none"
+                self._refused_version, self.refused = version, f"bundle {version} refused ({exc}); serving {keeping}"
+                log.error("%s", self.refused)
                 return False
             self.current = bundle  # one reference assignment: requests hold the bundle they started with
+            self._refused_version, self.refused = None, None
             self.metrics.set_bundle(version)
             self.metrics.bundle_swaps.inc()
             log.info("serving bundle %s", version)

@@ -41,6 +41,9 @@ class ErrorResponse(BaseModel):
 class ReindexRequest(BaseModel):
     catalogue: str | None = Field(None, description="catalogue folder or list file on the worker's disk")
     metadata: str | None = Field(None, description="CSV or JSON-lines metadata file")
+    force: bool = Field(
+        False, description="publish even when far fewer items than the live bundle's are indexed (never zero)"
+    )
 
 
 class AddItem(BaseModel):

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     bundles_dir: Path = Path("bundles")
     catalogue: Path | None = None  # what POST /admin/reindex indexes when the request names none
     uploads_dir: Path = Path("uploads")  # items added by upload (POST /admin/items); every reindex includes them
+    # Folders admin jobs may read catalogues, metadata and item photos from (symlinks resolved);
+    # empty: the folder of `catalogue`. A leaked admin key must not make the service a file reader.
+    catalogue_roots: list[Path] = Field(default_factory=list)
+    # A reindex that would index fewer than this share of the live bundle's items fails (a mistyped
+    # catalogue must not wipe the service); a request's `force` overrides it. An empty one always fails.
+    reindex_min_fraction: float = Field(0.5, ge=0, le=1)
+    job_stale_s: float = Field(60.0, gt=0)  # a running job not heard of for this long is failed (worker died)
     redis_url: str | None = None  # None: single-process in-memory coordination (the embedded default)
     embedded_worker: bool = True  # run reindex jobs in this process (no separate indexer worker)
     device: str = "cpu"
@@ -56,6 +63,13 @@ class Settings(BaseSettings):
             labels_from=self.labels_from,
             max_pixels=self.max_pixels,
         )
+
+    def allowed_roots(self) -> list[Path]:
+        """The resolved folders admin jobs may read (the uploads folder always)."""
+        roots = list(self.catalogue_roots)
+        if not roots and self.catalogue is not None:
+            roots.append(self.catalogue if self.catalogue.is_dir() else self.catalogue.parent)
+        return [root.resolve() for root in [*roots, self.uploads_dir]]
 
     def batch_options(self) -> BatchOptions:
         """How the model's micro-batcher groups photos under this configuration."""

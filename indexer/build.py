@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ import numpy as np
 
 from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
 from indexer.catalogue import Catalogue, CatalogueItem
-from indexer.embed import Skipped, embed_items
+from indexer.embed import DEFAULT_WORKER_TIMEOUT_S, Skipped, embed_items
 from indexer.errors import IndexerError
 from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available
 from model.article_types import ARTICLE_TYPE_TO_LABEL
@@ -53,6 +54,7 @@ class IndexOptions:
     keep: int = 3  # published versions kept
     max_pixels: int = DEFAULT_MAX_PIXELS
     labels_from: str | None = DEFAULT_LABELS_FROM  # a metadata field that decides the part indexes; None: the model
+    worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S  # a decode worker silent this long fails the build
 
 
 @dataclass
@@ -92,6 +94,7 @@ def _embed(
         device=options.device,
         max_pixels=options.max_pixels,
         known_labels=known,
+        worker_timeout_s=options.worker_timeout_s,
     ):
         done += 1
         if progress:
@@ -165,7 +168,12 @@ def _publish(
         "timings": timings,
         "host": {"python": platform.python_version(), "faiss": faiss.__version__, "gpu": gpu_available()},
     }
-    write_bundle(staging, manifest, records, part_indexes, global_index)
+    try:
+        write_bundle(staging, manifest, records, part_indexes, global_index)
+        Bundle(staging)  # reads back whole (sizes, checksums, indexes) before anything points at it
+    except (OSError, RuntimeError, BundleError) as exc:  # a full disk, an unwritable folder
+        shutil.rmtree(staging, ignore_errors=True)
+        raise IndexerError(f"nothing published: writing bundle {version} failed: {exc}") from exc
     store.publish(version, keep)
     log.info(
         "published bundle %s: %d items, %d part vectors (written in %.1f s)",
@@ -209,18 +217,25 @@ def build_bundle(
     options: IndexOptions | None = None,
     progress: Progress | None = None,
     first: int | None = None,
+    min_items: int = 1,
 ) -> str:
     """Embed the catalogue and publish a new bundle; returns its version. With ``first``, only a
     first slice of that many items: the bundle is marked incomplete and ``complete_bundle`` adds
-    the rest later (a service answers in minutes, and reaches the whole catalogue without a restart)."""
+    the rest later (a service answers in minutes, and reaches the whole catalogue without a restart).
+    Fewer than ``min_items`` indexed items (never fewer than one) publish nothing: IndexerError."""
     options = options or IndexOptions()
     checkpoint = Path(checkpoint)
     model = _load_model(checkpoint, options)
     items = first_slice(catalogue.items, first) if first else catalogue.items
+    min_items = max(1, min_items)
+    if len(items) < min_items:
+        raise IndexerError(_too_few(catalogue, len(items), min_items, "lists"))
     timings: dict[str, float] = {}
     with store.writer():
         started = time.monotonic()
         records, parts, whole, skipped = _embed(model, items, 0, options, progress)
+        if len(records) < min_items:
+            raise IndexerError(_too_few(catalogue, len(records), min_items, "has readable images for"))
         timings["embed_s"] = round(time.monotonic() - started, 3)
         timings["items_per_s"] = round(len(items) / max(timings["embed_s"], 1e-9), 2)
         started = time.monotonic()
@@ -240,6 +255,10 @@ def build_bundle(
             "skipped": catalogue.skipped + skipped,
         }
         return _publish(store, manifest, records, part_indexes, global_index, options.keep, timings)
+
+
+def _too_few(catalogue: Catalogue, count: int, needed: int, what: str) -> str:
+    return f"nothing published: the catalogue {catalogue.source} {what} {count} items, fewer than the {needed} required"
 
 
 def _embedding_dim(model: PartAttentionNetwork) -> int:

@@ -15,6 +15,7 @@ pointer move; a crash at any point leaves the previous bundle live and whole.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -71,6 +72,7 @@ class Bundle:
         except (OSError, json.JSONDecodeError) as exc:
             raise BundleError(f"cannot read the manifest of {path}: {exc}") from exc
         self.version: str = self.manifest["version"]
+        _verify(path, self.manifest.get("checksums", {}))
         self.items: dict[int, ItemRecord] = {}
         with open(path / ITEMS) as handle:
             for line in handle:
@@ -80,10 +82,14 @@ class Bundle:
                 )
         self.keys_by_id = {record.id: key for key, record in self.items.items()}
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        self.part_indexes: dict[str, faiss.Index] = {
-            label: read_index(path / PARTS_DIR / name, flags) for label, name in self.manifest["index"]["files"].items()
-        }
-        self.global_index = read_index(path / GLOBAL_INDEX, flags)
+        try:
+            self.part_indexes: dict[str, faiss.Index] = {
+                label: read_index(path / PARTS_DIR / name, flags)
+                for label, name in self.manifest["index"]["files"].items()
+            }
+            self.global_index = read_index(path / GLOBAL_INDEX, flags)
+        except RuntimeError as exc:
+            raise BundleError(f"bundle {self.version} has an unreadable index: {str(exc).strip()[-200:]}") from exc
 
     @property
     def labels(self) -> list[str]:
@@ -97,6 +103,34 @@ class Bundle:
     @property
     def model_sha256(self) -> str:
         return str(self.manifest["model"]["sha256"])
+
+
+def _checksums(path: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every data file of the bundle in ``path``, by relative path."""
+    sums = {}
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        sums[file.relative_to(path).as_posix()] = {"bytes": file.stat().st_size, "sha256": digest.hexdigest()}
+    return sums
+
+
+def _verify(path: Path, expected: dict[str, dict[str, Any]]) -> None:
+    """A truncated or altered file fails here, before FAISS maps it (bundles written before
+    checksums were recorded have none to check)."""
+    if not expected:
+        return
+    found = _checksums(path)
+    for name, want in expected.items():
+        got = found.get(name)
+        if got is None:
+            raise BundleError(f"bundle {path.name} lacks its file {name}")
+        if got["bytes"] != want["bytes"]:
+            raise BundleError(f"bundle {path.name}: {name} has {got['bytes']} bytes, {want['bytes']} were written")
+        if got["sha256"] != want["sha256"]:
+            raise BundleError(f"bundle {path.name}: {name} differs from what was written (checksum)")
 
 
 def read_index(path: Path, flags: int = 0) -> faiss.Index:
@@ -125,7 +159,7 @@ def write_bundle(
         for record in items:
             row = {"key": record.key, "id": record.id, "metadata": record.metadata, "image": record.image}
             handle.write(json.dumps(row) + "\n")
-    manifest = {**manifest, "index": {**manifest.get("index", {}), "files": files}}
+    manifest = {**manifest, "index": {**manifest.get("index", {}), "files": files}, "checksums": _checksums(path)}
     (path / MANIFEST).write_text(json.dumps(manifest, indent=2))  # written last: its presence marks a whole bundle
     for file in [*path.rglob("*"), path]:
         _fsync(file)

@@ -91,7 +91,8 @@ def _dedupe(
             skipped.append({"id": item_id, "path": str(path or ""), "reason": "duplicate id"})
         elif path is None or not path.is_file():
             seen.add(item_id)
-            skipped.append({"id": item_id, "path": str(path or ""), "reason": "missing image file"})
+            reason = "not a regular file" if path is not None and path.exists() else "missing image file"
+            skipped.append({"id": item_id, "path": str(path or ""), "reason": reason})
         else:
             seen.add(item_id)
             items.append(CatalogueItem(item_id, path, metadata))

@@ -18,11 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from indexer.catalogue import CatalogueItem
+from indexer.errors import IndexerError
 from model.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, fit_to_input
 from model.network import NetworkOutput, PartAttentionNetwork, product_parts, select_parts
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # progress lines when no progress bar is shown (logs, CI, containers)
+DEFAULT_WORKER_TIMEOUT_S = 120.0  # a batch of decoded photos takes seconds; minutes of silence is a hang
 KnownLabels = Callable[[CatalogueItem], list[str] | None]  # an item's labels from its metadata, or None
 
 
@@ -76,6 +78,7 @@ def embed_items(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool | None = None,
     known_labels: KnownLabels | None = None,
+    worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S,
 ) -> Iterator[ItemParts | Skipped]:
     """Yield, in catalogue order per batch, each item's embeddings or the reason it was skipped.
 
@@ -83,6 +86,11 @@ def embed_items(
     head gives the item its one category (model.products). Either way the item is a product of
     known category, and its part embedding is its whole photo's. A model without a product head
     places an item by the street labels it predicts, each part with its own crop's embedding.
+
+    Decode workers start from a fork server, not by forking this process: the service runs jobs
+    beside its own threads, and a fork taken while another thread holds a lock can kill the child.
+    A batch not delivered within ``worker_timeout_s`` fails the run (IndexerError) instead of
+    waiting for ever, e.g. when a container's /dev/shm is too small to hand batches over.
     """
     size = (model.config.image_height, model.config.image_width)
     loader = DataLoader(
@@ -91,13 +99,15 @@ def embed_items(
         num_workers=workers,
         collate_fn=_collate,
         persistent_workers=False,
+        multiprocessing_context="forkserver" if workers > 0 else None,
+        timeout=worker_timeout_s if workers > 0 else 0,
     )
     model.eval().to(device)
     rate = _RateLog(len(items))
     with tqdm(
         total=len(items), desc="embedding", unit="item", disable=None if progress is None else not progress
     ) as bar:
-        for indices, images, errors in loader:
+        for indices, images, errors in _batches(loader, worker_timeout_s):
             for i, reason in errors:
                 yield Skipped(items[i].id, str(items[i].path), reason)
             if images is not None:
@@ -109,6 +119,25 @@ def embed_items(
             bar.update(len(indices) + len(errors))
             if bar.disable:
                 rate.advance(len(indices) + len(errors))
+
+
+def _batches(
+    loader: DataLoader[tuple[int, torch.Tensor | None, str]], timeout_s: float
+) -> Iterator[tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]]:
+    """The loader's batches; a worker that died or went silent becomes one clear IndexerError."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as exc:  # DataLoader's words for a dead or silent worker
+            raise IndexerError(
+                f"image decoding stopped: {str(exc).strip().splitlines()[0]} (a decode worker died or sent "
+                f"nothing for {timeout_s:.0f} s; in a container, give it more /dev/shm, e.g. shm_size: 1gb, "
+                "or index with --workers 0)"
+            ) from exc
+        yield batch
 
 
 def _parts(

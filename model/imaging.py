@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,8 @@ def decode_image(
 ) -> Image.Image:
     """Bytes or a path -> an upright RGB image, or ImageDecodeError."""
     in_memory = isinstance(source, bytes | bytearray)
+    if not in_memory and _special(source):  # type: ignore[arg-type]
+        raise ImageDecodeError("not a regular file")  # a pipe or device would block or never end
     if (not source) if in_memory else _empty(source):  # type: ignore[arg-type]
         raise ImageDecodeError("empty file")
     try:
@@ -56,6 +59,13 @@ def decode_image(
             return ImageOps.exif_transpose(image).convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+def _special(path: str | os.PathLike[str]) -> bool:
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # reported when opened
 
 
 def _empty(path: str | os.PathLike[str]) -> bool:

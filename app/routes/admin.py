@@ -13,7 +13,9 @@ from pydantic import ValidationError
 from app.coordination import CoordinationUnavailable, Coordinator
 from app.deps import AdminDep, CoordinatorDep, SettingsDep
 from app.errors import ServiceError
+from app.jobs import settle_if_stale
 from app.multipart import read_body, read_image_form
+from app.paths import inside
 from app.schemas import (
     AddItemsRequest,
     DeleteItemsRequest,
@@ -47,10 +49,25 @@ async def _enqueue(request: Request, coordinator: Coordinator, kind: JobKind, pa
     return JobAccepted(job_id=job.id, status_url=str(request.url_for("get_job", job_id=job.id)))
 
 
+def _check_paths(settings: Settings, *paths: str | None) -> None:
+    roots = settings.allowed_roots()
+    for path in paths:
+        if path and not inside(path, roots):
+            raise ServiceError(
+                403, "forbidden_path", f"{path} is outside the catalogue roots (FASHION_CATALOGUE_ROOTS)"
+            )
+
+
 @router.post("/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
-async def reindex(request: Request, coordinator: CoordinatorDep, body: ReindexRequest | None = None) -> JobAccepted:
-    """Rebuild the whole bundle from a catalogue (the configured one by default)."""
-    return await _enqueue(request, coordinator, JobKind.REINDEX, (body or ReindexRequest()).model_dump())
+async def reindex(
+    request: Request, coordinator: CoordinatorDep, settings: SettingsDep, body: ReindexRequest | None = None
+) -> JobAccepted:
+    """Rebuild the whole bundle from a catalogue (the configured one by default). The job fails, and
+    the live bundle stays, when it would index none or far fewer items than the live bundle holds
+    (FASHION_REINDEX_MIN_FRACTION) unless ``force`` is set."""
+    body = body or ReindexRequest()
+    _check_paths(settings, body.catalogue, body.metadata)
+    return await _enqueue(request, coordinator, JobKind.REINDEX, body.model_dump())
 
 
 @router.post(
@@ -93,6 +110,7 @@ async def add(request: Request, coordinator: CoordinatorDep, settings: SettingsD
         body = AddItemsRequest.model_validate_json(await read_body(request, settings.max_upload_bytes))
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
+    _check_paths(settings, *(item.path for item in body.items))
     return await _enqueue(request, coordinator, JobKind.ADD, body.model_dump())
 
 
@@ -124,9 +142,13 @@ async def delete(request: Request, coordinator: CoordinatorDep, body: DeleteItem
 
 
 @router.get("/jobs/{job_id}", response_model=Job, name="get_job")
-async def get_job(job_id: str, coordinator: CoordinatorDep) -> Job:
+async def get_job(job_id: str, coordinator: CoordinatorDep, settings: SettingsDep) -> Job:
+    """The job's state and progress. A running job whose worker stopped reporting (killed, lost) is
+    marked failed here, so no job stays "running" for ever."""
     try:
         job = await coordinator.get_job(job_id)
+        if job is not None and settle_if_stale(job, settings.job_stale_s):
+            await coordinator.save_job(job)
     except CoordinationUnavailable as exc:
         raise ServiceError(503, "coordination_unavailable", str(exc), {"Retry-After": "5"}) from exc
     if job is None:

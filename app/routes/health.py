@@ -24,18 +24,23 @@ async def readyz(recommender: RecommenderDep, coordinator: CoordinatorDep, setti
     bundle = recommender.bundles.current
     coordination = ("redis" if await coordinator.ping() else "redis-unavailable") if settings.redis_url else "memory"
     detail = None
+    ready = bundle is not None and len(bundle.items) > 0
     if bundle is None:
         detail = "no bundle loaded: build one with `python -m indexer build` or POST /admin/reindex"
+    elif not ready:
+        detail = f"bundle {bundle.version} holds no items: reindex a catalogue"
     elif coordination == "redis-unavailable":
         detail = "redis unavailable: serving the loaded bundle; admin jobs wait"
+    if recommender.bundles.refused:
+        detail = "; ".join(filter(None, [detail, recommender.bundles.refused]))
     body = Readiness(
-        ready=bundle is not None,
+        ready=ready,
         model_version=recommender.model_version,
         bundle_version=bundle.version if bundle else None,
         coordination=coordination,
         detail=detail,
     )
-    return JSONResponse(body.model_dump(), status_code=200 if bundle is not None else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/metrics")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,6 +15,9 @@ from indexer.build import IndexOptions, build_bundle
 from indexer.bundle import BundleStore
 from indexer.catalogue import load_catalogue
 from tests.helpers import make_catalogue
+
+if TYPE_CHECKING:
+    from tests.app.live import Processes
 
 ADMIN_KEY = "test-admin-key"
 
@@ -42,6 +46,7 @@ def make_settings(checkpoint: Path, bundles: Path, catalogue: Path | None = None
         cache_ttl_s=0,
         bundle_poll_s=0.2,
         uploads_dir=bundles.parent / "uploads",
+        catalogue_roots=[bundles.parent],  # the test's own folder
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -50,6 +55,16 @@ def make_settings(checkpoint: Path, bundles: Path, catalogue: Path | None = None
 @pytest.fixture
 def settings(tiny_checkpoint: Path, bundles_dir: Path, catalogue_dir: Path) -> Settings:
     return make_settings(tiny_checkpoint, bundles_dir, catalogue_dir)
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Service processes started by the test, stopped after it."""
+    from tests.app.live import Processes
+
+    procs = Processes()
+    yield procs
+    procs.stop()
 
 
 @pytest.fixture

@@ -67,11 +67,12 @@ def test_add_and_delete_items(client: TestClient, tmp_path) -> None:  # type: ig
     assert not {"new13", "p0"} & set(bundle.keys_by_id)
 
 
-def test_a_failing_job_reports_its_error_and_changes_nothing(client: TestClient) -> None:
+def test_a_failing_job_reports_its_error_and_changes_nothing(client: TestClient, settings: Settings) -> None:
     before = client.get("/readyz").json()["bundle_version"]
-    job_id = client.post("/admin/reindex", headers=KEY, json={"catalogue": "/no/such/catalogue"}).json()["job_id"]
+    missing = settings.bundles_dir.parent / "no-such-catalogue"
+    job_id = client.post("/admin/reindex", headers=KEY, json={"catalogue": str(missing)}).json()["job_id"]
     job = wait_for_job(client, job_id)
-    assert job["state"] == "failed" and "no catalogue at /no/such/catalogue" in job["error"]
+    assert job["state"] == "failed" and f"no catalogue at {missing}" in job["error"]
     bad = client.post("/admin/items/delete", headers=KEY, json={"ids": ["nope"]}).json()["job_id"]
     assert "nope" in wait_for_job(client, bad)["error"]
     assert client.get("/readyz").json()["bundle_version"] == before

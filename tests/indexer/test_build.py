@@ -3,15 +3,18 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import indexer.build
+import indexer.embed
 from indexer.build import IndexOptions, add_items, build_bundle, delete_items
 from indexer.bundle import BundleError, BundleStore
 from indexer.catalogue import CatalogueItem, load_catalogue
+from indexer.errors import IndexerError
 from indexer.search import QueryPart, recommend_parts
 from tests.helpers import make_catalogue
 
@@ -204,3 +207,46 @@ def test_items_without_the_field_fall_back_to_predictions(tmp_path: Path, tiny_c
     key = bundle.keys_by_id["p0"]
     for label in bundle.items[key].metadata["parts"]:
         assert not np.allclose(bundle.part_indexes[label].reconstruct(key), bundle.global_index.reconstruct(key))
+
+
+class HangingDecoded(indexer.embed._Decoded):
+    """Decodes as the indexer does, but item 1 never comes back (pickled by reference, so the
+    indexer's decode worker runs this class)."""
+
+    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+        if i == 1:
+            time.sleep(3600)
+        return super().__getitem__(i)
+
+
+def test_a_decode_worker_that_hangs_fails_the_build_instead_of_waiting_for_ever(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(indexer.embed, "_Decoded", HangingDecoded)
+    store = BundleStore(tmp_path / "b")
+    options = IndexOptions(threshold=0.0, batch_size=1, workers=1, worker_timeout_s=3)
+    catalogue = load_catalogue(make_catalogue(tmp_path / "cat", count=3))
+    started = time.monotonic()
+    with pytest.raises(IndexerError, match="image decoding stopped.*shm_size"):
+        build_bundle(store, tiny_checkpoint, catalogue, options)
+    assert time.monotonic() - started < 60
+    assert store.current_version() is None and not any((store.root / "staging").glob("*"))
+
+
+def test_special_files_are_skipped_not_read(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    folder = make_catalogue(tmp_path / "cat", count=3)
+    os.mkfifo(folder / "images" / "pipe.jpg")  # opening a pipe nobody writes to would block for ever
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([str(folder / "images" / "p0.jpg"), str(folder / "images" / "pipe.jpg"), "/dev/zero"]))
+    store = BundleStore(tmp_path / "b")
+    build_bundle(store, tiny_checkpoint, load_catalogue(listing), OPTIONS)
+    skipped = {Path(s["path"]).name: s["reason"] for s in store.open().manifest["skipped"]}
+    assert skipped == {"pipe.jpg": "not a regular file", "zero": "not a regular file"}
+
+
+def test_decoding_refuses_a_special_file_that_replaced_an_image(tmp_path: Path) -> None:
+    from model.imaging import ImageDecodeError, decode_image
+
+    os.mkfifo(tmp_path / "was-an-image.jpg")  # listed as an image, then swapped for a pipe
+    with pytest.raises(ImageDecodeError, match="not a regular file"):
+        decode_image(tmp_path / "was-an-image.jpg")

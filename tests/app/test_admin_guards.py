@@ -1,0 +1,168 @@
+"""Admin mistakes and faults that must not cost the live bundle: paths outside the catalogue roots,
+a reindex that would empty or shrink the service, a worker that died mid-job, a corrupt bundle, a
+full disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.jobs import settle_if_stale
+from app.main import create_app
+from app.schemas import Job, JobKind
+from app.settings import Settings
+from indexer.build import IndexOptions, build_bundle
+from indexer.bundle import GLOBAL_INDEX, BundleStore
+from indexer.catalogue import load_catalogue
+from tests.app.conftest import ADMIN_KEY, make_settings, photo_bytes
+from tests.helpers import make_catalogue
+
+KEY = {"X-API-Key": ADMIN_KEY}
+
+
+def wait_for_job(client: TestClient, job_id: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/admin/jobs/{job_id}", headers=KEY).json()
+        if job["state"] in ("succeeded", "failed"):
+            return job  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError("job did not finish")
+
+
+def reindex(client: TestClient, **body: object) -> dict:  # type: ignore[type-arg]
+    accepted = client.post("/admin/reindex", headers=KEY, json=body)
+    assert accepted.status_code == 202, accepted.text
+    return wait_for_job(client, accepted.json()["job_id"])
+
+
+def live(client: TestClient) -> tuple[str, int]:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    answer = client.post("/recommend", files={"image": ("x.jpg", photo_bytes(), "image/jpeg")})
+    assert answer.status_code == 200 and answer.json()["bundle_version"] == ready.json()["bundle_version"]
+    return ready.json()["bundle_version"], len(client.app.state.recommender.bundles.current.items)  # type: ignore[attr-defined]
+
+
+def test_admin_paths_outside_the_catalogue_roots_are_refused(client: TestClient, settings: Settings) -> None:
+    escape = settings.bundles_dir.parent / "catalogue" / "escape"
+    escape.symlink_to("/etc")  # inside the root by name, outside once resolved
+    for body in ({"catalogue": "/etc"}, {"catalogue": str(escape)}, {"metadata": "/etc/passwd"}):
+        response = client.post("/admin/reindex", headers=KEY, json=body)
+        assert response.status_code == 403 and response.json()["code"] == "forbidden_path", body
+    items = {"items": [{"id": "x", "path": "/etc/hostname"}]}
+    assert client.post("/admin/items", headers=KEY, json=items).status_code == 403
+
+
+def test_a_catalogue_whose_photos_lie_outside_the_roots_indexes_none_of_them(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    before = live(client)
+    outside = make_catalogue(tmp_path.parent / f"{tmp_path.name}-outside", count=12)
+    inside = settings.bundles_dir.parent / "links"
+    inside.mkdir()
+    (inside / "list.txt").write_text("\n".join(str(p) for p in sorted((outside / "images").iterdir())))
+    job = reindex(client, catalogue=str(inside / "list.txt"))
+    assert job["state"] == "failed" and "0 items" in job["error"]
+    assert live(client) == before
+    shutil.rmtree(outside)
+
+
+def test_a_reindex_that_would_empty_or_shrink_the_service_fails_and_keeps_the_live_bundle(
+    client: TestClient, settings: Settings
+) -> None:
+    before = live(client)
+    assert before[1] == 12
+    empty = settings.bundles_dir.parent / "empty-folder"
+    empty.mkdir()
+    job = reindex(client, catalogue=str(empty))
+    assert job["state"] == "failed" and "nothing published" in job["error"]
+    assert live(client) == before
+
+    small = make_catalogue(settings.bundles_dir.parent / "small", count=3, prefix="s")
+    job = reindex(client, catalogue=str(small))
+    assert job["state"] == "failed" and "fewer than the 6 required" in job["error"]  # half of 12
+    assert live(client) == before
+    assert reindex(client, catalogue=str(empty), force=True)["state"] == "failed"  # never an empty bundle
+
+    job = reindex(client, catalogue=str(small), force=True)
+    assert job["state"] == "succeeded"
+    deadline = time.monotonic() + 30
+    while live(client)[0] != job["version"]:
+        assert time.monotonic() < deadline, "the service did not swap to the forced bundle"
+        time.sleep(0.1)
+    assert live(client)[1] == 3
+
+
+def test_a_running_job_whose_worker_stopped_reporting_is_failed() -> None:
+    job = Job.new(JobKind.REINDEX, {})
+    job.state, job.updated = "running", time.time() - 120
+    fresh = job.model_copy(update={"updated": time.time()})
+    assert settle_if_stale(job, stale_s=60) and job.state == "failed" and "stopped reporting" in (job.error or "")
+    assert not settle_if_stale(fresh, stale_s=60) and fresh.state == "running"
+
+
+def test_a_stale_job_is_reported_failed_by_the_api(client: TestClient) -> None:
+    coordinator = client.app.state.coordinator  # type: ignore[attr-defined]
+    job = Job.new(JobKind.REINDEX, {})
+    job.state, job.updated = "running", time.time() - 3600  # its worker was killed an hour ago
+    client.portal.call(coordinator.save_job, job)  # type: ignore[union-attr]
+    answer = client.get(f"/admin/jobs/{job.id}", headers=KEY).json()
+    assert answer["state"] == "failed" and "stopped reporting" in answer["error"]
+
+
+def test_a_corrupt_published_bundle_is_refused_and_the_old_one_keeps_serving(
+    client: TestClient, settings: Settings, tiny_checkpoint: Path
+) -> None:
+    before = live(client)
+    # A second version, written elsewhere, copied in with its global index cut short, then made live.
+    other = BundleStore(settings.bundles_dir.parent / "other")
+    catalogue = load_catalogue(make_catalogue(settings.bundles_dir.parent / "more", count=14, prefix="m"))
+    version = build_bundle(other, tiny_checkpoint, catalogue, IndexOptions(threshold=0.0, workers=0))
+    target = settings.bundles_dir / "versions" / version
+    shutil.copytree(other.versions_dir / version, target)
+    index_file = target / GLOBAL_INDEX
+    index_file.write_bytes(index_file.read_bytes()[:-100])
+    BundleStore(settings.bundles_dir).rollback(version)
+
+    deadline = time.monotonic() + 30
+    while version not in (client.get("/readyz").json()["detail"] or ""):
+        assert time.monotonic() < deadline, "the refusal never showed in /readyz"
+        time.sleep(0.1)
+    detail = client.get("/readyz").json()["detail"]
+    assert "refused" in detail and "bytes" in detail and before[0] in detail
+    assert live(client) == before
+
+
+def test_a_full_disk_fails_the_job_publishes_nothing_and_leaves_no_staging(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        store = BundleStore(disk / "bundles")
+        first = load_catalogue(make_catalogue(tmp_path / "catalogue", count=12))
+        build_bundle(store, tiny_checkpoint, first, IndexOptions(threshold=0.0, workers=0))
+        settings = make_settings(tiny_checkpoint, store.root, catalogue_roots=[tmp_path, disk])
+        with TestClient(create_app(settings)) as client:
+            before = live(client)
+            filler = disk / "filler"
+            free = shutil.disk_usage(disk).free
+            filler.write_bytes(b"\0" * max(0, free - 8192))  # a few KB left: too few for a bundle
+            bigger = make_catalogue(tmp_path / "bigger", count=15, prefix="b")
+            job = reindex(client, catalogue=str(bigger))
+            assert job["state"] == "failed" and "No space left" in job["error"], job
+            assert live(client) == before
+            assert list((store.root / "staging").iterdir()) == []  # nothing half-written is left
+            filler.unlink()
+            assert reindex(client, catalogue=str(bigger))["state"] == "succeeded"  # the store is usable again
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
