@@ -61,7 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.bundles_dir,
         metrics,
         settings.device,
-        max_pixels=settings.max_pixels,
+        limits=settings.image_limits(),
         threshold=settings.part_threshold,
         batching=settings.batch_options(),
         cache=ResponseCache(coordinator, settings.cache_ttl_s, metrics) if settings.cache_ttl_s else None,

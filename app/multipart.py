@@ -3,12 +3,11 @@ the client claims. Used by ``POST /recommend`` and ``POST /admin/items``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
-from starlette.datastructures import FormData, Headers, UploadFile
-from starlette.formparsers import MultiPartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.errors import ServiceError
 
@@ -16,6 +15,7 @@ MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and text fields ar
 # Magic numbers of the accepted types; the client's file name and declared type are not trusted.
 SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 ACCEPTED = ("image/jpeg", "image/png", "image/webp")
+MAX_PARTS = 21  # the image and up to 20 text fields
 
 
 @dataclass(frozen=True)
@@ -51,35 +51,84 @@ async def read_image_form(request: Request, max_bytes: int, field: str = "image"
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise ServiceError(415, "unsupported_media_type", f"send the photo as multipart/form-data, field {field!r}")
-    form = await _parse_form(request.headers, body)
-    try:
-        upload = form.get(field)
-        if not isinstance(upload, UploadFile):
-            raise ServiceError(422, "missing_image", f"the multipart field {field!r} (a file) is required")
-        data = await upload.read()
-        claimed = (upload.content_type or "").lower()
-        fields = {name: value for name, value in form.items() if isinstance(value, str)}
-    finally:
-        await form.close()
+    parts = _parse_parts(content_type, body)
+    files = [p for p in parts if p.filename is not None]
+    upload = next((p for p in files if p.name == field), None)
+    if upload is None:
+        raise ServiceError(422, "missing_image", f"the multipart field {field!r} (a file) is required")
+    if len(files) > 1:
+        raise ServiceError(422, "invalid_multipart", "send one file per request")
+    data = bytes(upload.data)
     if len(data) > max_bytes:
         raise ServiceError(413, "too_large", f"image over the limit of {max_bytes} bytes")
     if not data:
         raise ServiceError(422, "empty_image", "the image is empty")
     kind = sniff(data)
     if kind is None:
-        if claimed in ACCEPTED:
-            raise ServiceError(422, "undecodable_image", f"the bytes are not a {claimed} image")
+        if upload.content_type in ACCEPTED:
+            raise ServiceError(422, "undecodable_image", f"the bytes are not a {upload.content_type} image")
         raise ServiceError(415, "unsupported_media_type", "only JPEG, PNG and WebP photos are accepted")
+    fields = {p.name: bytes(p.data).decode("utf-8", "replace") for p in parts if p.filename is None}
     return ImageForm(data, kind, fields)
 
 
-async def _parse_form(headers: Headers, body: bytes) -> FormData:
-    """The form in ``body``, already read under the size limit (so the request's stream is spent)."""
+@dataclass
+class _Part:
+    name: str = ""
+    filename: str | None = None  # None: a text field (the file name itself is never used)
+    content_type: str = ""
+    data: bytearray = field(default_factory=bytearray)
+    header_name: bytes = b""
+    header_value: bytes = b""
 
-    async def chunks() -> AsyncGenerator[bytes, None]:
-        yield body
 
+def _parse_parts(content_type: str, body: bytes) -> list[_Part]:
+    """The parts of a multipart body already read whole under the size limit. python-multipart's
+    own parser, with its per-header limit raised to the body's size: the body is bounded already,
+    and a long file name (which is never used) must not make a photo unreadable."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise ServiceError(422, "invalid_multipart", "the multipart content type has no boundary")
+    parts: list[_Part] = []
+
+    def on_header_end() -> None:
+        part = parts[-1]
+        name, value = part.header_name.lower(), part.header_value
+        if name == b"content-disposition":
+            _, disposition = parse_options_header(value)
+            part.name = disposition.get(b"name", b"").decode("utf-8", "replace")
+            filename = disposition.get(b"filename")
+            part.filename = None if filename is None else filename.decode("utf-8", "replace")
+        elif name == b"content-type":
+            part.content_type = value.decode("latin-1").split(";")[0].strip().lower()
+        part.header_name = part.header_value = b""
+
+    def on_part_begin() -> None:
+        if len(parts) >= MAX_PARTS:
+            raise ServiceError(422, "invalid_multipart", f"more than {MAX_PARTS} form fields")
+        parts.append(_Part())
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        parts[-1].header_name += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        parts[-1].header_value += data[start:end]
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1].data += data[start:end]
+
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+    }
+    parser = MultipartParser(boundary, callbacks, max_header_size=max(len(body), 1))  # type: ignore[arg-type]
     try:
-        return await MultiPartParser(headers, chunks(), max_files=1, max_fields=20).parse()
-    except Exception as exc:  # malformed multipart framing
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
         raise ServiceError(422, "invalid_multipart", f"cannot parse the multipart body: {exc}") from exc
+    return [p for p in parts if p.name]

@@ -23,7 +23,7 @@ from app.schemas import Item, PartRecommendation, RecommendResponse
 from indexer.bundle import Bundle, BundleError, BundleStore
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPart, recommend_global, recommend_parts
 from model.checkpoint import file_sha256, load_checkpoint
-from model.imaging import Placement, decode_image, fit_to_input
+from model.imaging import ImageLimits, Placement, decode_image, fit_to_input
 from model.network import NetworkOutput, PartAttentionNetwork, select_parts
 
 log = logging.getLogger(__name__)
@@ -109,14 +109,14 @@ class Recommender:
         model_sha256: str,
         bundles: BundleHolder,
         metrics: Metrics,
-        max_pixels: int,
+        limits: ImageLimits,
         threshold: float,
         batching: BatchOptions,
         cache: ResponseCache | None = None,  # None: every request is answered afresh
     ) -> None:
         self.model, self.bundles, self.metrics, self.cache = model, bundles, metrics, cache
         self.model_version = model_sha256[:12]
-        self.max_pixels, self.threshold = max_pixels, threshold
+        self.limits, self.threshold = limits, threshold
         self.size = (model.config.image_height, model.config.image_width)
         self.device = next(model.parameters()).device
         self.batcher: MicroBatcher[torch.Tensor, NetworkOutput] = MicroBatcher(
@@ -140,7 +140,7 @@ class Recommender:
         return out.per_photo()
 
     def decode(self, data: bytes) -> tuple[torch.Tensor, Placement]:
-        image = decode_image(data, self.max_pixels, formats=ACCEPTED_FORMATS)
+        image = decode_image(data, self.limits, formats=ACCEPTED_FORMATS)
         return fit_to_input(image, self.size)
 
     async def recommend(self, data: bytes, options: RecommendOptions) -> RecommendResponse:

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.batching import BatchOptions
 from indexer.build import DEFAULT_LABELS_FROM, IndexOptions
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
-from model.imaging import DEFAULT_MAX_PIXELS
+from model.imaging import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageLimits
 from model.network import DEFAULT_PART_THRESHOLD
 
 DEFAULT_ADMIN_KEY = "change-me"
@@ -43,6 +43,8 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)  # 413 above this
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)  # 422 above this (decompression bombs)
+    max_image_side: int = Field(DEFAULT_MAX_SIDE, gt=0)  # 422 for a longer side
+    max_aspect_ratio: float = Field(DEFAULT_MAX_ASPECT, ge=1)  # 422 for a longer shape (long side / short side)
     max_batch: int = Field(16, gt=0)  # photos per model forward at most
     max_wait_ms: float = Field(5.0, ge=0)  # how long a forward waits for company
     queue_limit: int = Field(64, gt=0)  # photos waiting for the model; 503 beyond
@@ -61,8 +63,12 @@ class Settings(BaseSettings):
             device=self.device,
             threshold=self.part_threshold,
             labels_from=self.labels_from,
-            max_pixels=self.max_pixels,
+            limits=self.image_limits(),
         )
+
+    def image_limits(self) -> ImageLimits:
+        """What a photo may be, for /recommend, uploads and the indexer alike."""
+        return ImageLimits(self.max_pixels, self.max_image_side, self.max_aspect_ratio)
 
     def allowed_roots(self) -> list[Path]:
         """The resolved folders admin jobs may read (the uploads folder always)."""

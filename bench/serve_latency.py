@@ -26,6 +26,8 @@ import faiss
 import httpx
 import numpy as np
 
+from model.imaging import ImageLimits  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -33,7 +35,6 @@ from app.batching import BatchOptions  # noqa: E402
 from app.metrics import Metrics  # noqa: E402
 from app.recommender import Recommender, RecommendOptions  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
-from model.imaging import DEFAULT_MAX_PIXELS  # noqa: E402
 from model.network import DEFAULT_PART_THRESHOLD  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int)
         bundles,
         metrics,
         "cpu",
-        max_pixels=DEFAULT_MAX_PIXELS,
+        limits=ImageLimits(),
         threshold=DEFAULT_PART_THRESHOLD,
         batching=BatchOptions(max_batch=batch, max_wait_s=0.0, queue_limit=1000),
     )

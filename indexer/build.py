@@ -29,7 +29,7 @@ from indexer.errors import IndexerError
 from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
-from model.imaging import DEFAULT_MAX_PIXELS
+from model.imaging import ImageLimits
 from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class IndexOptions:
     device: str = "cpu"
     factory: str | None = None  # a FAISS index-factory string; None chooses by size
     keep: int = 3  # published versions kept
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    limits: ImageLimits = ImageLimits()  # what a catalogue photo may be (others are skipped)
     labels_from: str | None = DEFAULT_LABELS_FROM  # a metadata field that decides the part indexes; None: the model
     worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S  # a decode worker silent this long fails the build
 
@@ -92,7 +92,7 @@ def _embed(
         batch_size=options.batch_size,
         workers=options.workers,
         device=options.device,
-        max_pixels=options.max_pixels,
+        limits=options.limits,
         known_labels=known,
         worker_timeout_s=options.worker_timeout_s,
     ):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from indexer.catalogue import CatalogueItem
 from indexer.errors import IndexerError
-from model.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, fit_to_input
+from model.imaging import DEFAULT_LIMITS, ImageDecodeError, ImageLimits, decode_image, fit_to_input
 from model.network import NetworkOutput, PartAttentionNetwork, product_parts, select_parts
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,15 @@ class Skipped:
 
 
 class _Decoded(Dataset[tuple[int, torch.Tensor | None, str]]):
-    def __init__(self, items: Sequence[CatalogueItem], size: tuple[int, int], max_pixels: int) -> None:
-        self.items, self.size, self.max_pixels = items, size, max_pixels
+    def __init__(self, items: Sequence[CatalogueItem], size: tuple[int, int], limits: ImageLimits) -> None:
+        self.items, self.size, self.limits = items, size, limits
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
         try:
-            return i, fit_to_input(decode_image(self.items[i].path, self.max_pixels), self.size)[0], ""
+            return i, fit_to_input(decode_image(self.items[i].path, self.limits), self.size)[0], ""
         except ImageDecodeError as exc:
             return i, None, str(exc)
 
@@ -75,7 +75,7 @@ def embed_items(
     batch_size: int = 32,
     workers: int = 2,
     device: str = "cpu",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    limits: ImageLimits = DEFAULT_LIMITS,
     progress: bool | None = None,
     known_labels: KnownLabels | None = None,
     worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S,
@@ -94,7 +94,7 @@ def embed_items(
     """
     size = (model.config.image_height, model.config.image_width)
     loader = DataLoader(
-        _Decoded(items, size, max_pixels),
+        _Decoded(items, size, limits),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,

@@ -19,8 +19,22 @@ from PIL import Image, ImageOps
 
 from model.errors import ModelError
 
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = 40_000_000  # more is a decompression bomb, not a photo
+DEFAULT_MAX_SIDE = 20_000  # no camera or product shot has a longer side
+DEFAULT_MAX_ASPECT = 10.0  # long side over short side: panoramas stay well under it
 PAD_VALUE = 255  # catalogue photos sit on white
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What a decodable photo may be; beyond any limit decode_image refuses it, saying which."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: int = DEFAULT_MAX_SIDE
+    max_aspect: float = DEFAULT_MAX_ASPECT
+
+
+DEFAULT_LIMITS = ImageLimits()
 
 
 class ImageDecodeError(ModelError):
@@ -29,7 +43,7 @@ class ImageDecodeError(ModelError):
 
 def decode_image(
     source: bytes | str | os.PathLike[str],
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    limits: ImageLimits = DEFAULT_LIMITS,
     formats: tuple[str, ...] | None = None,
 ) -> Image.Image:
     """Bytes or a path -> an upright RGB image, or ImageDecodeError."""
@@ -50,10 +64,14 @@ def decode_image(
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageDecodeError("not a readable image") from exc
         width, height = image.size
-        if width * height > max_pixels:
-            raise ImageDecodeError(f"{width}x{height} is over the limit of {max_pixels} pixels")
         if width < 1 or height < 1:
             raise ImageDecodeError("image has no pixels")
+        if width * height > limits.max_pixels:
+            raise ImageDecodeError(f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
+        if max(width, height) > limits.max_side:
+            raise ImageDecodeError(f"{width}x{height} has a side over the limit of {limits.max_side} pixels")
+        if max(width, height) / min(width, height) > limits.max_aspect:
+            raise ImageDecodeError(f"{width}x{height} is more than {limits.max_aspect:g} times as long as it is wide")
         try:
             image.load()
             return ImageOps.exif_transpose(image).convert("RGB")

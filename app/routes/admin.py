@@ -118,7 +118,7 @@ async def _store_upload(request: Request, settings: Settings) -> CatalogueItem:
     """The multipart item, checked as /recommend checks a photo (size, type, pixels), then kept."""
     form = await read_image_form(request, settings.max_upload_bytes)
     try:
-        await asyncio.to_thread(decode_image, form.data, settings.max_pixels)
+        await asyncio.to_thread(decode_image, form.data, settings.image_limits())
     except ImageDecodeError as exc:
         raise ServiceError(422, "undecodable_image", str(exc)) from exc
     try:

@@ -71,6 +71,30 @@ def test_decompression_bomb_gets_422(client: TestClient) -> None:
     assert "limit" in response.json()["detail"] or "pixels" in response.json()["detail"]
 
 
+def test_photo_shapes_no_camera_makes_get_422(client: TestClient) -> None:
+    for width, height, says in [(200_000, 10, "side over"), (2_000, 10, "times as long"), (5, 120, "times as long")]:
+        response = post(client, png_of_size(width, height), "image/png")  # under the pixel limit: 2 Mpx at most
+        expect(response, 422, "undecodable_image")
+        assert says in response.json()["detail"], response.json()
+    assert post(client, photo_bytes(size=(100, 900))).status_code == 200  # 1:9, a tall full-length shot
+
+
+def test_a_long_file_name_does_not_matter(client: TestClient) -> None:
+    for name in ("a" * 5000 + ".jpg", "ü" * 3000 + ".jpg", "x"):
+        response = client.post("/recommend", files={"image": (name, photo_bytes(), "image/jpeg")})
+        assert response.status_code == 200, (len(name), response.text)
+
+
+def test_broken_multipart_framing_gets_422(client: TestClient) -> None:
+    framing = {"content-type": "multipart/form-data; boundary=B"}
+    expect(client.post("/recommend", content=b"--B\r\nno headers end", headers=framing), 422, "invalid_multipart")
+    expect(client.post("/recommend", content=b"garbage", headers=framing), 422, "invalid_multipart")
+    no_boundary = {"content-type": "multipart/form-data"}
+    expect(client.post("/recommend", content=b"x", headers=no_boundary), 422, "invalid_multipart")
+    two = [("image", ("a.jpg", photo_bytes(), "image/jpeg")), ("image", ("b.jpg", photo_bytes(), "image/jpeg"))]
+    expect(client.post("/recommend", files=two), 422, "invalid_multipart")
+
+
 def test_missing_field_and_bad_options_get_422(client: TestClient) -> None:
     expect(client.post("/recommend", files={"photo": ("x", photo_bytes(), "image/jpeg")}), 422, "missing_image")
     # a plain form field named image, not a file

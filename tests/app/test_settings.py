@@ -9,12 +9,12 @@ from model.network import DEFAULT_PART_THRESHOLD
 
 def test_index_options_follow_the_settings() -> None:
     options = Settings(max_pixels=1234, part_threshold=0.2, labels_from="kind", device="cpu").index_options()
-    assert (options.max_pixels, options.threshold, options.labels_from) == (1234, 0.2, "kind")
+    assert (options.limits.max_pixels, options.threshold, options.labels_from) == (1234, 0.2, "kind")
 
 
 def test_defaults_have_one_source() -> None:
     settings, index, request = Settings(), IndexOptions(), RecommendOptions()
     assert settings.part_threshold == index.threshold == DEFAULT_PART_THRESHOLD
-    assert settings.max_pixels == index.max_pixels == DEFAULT_MAX_PIXELS
+    assert settings.max_pixels == index.limits.max_pixels == DEFAULT_MAX_PIXELS
     assert settings.labels_from == index.labels_from
     assert (settings.default_max_parts, settings.default_candidates) == (request.max_parts, request.candidates)
