@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +11,25 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+# What each error status means on this API; every one has the body ErrorResponse {detail, code}.
+ERROR_MEANINGS = {
+    400: "the body is not parseable JSON",
+    401: "missing or wrong X-API-Key",
+    403: "a path outside the catalogue roots",
+    404: "no such job or item",
+    413: "the upload is over the size limit",
+    415: "not multipart/form-data, or not a JPEG, PNG or WebP photo",
+    422: "invalid input; `code` says which (invalid_request, missing_image, undecodable_image, ...)",
+    503: "not ready, overloaded or the job queue unavailable; see Retry-After",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with the ErrorResponse body."""
+    from app.schemas import ErrorResponse
+
+    return {code: {"model": ErrorResponse, "description": ERROR_MEANINGS[code]} for code in codes}
 
 
 class ServiceError(Exception):

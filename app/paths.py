@@ -12,7 +12,10 @@ from indexer.catalogue import Catalogue
 
 def inside(path: str | os.PathLike[str], roots: list[Path]) -> bool:
     """Whether ``path`` (resolved: symlinks followed, ``..`` removed) lies within one of ``roots``."""
-    resolved = Path(path).resolve()
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, ValueError):  # a NUL byte, a loop of links: not a path we read
+        return False
     return any(resolved.is_relative_to(root) for root in roots)
 
 

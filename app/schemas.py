@@ -7,7 +7,7 @@ import uuid
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Item(BaseModel):
@@ -33,12 +33,33 @@ class RecommendResponse(BaseModel):
     cached: bool = False
 
 
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its nested models written in place, for a request body
+    documented by hand (pydantic's ``$defs`` would not resolve inside the OpenAPI document)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)  # type: ignore[no-any-return]
+
+
 class ErrorResponse(BaseModel):
     detail: str
     code: str
 
 
 class ReindexRequest(BaseModel):
+    model_config = ConfigDict(strict=True)  # `force: 0` is not a yes or a no
+
     catalogue: str | None = Field(None, description="catalogue folder or list file on the worker's disk")
     metadata: str | None = Field(None, description="CSV or JSON-lines metadata file")
     force: bool = Field(
@@ -46,17 +67,27 @@ class ReindexRequest(BaseModel):
     )
 
 
+ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # also a safe file name
+IMAGE_TYPES = "image/jpeg, image/png, image/webp"
+
+
 class AddItem(BaseModel):
-    id: str = Field(min_length=1)
+    model_config = ConfigDict(strict=True)
+
+    id: str = Field(pattern=ITEM_ID_PATTERN)
     path: str = Field(description="image file on the worker's disk")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class AddItemsRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     items: list[AddItem] = Field(min_length=1, max_length=10_000)
 
 
 class DeleteItemsRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     ids: list[str] = Field(min_length=1, max_length=100_000)
 
 

@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from app.schemas import ITEM_ID_PATTERN
 from indexer.catalogue import Catalogue, CatalogueItem, load_catalogue, merge_catalogues
 
 ITEMS = "items.jsonl"
-ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # also a safe file name
+ITEM_ID = re.compile(ITEM_ID_PATTERN)
 RESERVED = ("id", "path", "image")  # columns the catalogue reader takes for itself
 EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
@@ -40,7 +41,7 @@ class UploadStore:
     def save(self, item_id: str, data: bytes, content_type: str, metadata: dict[str, Any]) -> CatalogueItem:
         """Keep the image and its metadata (replacing an item of the same id); both writes are
         atomic renames, so a crash leaves either the old item or the new one."""
-        if not ITEM_ID.match(item_id):
+        if not ITEM_ID.fullmatch(item_id):  # match() would let a trailing newline through
             raise ValueError("an item id is 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
         clash = sorted(set(metadata) & set(RESERVED))
         if clash:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
@@ -12,18 +13,20 @@ from pydantic import ValidationError
 
 from app.coordination import CoordinationUnavailable, Coordinator
 from app.deps import AdminDep, CoordinatorDep, SettingsDep
-from app.errors import ServiceError
+from app.errors import ServiceError, error_responses
 from app.jobs import settle_if_stale
 from app.multipart import read_body, read_image_form
 from app.paths import inside
 from app.schemas import (
+    IMAGE_TYPES,
+    ITEM_ID_PATTERN,
     AddItemsRequest,
     DeleteItemsRequest,
-    ErrorResponse,
     Job,
     JobAccepted,
     JobKind,
     ReindexRequest,
+    inline_schema,
 )
 from app.settings import Settings
 from app.uploads import UploadStore
@@ -34,7 +37,7 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[AdminDep],
-    responses={code: {"model": ErrorResponse} for code in (401, 403, 503)},
+    responses=error_responses(400, 401, 403, 422, 503),
 )
 
 
@@ -74,22 +77,33 @@ async def reindex(
     "/items",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
-    responses={code: {"model": ErrorResponse} for code in (413, 415, 422)},
+    responses=error_responses(413, 415),
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": AddItemsRequest.model_json_schema()},
+                "application/json": {"schema": inline_schema(AddItemsRequest)},
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "required": ["id", "image"],
+                        "required": ["image"],
                         "properties": {
-                            "id": {"type": "string", "description": "the item's id (replaces an item of that id)"},
-                            "image": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"},
-                            "metadata": {"type": "string", "description": "a JSON object, e.g. the product's name"},
+                            "id": {
+                                "type": "string",
+                                "pattern": ITEM_ID_PATTERN,
+                                "minLength": 1,
+                                "maxLength": 128,
+                                "description": "the item's id, replacing an item of that id "
+                                "(default: one derived from the photo's bytes)",
+                            },
+                            "image": {"type": "string", "format": "binary", "description": "the product's photo"},
+                            "metadata": {"type": "object", "description": "a JSON object, e.g. the product's name"},
                         },
-                    }
+                    },
+                    "encoding": {
+                        "image": {"contentType": IMAGE_TYPES},
+                        "metadata": {"contentType": "application/json"},
+                    },
                 },
             },
         }
@@ -121,6 +135,7 @@ async def _store_upload(request: Request, settings: Settings) -> CatalogueItem:
         await asyncio.to_thread(decode_image, form.data, settings.image_limits())
     except ImageDecodeError as exc:
         raise ServiceError(422, "undecodable_image", str(exc)) from exc
+    item_id = form.fields.get("id") or "upload-" + hashlib.sha256(form.data).hexdigest()[:16]  # same photo, same id
     try:
         metadata = json.loads(form.fields.get("metadata") or "{}")
     except json.JSONDecodeError as exc:
@@ -129,7 +144,7 @@ async def _store_upload(request: Request, settings: Settings) -> CatalogueItem:
         raise ServiceError(422, "invalid_metadata", "metadata must be a JSON object")
     try:
         return await asyncio.to_thread(
-            UploadStore(settings.uploads_dir).save, form.fields.get("id", ""), form.data, form.content_type, metadata
+            UploadStore(settings.uploads_dir).save, item_id, form.data, form.content_type, metadata
         )
     except ValueError as exc:
         raise ServiceError(422, "invalid_item", str(exc)) from exc
@@ -141,7 +156,7 @@ async def delete(request: Request, coordinator: CoordinatorDep, body: DeleteItem
     return await _enqueue(request, coordinator, JobKind.DELETE, body.model_dump())
 
 
-@router.get("/jobs/{job_id}", response_model=Job, name="get_job")
+@router.get("/jobs/{job_id}", response_model=Job, name="get_job", responses=error_responses(404))
 async def get_job(job_id: str, coordinator: CoordinatorDep, settings: SettingsDep) -> Job:
     """The job's state and progress. A running job whose worker stopped reporting (killed, lost) is
     marked failed here, so no job stays "running" for ever."""

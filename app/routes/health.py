@@ -43,7 +43,13 @@ async def readyz(recommender: RecommenderDep, coordinator: CoordinatorDep, setti
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 async def metrics(metrics: MetricsDep, recommender: RecommenderDep) -> Response:
     metrics.queue_depth.set(recommender.batcher.depth)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

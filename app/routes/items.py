@@ -9,9 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from app.deps import RecommenderDep
-from app.errors import ServiceError
+from app.errors import ServiceError, error_responses
 from app.multipart import sniff
-from app.schemas import ErrorResponse
 
 router = APIRouter(tags=["items"])
 
@@ -23,8 +22,7 @@ CACHE_CONTROL = "public, max-age=3600"  # an id's photo changes only when the it
     response_class=FileResponse,
     responses={
         200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
-        404: {"model": ErrorResponse},
-        503: {"model": ErrorResponse},
+        **error_responses(404, 503),
     },
 )
 async def item_image(item_id: str, request: Request, recommender: RecommenderDep) -> Response:

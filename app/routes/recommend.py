@@ -9,21 +9,19 @@ from fastapi.responses import Response
 
 from app.batching import Overloaded
 from app.deps import RecommenderDep, SettingsDep
-from app.errors import ServiceError
+from app.errors import ServiceError, error_responses
 from app.multipart import read_image_form
 from app.recommender import NotReady, RecommendOptions
-from app.schemas import ErrorResponse, RecommendResponse
+from app.schemas import IMAGE_TYPES, RecommendResponse
 from model.imaging import ImageDecodeError
 
 router = APIRouter(tags=["recommend"])
-
-ERRORS = {code: {"model": ErrorResponse} for code in (413, 415, 422, 503)}
 
 
 @router.post(
     "/recommend",
     response_model=RecommendResponse,
-    responses=ERRORS,  # type: ignore[arg-type]
+    responses=error_responses(413, 415, 422, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -32,10 +30,9 @@ ERRORS = {code: {"model": ErrorResponse} for code in (413, 415, 422, 503)}
                     "schema": {
                         "type": "object",
                         "required": ["image"],
-                        "properties": {
-                            "image": {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"}
-                        },
-                    }
+                        "properties": {"image": {"type": "string", "format": "binary", "description": "the photo"}},
+                    },
+                    "encoding": {"image": {"contentType": IMAGE_TYPES}},
                 }
             },
         }
