@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from app.schemas import Job
 
@@ -44,6 +44,7 @@ class Coordinator(Protocol):
     async def next_job(self, timeout_s: float) -> Job | None: ...
     async def save_job(self, job: Job) -> None: ...
     async def get_job(self, job_id: str) -> Job | None: ...
+    async def settle_stale_job(self, job_id: str, stale_s: float) -> Job | None: ...
     async def cache_get(self, key: str) -> bytes | None: ...
     async def cache_set(self, key: str, value: bytes, ttl_s: int) -> None: ...
     async def close(self) -> None: ...
@@ -94,6 +95,13 @@ class MemoryCoordinator:
 
     async def get_job(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
+        return job.model_copy() if job else None
+
+    async def settle_stale_job(self, job_id: str, stale_s: float) -> Job | None:
+        """The job, marked failed first if its worker stopped reporting (one event loop: atomic)."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.fail_if_silent(stale_s):
+            self._jobs[job_id] = job
         return job.model_copy() if job else None
 
     async def cache_get(self, key: str) -> bytes | None:
@@ -174,6 +182,25 @@ class RedisCoordinator:
     async def get_job(self, job_id: str) -> Job | None:
         value = await self._call(self.redis.get(JOB_KEY + job_id))
         return Job.model_validate_json(value) if value else None
+
+    async def settle_stale_job(self, job_id: str, stale_s: float) -> Job | None:
+        """The job, marked failed first if its worker stopped reporting. Compare-and-set: when the
+        worker saves it meanwhile (so it is alive), that save wins and is returned."""
+        key = JOB_KEY + job_id
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(key)
+                value = await pipe.get(key)
+                job = Job.model_validate_json(value) if value else None
+                if job is not None and job.fail_if_silent(stale_s):
+                    pipe.multi()
+                    pipe.set(key, job.model_dump_json(), ex=JOB_TTL_S)
+                    await pipe.execute()
+                return job
+        except WatchError:
+            return await self.get_job(job_id)
+        except (RedisError, OSError) as exc:
+            raise CoordinationUnavailable(f"redis unavailable: {exc}") from exc
 
     async def cache_get(self, key: str) -> bytes | None:
         try:

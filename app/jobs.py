@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import assert_never
 
 from app.coordination import CoordinationUnavailable, Coordinator
-from app.paths import confine, inside
+from app.paths import confine, first_outside
 from app.schemas import Job, JobKind
 from app.settings import Settings
 from app.uploads import UploadStore
 from indexer.build import add_items, build_bundle, complete_bundle, delete_items
-from indexer.bundle import BundleStore
+from indexer.bundle import BundleError, BundleStore
 from indexer.catalogue import CatalogueItem, load_catalogue
 from indexer.errors import IndexerError
 
 log = logging.getLogger(__name__)
+FINAL_SAVE_RETRY_S = 600.0  # how long a worker keeps trying to record a finished job while Redis is away
 
 
 def execute_job(job: Job, settings: Settings, progress: dict[str, int]) -> str:
@@ -44,9 +45,9 @@ def execute_job(job: Job, settings: Settings, progress: dict[str, int]) -> str:
         source = params.get("catalogue") or settings.catalogue
         if not source:
             raise IndexerError("no catalogue given and FASHION_CATALOGUE is not set")
-        for path in (source, params.get("metadata")):
-            if path and not inside(path, roots):
-                raise IndexerError(f"{path} is outside the catalogue roots")
+        outside = first_outside([source, params.get("metadata")], roots)
+        if outside:
+            raise IndexerError(f"{outside} is outside the catalogue roots")
         catalogue = confine(uploads.added_to(load_catalogue(source, params.get("metadata"))), roots)
         return build_bundle(
             store, settings.checkpoint, catalogue, options, report, min_items=_min_items(store, job, settings)
@@ -56,8 +57,9 @@ def execute_job(job: Job, settings: Settings, progress: dict[str, int]) -> str:
         return complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
     if job.kind is JobKind.ADD:
         items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]
-        if any(not inside(item.path, roots) for item in items):
-            raise IndexerError("an item's photo is outside the catalogue roots")
+        outside = first_outside([item.path for item in items], roots)
+        if outside:
+            raise IndexerError(f"{outside} is outside the catalogue roots")
         return add_items(store, settings.checkpoint, items, options, report)
     if job.kind is JobKind.DELETE:
         return delete_items(store, params["ids"])
@@ -65,31 +67,31 @@ def execute_job(job: Job, settings: Settings, progress: dict[str, int]) -> str:
 
 
 def _min_items(store: BundleStore, job: Job, settings: Settings) -> int:
-    """How many items a reindex must yield: a share of the live bundle's, unless the request forces it."""
-    if job.params.get("force") or store.current_version() is None:
+    """How many items a reindex must yield: a share of the live bundle's, unless the request forces
+    it (or no readable bundle is live: then the reindex is its repair)."""
+    if job.params.get("force"):
         return 1
-    return math.ceil(settings.reindex_min_fraction * len(store.open().items))
-
-
-def settle_if_stale(job: Job, stale_s: float, now: float | None = None) -> bool:
-    """Mark a running job failed when its worker has not reported for ``stale_s`` (a worker reports
-    every second while it runs, so it was killed or lost); True when it changed."""
-    if job.state != "running" or (now or time.time()) - job.updated <= stale_s:
-        return False
-    job.state = "failed"
-    job.error = (
-        f"the worker running this job stopped reporting {stale_s:.0f} s ago (killed or lost); "
-        "bundles are published whole or not at all, so the live one still serves"
-    )
-    return True
-
-
-async def _save(coordinator: Coordinator, job: Job) -> None:
-    job.updated = time.time()
     try:
-        await coordinator.save_job(job)
-    except CoordinationUnavailable as exc:
-        log.warning("job %s state not saved: %s", job.id, exc)
+        live_items = int(store.manifest()["items"])
+    except (BundleError, KeyError, ValueError):
+        return 1
+    return max(1, math.ceil(settings.reindex_min_fraction * live_items))
+
+
+async def _save(coordinator: Coordinator, job: Job, retry_s: float = 0.0) -> None:
+    """Save the job's state; with ``retry_s``, keep trying that long (a final state must land, or
+    the job would read as failed once its reports stop)."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        job.updated = time.time()
+        try:
+            await coordinator.save_job(job)
+            return
+        except CoordinationUnavailable as exc:
+            if time.monotonic() >= deadline:
+                log.warning("job %s state %s not saved: %s", job.id, job.state, exc)
+                return
+        await asyncio.sleep(1.0)
 
 
 async def run_job(coordinator: Coordinator, settings: Settings, job: Job) -> None:
@@ -107,7 +109,7 @@ async def run_job(coordinator: Coordinator, settings: Settings, job: Job) -> Non
     except Exception as exc:  # the job fails; the worker and the live bundle carry on
         log.exception("job %s failed", job.id)
         job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
-    await _save(coordinator, job)
+    await _save(coordinator, job, retry_s=FINAL_SAVE_RETRY_S)
     if job.version:
         try:
             await coordinator.announce(job.version)

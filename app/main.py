@@ -25,15 +25,23 @@ log = logging.getLogger(__name__)
 
 
 async def _follow_announcements(app: FastAPI) -> None:
-    async for version in app.state.coordinator.announcements():
-        await app.state.recommender.bundles.swap_to(version)
+    while True:  # a failure must not end the loop: the next announcement may be fine
+        try:
+            async for version in app.state.coordinator.announcements():
+                await app.state.recommender.bundles.swap_to(version)
+        except Exception:
+            log.exception("following bundle announcements failed; resuming")
+            await asyncio.sleep(1.0)
 
 
 async def _poll_pointer(app: FastAPI, every_s: float) -> None:
     """The pointer on disk is the truth: catches announcements missed while Redis was away."""
     while True:
         await asyncio.sleep(every_s)
-        await app.state.recommender.bundles.swap_to()
+        try:
+            await app.state.recommender.bundles.swap_to()
+        except Exception:
+            log.exception("checking the bundle pointer failed; trying again in %.0f s", every_s)
 
 
 async def _complete_first_slice(bundle: Bundle, coordinator: Coordinator) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastapi import Request
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.errors import ServiceError
@@ -125,10 +125,10 @@ def _parse_parts(content_type: str, body: bytes) -> list[_Part]:
         "on_header_end": on_header_end,
         "on_part_data": on_part_data,
     }
-    parser = MultipartParser(boundary, callbacks, max_header_size=max(len(body), 1))  # type: ignore[arg-type]
     try:
+        parser = MultipartParser(boundary, callbacks, max_header_size=max(len(body), 1))  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:  # bad framing, or a boundary the parser refuses (over 256 bytes)
         raise ServiceError(422, "invalid_multipart", f"cannot parse the multipart body: {exc}") from exc
     return [p for p in parts if p.name]

@@ -81,17 +81,22 @@ class BundleHolder:
         one keeps serving."""
         async with self._lock:
             version = version or self.store.current_version()
+            if self.current is not None and self.current.version == version:
+                self._refused_version = self.refused = None  # e.g. rolled back to the one it serves
+                return False
             if version is None or version == self._refused_version:
                 return False
-            if self.current is not None and self.current.version == version:
-                return False
+            keeping = self.current.version if self.current else "none"
             try:
                 bundle = await asyncio.to_thread(self.store.open, version)
                 if bundle.model_sha256 != self.model_sha256:
                     raise BundleError(f"it was built with another model ({bundle.model_sha256[:12]}…)")
-            except (BundleError, OSError, RuntimeError) as exc:
-                keeping = self.current.version if self.current else "none"
+            except BundleError as exc:  # it will not get better: refused once, and said so
                 self._refused_version, self.refused = version, f"bundle {version} refused ({exc}); serving {keeping}"
+                log.error("%s", self.refused)
+                return False
+            except Exception as exc:  # e.g. out of file handles: tried again at the next poll
+                self.refused = f"bundle {version} not loaded yet ({type(exc).__name__}: {exc}); serving {keeping}"
                 log.error("%s", self.refused)
                 return False
             self.current = bundle  # one reference assignment: requests hold the bundle they started with

@@ -121,6 +121,18 @@ class Job(BaseModel):
         now = time.time()
         return cls(id=uuid.uuid4().hex, kind=kind, state="queued", params=params, created=now, updated=now)
 
+    def fail_if_silent(self, stale_s: float, now: float | None = None) -> bool:
+        """Mark a running job failed when its worker has not saved it for ``stale_s`` (a worker
+        saves every second while it runs, so it was killed or lost); True when it changed."""
+        if self.state != "running" or (now or time.time()) - self.updated <= stale_s:
+            return False
+        self.state = "failed"
+        self.error = (
+            f"the worker running this job stopped reporting {stale_s:.0f} s ago (killed or lost); "
+            "bundles are published whole or not at all, so the live one still serves"
+        )
+        return True
+
 
 class Readiness(BaseModel):
     ready: bool

@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         store.rollback(args.version)
         version = args.version
-    manifest = store.open(version).manifest
+    manifest = store.manifest(version)
     print(json.dumps({k: manifest[k] for k in ("version", "items", "timings") if k in manifest}, indent=2))
     return 0
 

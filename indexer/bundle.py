@@ -194,13 +194,24 @@ class BundleStore:
         return sorted(p.name for p in self.versions_dir.iterdir() if (p / MANIFEST).is_file())
 
     def open(self, version: str | None = None, mmap: bool = True) -> Bundle:
+        return Bundle(self._path(version), mmap=mmap)
+
+    def manifest(self, version: str | None = None) -> dict[str, Any]:
+        """A version's manifest alone (default: the live one), without opening or checking its files."""
+        path = self._path(version) / MANIFEST
+        try:
+            return json.loads(path.read_text())  # type: ignore[no-any-return]
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BundleError(f"cannot read {path}: {exc}") from exc
+
+    def _path(self, version: str | None) -> Path:
         version = version or self.current_version()
         if version is None:
             raise BundleError(f"no bundle has been published in {self.root}")
         path = self.versions_dir / version
         if not (path / MANIFEST).is_file():
             raise BundleError(f"no bundle version {version!r} in {self.root}")
-        return Bundle(path, mmap=mmap)
+        return path
 
     @contextmanager
     def writer(self) -> Iterator[None]:

@@ -14,9 +14,8 @@ from pydantic import ValidationError
 from app.coordination import CoordinationUnavailable, Coordinator
 from app.deps import AdminDep, CoordinatorDep, SettingsDep
 from app.errors import ServiceError, error_responses
-from app.jobs import settle_if_stale
 from app.multipart import read_body, read_image_form
-from app.paths import inside
+from app.paths import first_outside
 from app.schemas import (
     IMAGE_TYPES,
     ITEM_ID_PATTERN,
@@ -53,12 +52,9 @@ async def _enqueue(request: Request, coordinator: Coordinator, kind: JobKind, pa
 
 
 def _check_paths(settings: Settings, *paths: str | None) -> None:
-    roots = settings.allowed_roots()
-    for path in paths:
-        if path and not inside(path, roots):
-            raise ServiceError(
-                403, "forbidden_path", f"{path} is outside the catalogue roots (FASHION_CATALOGUE_ROOTS)"
-            )
+    outside = first_outside(paths, settings.allowed_roots())
+    if outside:
+        raise ServiceError(403, "forbidden_path", f"{outside} is outside the catalogue roots (FASHION_CATALOGUE_ROOTS)")
 
 
 @router.post("/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
@@ -140,6 +136,8 @@ async def _store_upload(request: Request, settings: Settings) -> CatalogueItem:
         metadata = json.loads(form.fields.get("metadata") or "{}")
     except json.JSONDecodeError as exc:
         raise ServiceError(422, "invalid_metadata", f"metadata is not JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise ServiceError(422, "invalid_metadata", "metadata is nested too deeply") from exc
     if not isinstance(metadata, dict):
         raise ServiceError(422, "invalid_metadata", "metadata must be a JSON object")
     try:
@@ -161,9 +159,7 @@ async def get_job(job_id: str, coordinator: CoordinatorDep, settings: SettingsDe
     """The job's state and progress. A running job whose worker stopped reporting (killed, lost) is
     marked failed here, so no job stays "running" for ever."""
     try:
-        job = await coordinator.get_job(job_id)
-        if job is not None and settle_if_stale(job, settings.job_stale_s):
-            await coordinator.save_job(job)
+        job = await coordinator.settle_stale_job(job_id, settings.job_stale_s)
     except CoordinationUnavailable as exc:
         raise ServiceError(503, "coordination_unavailable", str(exc), {"Retry-After": "5"}) from exc
     if job is None:

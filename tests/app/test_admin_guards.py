@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.jobs import settle_if_stale
 from app.main import create_app
 from app.schemas import Job, JobKind
 from app.settings import Settings
@@ -53,7 +52,10 @@ def live(client: TestClient) -> tuple[str, int]:
 def test_admin_paths_outside_the_catalogue_roots_are_refused(client: TestClient, settings: Settings) -> None:
     escape = settings.bundles_dir.parent / "catalogue" / "escape"
     escape.symlink_to("/etc")  # inside the root by name, outside once resolved
-    for body in ({"catalogue": "/etc"}, {"catalogue": str(escape)}, {"metadata": "/etc/passwd"}):
+    loop = settings.bundles_dir.parent / "catalogue" / "loop"
+    loop.symlink_to(loop)  # resolving it fails: refused, not a 500
+    bodies = [{"catalogue": "/etc"}, {"catalogue": str(escape)}, {"metadata": "/etc/passwd"}, {"catalogue": str(loop)}]
+    for body in [*bodies, {"catalogue": str(settings.bundles_dir.parent) + "/\0x"}]:
         response = client.post("/admin/reindex", headers=KEY, json=body)
         assert response.status_code == 403 and response.json()["code"] == "forbidden_path", body
     items = {"items": [{"id": "x", "path": "/etc/hostname"}]}
@@ -104,8 +106,10 @@ def test_a_running_job_whose_worker_stopped_reporting_is_failed() -> None:
     job = Job.new(JobKind.REINDEX, {})
     job.state, job.updated = "running", time.time() - 120
     fresh = job.model_copy(update={"updated": time.time()})
-    assert settle_if_stale(job, stale_s=60) and job.state == "failed" and "stopped reporting" in (job.error or "")
-    assert not settle_if_stale(fresh, stale_s=60) and fresh.state == "running"
+    assert job.fail_if_silent(stale_s=60) and job.state == "failed" and "stopped reporting" in (job.error or "")
+    assert not fresh.fail_if_silent(stale_s=60) and fresh.state == "running"
+    done = job.model_copy(update={"state": "succeeded"})
+    assert not done.fail_if_silent(stale_s=60) and done.state == "succeeded"  # a finished job is never changed
 
 
 def test_a_stale_job_is_reported_failed_by_the_api(client: TestClient) -> None:
@@ -115,6 +119,22 @@ def test_a_stale_job_is_reported_failed_by_the_api(client: TestClient) -> None:
     client.portal.call(coordinator.save_job, job)  # type: ignore[union-attr]
     answer = client.get(f"/admin/jobs/{job.id}", headers=KEY).json()
     assert answer["state"] == "failed" and "stopped reporting" in answer["error"]
+
+
+def test_a_refusal_is_forgotten_once_the_pointer_is_back_on_the_served_bundle(
+    client: TestClient, settings: Settings
+) -> None:
+    holder = client.app.state.recommender.bundles  # type: ignore[attr-defined]
+    served = holder.current.version
+    store = BundleStore(settings.bundles_dir)
+    broken = store.versions_dir / "20000101T000000000000Z-broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"version": "20000101T000000000000Z-broken"}')
+    store.rollback(broken.name)
+    assert not client.portal.call(holder.swap_to) and broken.name in holder.refused  # type: ignore[union-attr]
+    store.rollback(served)
+    assert not client.portal.call(holder.swap_to) and holder.refused is None  # type: ignore[union-attr]
+    assert client.get("/readyz").json()["detail"] is None
 
 
 def test_a_corrupt_published_bundle_is_refused_and_the_old_one_keeps_serving(

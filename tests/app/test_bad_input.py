@@ -91,6 +91,8 @@ def test_broken_multipart_framing_gets_422(client: TestClient) -> None:
     expect(client.post("/recommend", content=b"garbage", headers=framing), 422, "invalid_multipart")
     no_boundary = {"content-type": "multipart/form-data"}
     expect(client.post("/recommend", content=b"x", headers=no_boundary), 422, "invalid_multipart")
+    long_boundary = {"content-type": "multipart/form-data; boundary=" + "b" * 300}
+    expect(client.post("/recommend", content=b"--" + b"b" * 300, headers=long_boundary), 422, "invalid_multipart")
     two = [("image", ("a.jpg", photo_bytes(), "image/jpeg")), ("image", ("b.jpg", photo_bytes(), "image/jpeg"))]
     expect(client.post("/recommend", files=two), 422, "invalid_multipart")
 

@@ -67,6 +67,7 @@ def test_bad_uploads_get_clear_errors_and_keep_nothing(client: TestClient, setti
         (upload(client, "x4", b"\xff" * 2_100_000), 413, "too_large"),
         (upload(client, "x5", photo_bytes(), "not json"), 422, "invalid_metadata"),
         (upload(client, "x6", photo_bytes(), [1, 2]), 422, "invalid_metadata"),
+        (upload(client, "x10", photo_bytes(), "[" * 100_000), 422, "invalid_metadata"),  # too deep
         (upload(client, "x7", photo_bytes(), {"path": "/etc/passwd"}), 422, "invalid_item"),
         (upload(client, "../x8", photo_bytes()), 422, "invalid_item"),
         (upload(client, "-x", photo_bytes()), 422, "invalid_item"),
