@@ -26,7 +26,7 @@ from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_ver
 from indexer.catalogue import Catalogue, CatalogueItem
 from indexer.embed import DEFAULT_WORKER_TIMEOUT_S, Skipped, embed_items
 from indexer.errors import IndexerError
-from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available
+from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available, tune_on_own_vectors
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import ImageLimits
@@ -160,6 +160,7 @@ def _publish(
         **manifest,
         "items": len(records),
         "index": {
+            **manifest.get("index", {}),
             "counts": counts,
             "global": int(global_index.ntotal),
             "types": {label: _describe(index) for label, index in part_indexes.items()},
@@ -183,6 +184,20 @@ def _publish(
         time.monotonic() - started,
     )
     return version
+
+
+def _tune(
+    part_indexes: dict[str, faiss.Index], parts: _Vectors, labels: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
+    """nprobe for each approximate index among ``labels`` (default: all), chosen on its own vectors
+    to reach the recall target (indexer.faiss_index.tune_on_own_vectors); exact ones need none."""
+    tuned = {}
+    for label in parts.keys if labels is None else labels:
+        result = tune_on_own_vectors(part_indexes[label], *parts.arrays(label))
+        if result is not None:
+            tuned[label] = result
+            log.info("index %s: nprobe %d reaches recall@10 %.3f", label, result["nprobe"], result["recall_at_10"])
+    return tuned
 
 
 def _describe(index: faiss.Index) -> str:
@@ -241,6 +256,7 @@ def build_bundle(
         started = time.monotonic()
         part_indexes = {label: build_index(*parts.arrays(label), options.factory) for label in parts.keys}
         global_index = build_index(*whole.arrays(""), options.factory) if records else _empty(model)
+        search = _tune(part_indexes, parts)
         timings["index_s"] = round(time.monotonic() - started, 3)
         manifest = {
             "parent": None,
@@ -253,6 +269,7 @@ def build_bundle(
                 "labels_from": options.labels_from,
             },
             "skipped": catalogue.skipped + skipped,
+            "index": {"search": search},
         }
         return _publish(store, manifest, records, part_indexes, global_index, options.keep, timings)
 
@@ -325,18 +342,21 @@ def add_items(
         first_key = max(base.items, default=-1) + 1
         new_records, parts, whole, skipped = _embed(model, items, first_key, options, progress)
         timings["embed_s"] = round(time.monotonic() - started, 3)
+        new_labels = [label for label in parts.keys if label not in part_indexes]
         for label in parts.keys:
             vectors, keys = parts.arrays(label)
-            if label not in part_indexes:
+            if label in new_labels:
                 part_indexes[label] = build_index(vectors, keys, options.factory)
-            else:
+            else:  # an approximate index keeps its lists and nprobe: rebuild the bundle when it has grown a lot
                 part_indexes[label].add_with_ids(vectors, keys)
+        search = {**base.manifest.get("index", {}).get("search", {}), **_tune(part_indexes, parts, new_labels)}
         if new_records:
             global_index.add_with_ids(*whole.arrays(""))
         manifest = {key: base.manifest[key] for key in ("model", "catalogue", "options")}
         if catalogue is not None:
             manifest["catalogue"] = _catalogue_manifest(catalogue, complete=True)
         manifest.update(
+            index={"search": search},
             parent=base.version,
             change={"added": [r.id for r in new_records]},
             skipped=base.manifest.get("skipped", []) + skipped,

@@ -113,6 +113,8 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
         images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         return _dedupe([(p.stem, p, {}) for p in images], str(source), str(source))
     entries: list[tuple[str, Path | None, dict[str, str]]] = []
+    if not meta_path.is_file():
+        raise CatalogueError(f"no metadata file at {meta_path}")
     for row in _read_metadata(meta_path):
         if "id" not in row:
             raise CatalogueError(f"{meta_path} has no 'id' column")

@@ -25,6 +25,9 @@ from model.network import NetworkOutput, PartAttentionNetwork, product_parts, se
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # progress lines when no progress bar is shown (logs, CI, containers)
 DEFAULT_WORKER_TIMEOUT_S = 120.0  # a batch of decoded photos takes seconds; minutes of silence is a hang
+SMALL_JOB = 64  # fewer items than this are decoded in the calling process
+# How PyTorch's DataLoader says that a worker died or went silent.
+WORKER_TROUBLE = ("DataLoader timed out", "DataLoader worker", "exited unexpectedly")
 KnownLabels = Callable[[CatalogueItem], list[str] | None]  # an item's labels from its metadata, or None
 
 
@@ -93,6 +96,8 @@ def embed_items(
     waiting for ever, e.g. when a container's /dev/shm is too small to hand batches over.
     """
     size = (model.config.image_height, model.config.image_width)
+    if len(items) < SMALL_JOB:
+        workers = 0  # starting decode workers (each imports torch) costs more than decoding a few photos
     loader = DataLoader(
         _Decoded(items, size, limits),
         batch_size=batch_size,
@@ -107,7 +112,7 @@ def embed_items(
     with tqdm(
         total=len(items), desc="embedding", unit="item", disable=None if progress is None else not progress
     ) as bar:
-        for indices, images, errors in _batches(loader, worker_timeout_s):
+        for indices, images, errors in _batches(loader, worker_timeout_s) if workers else loader:
             for i, reason in errors:
                 yield Skipped(items[i].id, str(items[i].path), reason)
             if images is not None:
@@ -131,7 +136,9 @@ def _batches(
             batch = next(batches)
         except StopIteration:
             return
-        except RuntimeError as exc:  # DataLoader's words for a dead or silent worker
+        except RuntimeError as exc:
+            if not any(words in str(exc) for words in WORKER_TROUBLE):
+                raise  # not the workers' trouble: a bug keeps its traceback
             raise IndexerError(
                 f"image decoding stopped: {str(exc).strip().splitlines()[0]} (a decode worker died or sent "
                 f"nothing for {timeout_s:.0f} s; in a container, give it more /dev/shm, e.g. shm_size: 1gb, "

@@ -19,20 +19,9 @@ from app.settings import Settings
 from indexer.build import IndexOptions, build_bundle
 from indexer.bundle import GLOBAL_INDEX, BundleStore
 from indexer.catalogue import load_catalogue
-from tests.app.conftest import ADMIN_KEY, make_settings, photo_bytes
+from tests.app.conftest import make_settings, photo_bytes
+from tests.app.test_admin import KEY, wait_for_job
 from tests.helpers import make_catalogue
-
-KEY = {"X-API-Key": ADMIN_KEY}
-
-
-def wait_for_job(client: TestClient, job_id: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/admin/jobs/{job_id}", headers=KEY).json()
-        if job["state"] in ("succeeded", "failed"):
-            return job  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError("job did not finish")
 
 
 def reindex(client: TestClient, **body: object) -> dict:  # type: ignore[type-arg]

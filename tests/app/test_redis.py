@@ -112,3 +112,30 @@ def test_redis_dying_does_not_stop_recommendations(
     job = wait_job(api, accepted.json()["job_id"])
     assert job["state"] == "succeeded", job
     wait_until(lambda: bundle_version(api) == job["version"], "the new bundle to be served", 30)
+
+
+def test_a_silent_job_is_settled_once_and_a_finished_one_never(redis_server: RedisServer) -> None:
+    import asyncio
+
+    from app.coordination import RedisCoordinator
+    from app.schemas import Job, JobKind
+
+    async def scenario() -> None:
+        coordinator = RedisCoordinator(redis_server.url)
+        try:
+            silent, finished = Job.new(JobKind.REINDEX, {}), Job.new(JobKind.REINDEX, {})
+            silent.state, finished.state = "running", "succeeded"
+            for job in (silent, finished):
+                job.updated -= 3600
+                await coordinator.save_job(job)
+            settled = await coordinator.settle_stale_job(silent.id, stale_s=60)
+            assert settled is not None and settled.state == "failed"
+            stored = await coordinator.get_job(silent.id)
+            assert stored is not None and stored.state == "failed" and "stopped reporting" in (stored.error or "")
+            kept = await coordinator.settle_stale_job(finished.id, stale_s=60)
+            assert kept is not None and kept.state == "succeeded"
+            assert await coordinator.settle_stale_job("no-such-job", stale_s=60) is None
+        finally:
+            await coordinator.close()
+
+    asyncio.run(scenario())

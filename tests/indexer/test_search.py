@@ -46,7 +46,8 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
 
 
 def test_approximate_search_trades_recall_for_probes() -> None:
-    assert choose_factory(1_000_000) == "IVF4096,Flat"  # 4·√n lists, rounded to a power of two
+    assert choose_factory(1_000_000, 4096) == "PCA256,IVF4096,SQ8"  # 4·√n lists, rounded to a power of two
+    assert choose_factory(100_000, 128) == "IVF1024,SQ8"  # already compact: no reduction
     rng = np.random.default_rng(0)
     base = unit(rng.normal(size=(2000, 8)))
     queries = unit(rng.normal(size=(200, 8)))  # held out: not in the index
@@ -112,3 +113,48 @@ def test_global_baseline_returns_distinct_nearest(tmp_path: Path) -> None:
     matches = recommend_global(bundle, query, 3, exclude_ids={"item9"})
     assert matches[0].item_id == "item4" and matches[0].distance < 1e-6
     assert len({m.item_id for m in matches}) == 3 and "item9" not in {m.item_id for m in matches}
+
+
+def test_a_compact_index_gets_the_nprobe_that_reaches_the_recall_target_and_keeps_it() -> None:
+    from indexer.faiss_index import RECALL_TARGET, compact_factory, tune_on_own_vectors
+
+    rng = np.random.default_rng(0)
+    # Like real embeddings: clustered, in a subspace of fewer dimensions than they are written in
+    # (and than the PCA keeps), wider than the PCA's 256.
+    lift = rng.normal(size=(64, 300))
+    centres = rng.normal(size=(50, 64))
+
+    def draw(count: int) -> np.ndarray:
+        return unit((centres[rng.integers(0, 50, count)] + 0.5 * rng.normal(size=(count, 64))) @ lift)
+
+    base = draw(6000)
+    ids = np.arange(10_000, 16_000)
+    factory = compact_factory(len(base), 300)
+    assert factory == "PCA256,IVF256,SQ8"
+    index = build_index(base, ids, factory=factory, use_gpu=False)
+    tuned = tune_on_own_vectors(index, base, ids)
+    assert tuned is not None and tuned["recall_at_10"] >= RECALL_TARGET and 1 < tuned["nprobe"] < 256
+    ivf = faiss.extract_index_ivf(index)
+    assert ivf.nprobe == tuned["nprobe"]
+    queries = draw(200)
+    _, exact = faiss.knn(queries.astype(np.float32), base.astype(np.float32), 10)
+    ivf.nprobe = tuned["nprobe"] // 2  # one step less finds fewer of the true neighbours of new queries
+    fewer = recall_at(index.search(queries, 10)[1], ids[exact])
+    ivf.nprobe = tuned["nprobe"]
+    assert fewer < recall_at(index.search(queries, 10)[1], ids[exact])
+    ivf.nprobe = tuned["nprobe"] // 2
+    again = faiss.deserialize_index(faiss.serialize_index(index))
+    assert faiss.extract_index_ivf(again).nprobe == tuned["nprobe"] // 2  # written with the index
+
+    index.remove_ids(ids[:100])  # deletes still work through the PCA and the inverted file
+    assert index.ntotal == 5900
+    _, found = index.search(base[:100], 5)
+    assert not set(found.ravel()) & set(ids[:100].tolist())
+
+
+def test_exact_indexes_need_no_tuning() -> None:
+    from indexer.faiss_index import tune_on_own_vectors
+
+    base = unit(np.random.default_rng(0).normal(size=(300, 16)))
+    index = build_index(base, np.arange(300), use_gpu=False)
+    assert tune_on_own_vectors(index, base, np.arange(300)) is None
