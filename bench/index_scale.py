@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from indexer.bundle import BundleStore  # noqa: E402
 from indexer.faiss_index import choose_factory, compact_factory, train_sample_size, tune_nprobe  # noqa: E402
+from indexer.faiss_index import train as train_index  # noqa: E402
 
 CHUNK = 50_000
 QUERIES = 200
@@ -81,7 +82,7 @@ def measure(factory: str, chunks, count: int, dim: int, queries: np.ndarray, tra
     started = time.perf_counter()
     index = faiss.index_factory(dim, factory)
     if not index.is_trained:
-        index.train(train)
+        train_index(index, train)
     train_s = time.perf_counter() - started
     best_d = np.full((len(queries), K), np.inf, dtype=np.float32)
     best_i = np.full((len(queries), K), -1, dtype=np.int64)

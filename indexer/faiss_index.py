@@ -106,12 +106,24 @@ def build_index(
         resources = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(resources, 0, index)
     if not index.is_trained:
-        index.train(vectors[np.random.default_rng(0).permutation(count)[: train_sample_size(spec, count)]])
+        train(index, vectors[np.random.default_rng(0).permutation(count)[: train_sample_size(spec, count)]])
     if count:
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
     if use_gpu:
         index = faiss.index_gpu_to_cpu(index)
     return index
+
+
+def train(index: faiss.Index, sample: np.ndarray) -> None:
+    """Train ``index`` on ``sample``, then drop what only training needs: a PCA keeps its d × d
+    eigenvector matrix (64 MB at d = 4,096) though searching uses only its first COMPACT_DIM rows."""
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    if isinstance(index, faiss.IndexPreTransform):
+        chain = index.chain  # a C++ vector (the stubs call it a list)
+        for i in range(chain.size()):  # type: ignore[attr-defined]
+            transform = faiss.downcast_VectorTransform(chain.at(i))  # type: ignore[attr-defined]
+            if isinstance(transform, faiss.PCAMatrix):
+                transform.PCAMat.clear()
 
 
 def _nlist(spec: str) -> int:

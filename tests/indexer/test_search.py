@@ -136,6 +136,8 @@ def test_a_compact_index_gets_the_nprobe_that_reaches_the_recall_target_and_keep
     assert tuned is not None and tuned["recall_at_10"] >= RECALL_TARGET and 1 < tuned["nprobe"] < 256
     ivf = faiss.extract_index_ivf(index)
     assert ivf.nprobe == tuned["nprobe"]
+    pca = faiss.downcast_VectorTransform(index.chain.at(0))
+    assert pca.A.size() == 256 * 300 and pca.PCAMat.size() == 0  # only what search needs is kept
     queries = draw(200)
     _, exact = faiss.knn(queries.astype(np.float32), base.astype(np.float32), 10)
     ivf.nprobe = tuned["nprobe"] // 2  # one step less finds fewer of the true neighbours of new queries
