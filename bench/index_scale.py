@@ -51,7 +51,7 @@ def real_vectors(bundles: Path) -> np.ndarray:
 
 class Distribution:
     """A Gaussian with the real vectors' mean and covariance: ``rank`` principal directions exactly,
-    the remaining variance spread evenly over the other dimensions; samples are L2-normalised."""
+    the remaining variance added as isotropic noise over all dimensions; samples are L2-normalised."""
 
     def __init__(self, real: np.ndarray, rank: int = 1024) -> None:
         self.mean = real.mean(0)

@@ -26,7 +26,16 @@ from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_ver
 from indexer.catalogue import Catalogue, CatalogueItem
 from indexer.embed import DEFAULT_WORKER_TIMEOUT_S, Skipped, embed_items
 from indexer.errors import IndexerError
-from indexer.faiss_index import build_index, choose_factory, copy_in_memory, gpu_available, tune_on_own_vectors
+from indexer.faiss_index import (
+    EXACT_BELOW,
+    build_index,
+    choose_factory,
+    copy_in_memory,
+    exact_contents,
+    gpu_available,
+    is_exact,
+    tune_on_own_vectors,
+)
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import ImageLimits
@@ -55,6 +64,7 @@ class IndexOptions:
     limits: ImageLimits = ImageLimits()  # what a catalogue photo may be (others are skipped)
     labels_from: str | None = DEFAULT_LABELS_FROM  # a metadata field that decides the part indexes; None: the model
     worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S  # a decode worker silent this long fails the build
+    exact_below: int = EXACT_BELOW  # vectors in one index under which it is exact (above: compact)
 
 
 @dataclass
@@ -186,14 +196,46 @@ def _publish(
     return version
 
 
+GLOBAL_KEY = "(global)"  # the global index's entry in the manifest's index.search
+
+
+def _add_to(
+    indexes: dict[str, faiss.Index], added: dict[str, tuple[np.ndarray, np.ndarray]], options: IndexOptions
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Add each label's new vectors to its index, in place. A new label gets an index; an exact one
+    grown past ``options.exact_below`` is rebuilt compact from all its vectors. Returns what was
+    built anew (label: vectors, ids), to tune; an approximate index keeps its lists and nprobe."""
+    rebuilt = {}
+    for label, (vectors, keys) in added.items():
+        held = indexes.get(label)
+        if held is not None and not _outgrown(held, len(keys), options):
+            held.add_with_ids(vectors, keys)
+            continue
+        if held is not None:
+            old_vectors, old_keys = exact_contents(held)  # type: ignore[arg-type]  # _outgrown: it is exact
+            vectors, keys = np.concatenate([old_vectors, vectors]), np.concatenate([old_keys, keys])
+        indexes[label] = _new_index(vectors, keys, options)
+        rebuilt[label] = (vectors, keys)
+    return rebuilt
+
+
+def _new_index(vectors: np.ndarray, keys: np.ndarray, options: IndexOptions) -> faiss.Index:
+    return build_index(vectors, keys, options.factory, exact_below=options.exact_below)
+
+
+def _outgrown(index: faiss.Index, adding: int, options: IndexOptions) -> bool:
+    """Whether an exact index would hold at least ``options.exact_below`` vectors after ``adding``."""
+    return options.factory is None and is_exact(index) and index.ntotal + adding >= options.exact_below
+
+
 def _tune(
-    part_indexes: dict[str, faiss.Index], parts: _Vectors, labels: Sequence[str] | None = None
+    indexes: dict[str, faiss.Index], contents: dict[str, tuple[np.ndarray, np.ndarray]]
 ) -> dict[str, dict[str, float]]:
-    """nprobe for each approximate index among ``labels`` (default: all), chosen on its own vectors
-    to reach the recall target (indexer.faiss_index.tune_on_own_vectors); exact ones need none."""
+    """nprobe for each approximate index named in ``contents`` (its vectors and ids), chosen on its
+    own vectors to reach the recall target (indexer.faiss_index.tune_on_own_vectors)."""
     tuned = {}
-    for label in parts.keys if labels is None else labels:
-        result = tune_on_own_vectors(part_indexes[label], *parts.arrays(label))
+    for label, (array, keys) in contents.items():
+        result = tune_on_own_vectors(indexes[label], array, keys)
         if result is not None:
             tuned[label] = result
             log.info("index %s: nprobe %d reaches recall@10 %.3f", label, result["nprobe"], result["recall_at_10"])
@@ -254,9 +296,12 @@ def build_bundle(
         timings["embed_s"] = round(time.monotonic() - started, 3)
         timings["items_per_s"] = round(len(items) / max(timings["embed_s"], 1e-9), 2)
         started = time.monotonic()
-        part_indexes = {label: build_index(*parts.arrays(label), options.factory) for label in parts.keys}
-        global_index = build_index(*whole.arrays(""), options.factory) if records else _empty(model)
-        search = _tune(part_indexes, parts)
+        part_indexes = {label: _new_index(*parts.arrays(label), options) for label in parts.keys}
+        global_index = _new_index(*whole.arrays(""), options) if records else _empty(model)
+        contents = {label: parts.arrays(label) for label in parts.keys}
+        if records:
+            contents[GLOBAL_KEY] = whole.arrays("")
+        search = _tune({**part_indexes, GLOBAL_KEY: global_index}, contents)
         timings["index_s"] = round(time.monotonic() - started, 3)
         manifest = {
             "parent": None,
@@ -324,7 +369,7 @@ def add_items(
     options = options or IndexOptions()
     checkpoint = Path(checkpoint)
     with store.writer():
-        base = store.open()
+        base = store.open(mmap=False)  # copied and changed: a memory-mapped inverted file cannot be cloned
         if file_sha256(checkpoint) != base.model_sha256:
             raise BundleError("the checkpoint differs from the live bundle's model: rebuild the whole bundle")
         # New items are embedded the way the bundle's own items were.
@@ -342,16 +387,13 @@ def add_items(
         first_key = max(base.items, default=-1) + 1
         new_records, parts, whole, skipped = _embed(model, items, first_key, options, progress)
         timings["embed_s"] = round(time.monotonic() - started, 3)
-        new_labels = [label for label in parts.keys if label not in part_indexes]
-        for label in parts.keys:
-            vectors, keys = parts.arrays(label)
-            if label in new_labels:
-                part_indexes[label] = build_index(vectors, keys, options.factory)
-            else:  # an approximate index keeps its lists and nprobe: rebuild the bundle when it has grown a lot
-                part_indexes[label].add_with_ids(vectors, keys)
-        search = {**base.manifest.get("index", {}).get("search", {}), **_tune(part_indexes, parts, new_labels)}
+        added = {label: parts.arrays(label) for label in parts.keys}
         if new_records:
-            global_index.add_with_ids(*whole.arrays(""))
+            added[GLOBAL_KEY] = whole.arrays("")
+        indexes = {**part_indexes, GLOBAL_KEY: global_index}
+        rebuilt = _add_to(indexes, added, options)
+        part_indexes, global_index = {k: v for k, v in indexes.items() if k != GLOBAL_KEY}, indexes[GLOBAL_KEY]
+        search = {**base.manifest.get("index", {}).get("search", {}), **_tune(indexes, rebuilt)}
         manifest = {key: base.manifest[key] for key in ("model", "catalogue", "options")}
         if catalogue is not None:
             manifest["catalogue"] = _catalogue_manifest(catalogue, complete=True)
@@ -386,12 +428,13 @@ def complete_bundle(
 def delete_items(store: BundleStore, ids: Sequence[str], keep: int = 3) -> str:
     """Publish the live bundle without ``ids``; unknown ids are an error (nothing is published)."""
     with store.writer():
-        base = store.open()
+        base = store.open(mmap=False)
         unknown = sorted(set(ids) - set(base.keys_by_id))
         if unknown:
             raise BundleError(f"not in bundle {base.version}: {', '.join(unknown[:10])}")
         part_indexes, global_index, records = _changed(base, set(ids))
         part_indexes = {label: index for label, index in part_indexes.items() if index.ntotal}
         manifest = {key: base.manifest[key] for key in ("model", "catalogue", "options", "skipped")}
+        manifest.update(index={"search": base.manifest.get("index", {}).get("search", {})})
         manifest.update(parent=base.version, change={"deleted": sorted(set(ids))})
         return _publish(store, manifest, records, part_indexes, global_index, keep, {})

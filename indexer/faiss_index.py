@@ -61,6 +61,8 @@ def tune_nprobe(
             found = np.array([[i for i in row if i != own][:k] for row, own in zip(found, exclude, strict=True)])
         recall = float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact, strict=True)]))
         if recall >= target or nprobe >= ivf.nlist:
+            if recall < target:
+                log.warning("recall@%d %.3f stays under %.2f even probing every list", k, recall, target)
             return {"nprobe": nprobe, "recall_at_10": round(recall, 4)}
         nprobe = min(2 * nprobe, ivf.nlist)
 
@@ -92,14 +94,18 @@ def gpu_available() -> bool:
 
 
 def build_index(
-    vectors: np.ndarray, ids: np.ndarray, factory: str | None = None, use_gpu: bool | None = None
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    factory: str | None = None,
+    use_gpu: bool | None = None,
+    exact_below: int = EXACT_BELOW,
 ) -> faiss.Index:
     """An index over ``vectors`` (n, d) float32 with int64 ``ids``; trained on a sample if needed.
 
     Vectors are L2-normalised embeddings; the metric is L2, so distance = 2 − 2·cosine.
     """
     count, dim = vectors.shape
-    spec = factory or choose_factory(count, dim)
+    spec = factory or choose_factory(count, dim, exact_below)
     index = faiss.index_factory(dim, spec)
     use_gpu = gpu_available() if use_gpu is None else use_gpu
     if use_gpu:  # train and add on the GPU, hand back a CPU index to write
@@ -124,6 +130,17 @@ def train(index: faiss.Index, sample: np.ndarray) -> None:
             transform = faiss.downcast_VectorTransform(chain.at(i))  # type: ignore[attr-defined]
             if isinstance(transform, faiss.PCAMatrix):
                 transform.PCAMat.clear()
+
+
+def is_exact(index: faiss.Index) -> bool:
+    """Whether ``index`` is an exact ``IDMap2,Flat`` one (its vectors read back as stored)."""
+    return isinstance(index, faiss.IndexIDMap2) and isinstance(faiss.downcast_index(index.index), faiss.IndexFlat)
+
+
+def exact_contents(index: faiss.IndexIDMap2) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors and ids an exact index holds (see is_exact)."""
+    flat = faiss.downcast_index(index.index)
+    return flat.reconstruct_n(0, flat.ntotal), faiss.vector_to_array(index.id_map).astype(np.int64)
 
 
 def _nlist(spec: str) -> int:

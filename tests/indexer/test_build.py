@@ -250,3 +250,23 @@ def test_decoding_refuses_a_special_file_that_replaced_an_image(tmp_path: Path) 
     os.mkfifo(tmp_path / "was-an-image.jpg")  # listed as an image, then swapped for a pipe
     with pytest.raises(ImageDecodeError, match="not a regular file"):
         decode_image(tmp_path / "was-an-image.jpg")
+
+
+def test_an_index_grown_past_the_exact_limit_becomes_compact_and_stays_editable(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # The first-slice path: a small bundle first, the rest added later, must end with the index
+    # kinds a full build would have chosen (here the limit is 20 vectors, not 50,000).
+    store = BundleStore(tmp_path / "bundles")
+    options = IndexOptions(threshold=0.0, max_parts=2, batch_size=4, workers=0, exact_below=20)
+    build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "a", count=12)), options)
+    assert store.open().manifest["index"]["global_type"].startswith("IndexIDMap2")
+    more = load_catalogue(make_catalogue(tmp_path / "more", count=12, prefix="q"))
+    add_items(store, tiny_checkpoint, more.items, options)
+    bundle = store.open()
+    assert "IVF" in bundle.manifest["index"]["global_type"] and bundle.global_index.ntotal == 24
+    assert bundle.manifest["index"]["search"]["(global)"]["nprobe"] >= 1
+    delete_items(store, ["q0", "p1"])  # a compact index copied from a memory-mapped bundle, then changed
+    after = store.open()
+    assert after.global_index.ntotal == 22 and "q0" not in after.keys_by_id
+    assert after.manifest["index"]["search"] == bundle.manifest["index"]["search"]
