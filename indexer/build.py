@@ -30,7 +30,6 @@ from indexer.faiss_index import (
     EXACT_BELOW,
     build_index,
     choose_factory,
-    copy_in_memory,
     exact_contents,
     gpu_available,
     is_exact,
@@ -181,7 +180,9 @@ def _publish(
     }
     try:
         write_bundle(staging, manifest, records, part_indexes, global_index)
-        Bundle(staging)  # reads back whole (sizes, checksums, indexes) before anything points at it
+        # Read back (manifest, items, indexes) before anything points at it; the checksums were just
+        # taken from these very files, so hashing them again would prove nothing.
+        Bundle(staging, checksums=False)
     except (OSError, RuntimeError, BundleError) as exc:  # a full disk, an unwritable folder
         shutil.rmtree(staging, ignore_errors=True)
         raise IndexerError(f"nothing published: writing bundle {version} failed: {exc}") from exc
@@ -345,10 +346,10 @@ def _load_model(checkpoint: Path, options: IndexOptions) -> PartAttentionNetwork
 
 
 def _changed(base: Bundle, drop: set[str]) -> tuple[dict[str, faiss.Index], faiss.Index, list[ItemRecord]]:
-    """In-memory copies of the live bundle's indexes with the items in ``drop`` removed."""
+    """The indexes of ``base`` (opened in memory for this change alone, so changed in place) with
+    the items in ``drop`` removed."""
     keys = np.asarray([base.keys_by_id[i] for i in drop if i in base.keys_by_id], dtype=np.int64)
-    part_indexes = {label: copy_in_memory(index) for label, index in base.part_indexes.items()}
-    global_index = copy_in_memory(base.global_index)
+    part_indexes, global_index = dict(base.part_indexes), base.global_index
     if len(keys):
         for index in [*part_indexes.values(), global_index]:
             index.remove_ids(keys)  # type: ignore[arg-type]  # the SWIG wrapper takes an id array too
@@ -369,7 +370,7 @@ def add_items(
     options = options or IndexOptions()
     checkpoint = Path(checkpoint)
     with store.writer():
-        base = store.open(mmap=False)  # copied and changed: a memory-mapped inverted file cannot be cloned
+        base = store.open(mmap=False)  # changed in place: a memory-mapped index is read-only
         if file_sha256(checkpoint) != base.model_sha256:
             raise BundleError("the checkpoint differs from the live bundle's model: rebuild the whole bundle")
         # New items are embedded the way the bundle's own items were.
@@ -428,7 +429,7 @@ def complete_bundle(
 def delete_items(store: BundleStore, ids: Sequence[str], keep: int = 3) -> str:
     """Publish the live bundle without ``ids``; unknown ids are an error (nothing is published)."""
     with store.writer():
-        base = store.open(mmap=False)
+        base = store.open(mmap=False)  # changed in place: a memory-mapped index is read-only
         unknown = sorted(set(ids) - set(base.keys_by_id))
         if unknown:
             raise BundleError(f"not in bundle {base.version}: {', '.join(unknown[:10])}")

@@ -148,8 +148,3 @@ def _nlist(spec: str) -> int:
         if token.startswith("IVF"):
             return int("".join(ch for ch in token[3:] if ch.isdigit()) or 1)
     return 1
-
-
-def copy_in_memory(index: faiss.Index) -> faiss.Index:
-    """A copy of ``index`` in memory (for incremental changes to a read-only, memory-mapped one)."""
-    return faiss.clone_index(index)
