@@ -26,6 +26,7 @@ def service_env(checkpoint: Path, bundles: Path, redis_url: str | None) -> dict[
         "PYTHONPATH": str(ROOT),
         "FASHION_CHECKPOINT": str(checkpoint),
         "FASHION_BUNDLES_DIR": str(bundles),
+        "FASHION_UPLOADS_DIR": str(bundles.parent / "uploads"),  # never the working tree's
         "FASHION_ADMIN_API_KEY": ADMIN_KEY,
         "FASHION_PART_THRESHOLD": "0",
         "FASHION_CACHE_TTL_S": "0",
