@@ -56,6 +56,13 @@ class MicroBatcher(Generic[In, Out]):
     def depth(self) -> int:
         return self._queue.qsize()
 
+    async def warm_up(self, item: In) -> None:
+        """Run one full batch of ``item`` in the batch thread before serving. Its allocator then
+        holds the largest batch's working memory from the start: the process's size is known (a
+        memory limit too small fails at start, not under load) and stays flat when load later
+        fills batches (the soak measured +60 MB at the first busy minute without it)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, [item] * self.max_batch)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._consume(), name="micro-batcher")
 

@@ -83,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if await coordinator.get_version() is None:
                 await coordinator.announce(recommender.bundles.current.version)
             await _complete_first_slice(recommender.bundles.current, coordinator)
+    await recommender.warm_up()
     recommender.batcher.start()
     stop = asyncio.Event()
     tasks = [

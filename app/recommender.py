@@ -161,6 +161,10 @@ class Recommender:
         self.metrics.stage_seconds.labels("model_batch").observe(time.perf_counter() - started)
         return out.per_photo()
 
+    async def warm_up(self) -> None:
+        """A full batch of blank photos through the model (see MicroBatcher.warm_up)."""
+        await self.batcher.warm_up(torch.zeros(3, *self.size))
+
     def decode(self, data: bytes) -> tuple[torch.Tensor, Placement]:
         image = decode_image(data, self.limits, formats=ACCEPTED_FORMATS)
         return fit_to_input(image, self.size)

@@ -80,6 +80,36 @@ def test_a_failed_forward_fails_its_batch_and_the_batcher_carries_on() -> None:
     asyncio.run(scenario())
 
 
+def test_warm_up_runs_one_full_batch_in_the_batch_thread() -> None:
+    """The largest batch's memory is taken at start, by the thread whose allocator serves forwards."""
+
+    async def scenario() -> None:
+        threads: list[str] = []
+        sizes: list[int] = []
+
+        def forward(items: list[int]) -> list[int]:
+            threads.append(threading.current_thread().name)
+            sizes.append(len(items))
+            return items
+
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            forward,
+            BatchOptions(max_batch=6, max_wait_s=0.0, queue_limit=8),
+            on_batch=lambda n: threads.append(f"on_batch {n}"),
+        )
+        await batcher.warm_up(7)
+        batcher.start()
+        try:
+            assert await batcher.submit(1) == 1
+        finally:
+            await batcher.stop()
+        assert sizes == [6, 1]
+        assert threads[0].startswith("inference") and threads[2] == threads[0]
+        assert threads[1] == "on_batch 1"  # the warm-up is not counted as served traffic
+
+    asyncio.run(scenario())
+
+
 def test_options_must_be_positive() -> None:
     with pytest.raises(ValueError):
         BatchOptions(max_batch=0, max_wait_s=0.0, queue_limit=1)
