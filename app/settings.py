@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.batching import BatchOptions
 from indexer.build import DEFAULT_LABELS_FROM, IndexOptions
+from indexer.ray_embed import RayOptions
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
 from model.imaging import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageLimits
 from model.network import DEFAULT_PART_THRESHOLD
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     default_candidates: int = Field(DEFAULT_CANDIDATES, gt=0)
     labels_from: str | None = DEFAULT_LABELS_FROM  # metadata field placing each product ("": the model)
     part_threshold: float = Field(DEFAULT_PART_THRESHOLD, ge=0, le=1)  # a part's label probability at least
+    # Who embeds a reindex job's catalogue: the worker's own process, or Ray Data (a cluster at
+    # `ray_address`, or a local Ray the job starts and stops).
+    index_engine: Literal["local", "ray"] = IndexOptions.engine
+    ray_address: str | None = RayOptions.address
 
     def index_options(self) -> IndexOptions:
         """The indexer's options under this configuration (the run command and the jobs alike)."""
@@ -64,6 +69,8 @@ class Settings(BaseSettings):
             threshold=self.part_threshold,
             labels_from=self.labels_from,
             limits=self.image_limits(),
+            engine=self.index_engine,
+            ray=RayOptions(address=self.ray_address),
         )
 
     def image_limits(self) -> ImageLimits:

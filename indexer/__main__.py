@@ -2,6 +2,7 @@
 
     python -m indexer build --catalogue ../shared/data/fashion-product \
         --checkpoint checkpoints/attention/best.pt --bundles bundles
+    python -m indexer build --engine ray [--ray-address auto] --catalogue ... --checkpoint ...
     python -m indexer add --catalogue new_items/ --checkpoint ... --bundles bundles
     python -m indexer delete --ids 10000,10001 --bundles bundles
     python -m indexer list --bundles bundles
@@ -20,6 +21,7 @@ from indexer.build import IndexOptions, add_items, build_bundle, delete_items
 from indexer.bundle import BundleStore
 from indexer.catalogue import load_catalogue
 from indexer.errors import IndexerError
+from indexer.ray_embed import RayOptions
 from model.errors import ModelError, run_command
 from model.progress import configure_logging
 
@@ -27,6 +29,13 @@ from model.progress import configure_logging
 def _options(args: argparse.Namespace) -> IndexOptions:
     """IndexOptions from the parsed flags: every field that has a flag of its name."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(IndexOptions) if hasattr(args, f.name)}
+    if hasattr(args, "ray_address"):
+        given["ray"] = RayOptions(
+            address=args.ray_address,
+            actors=args.ray_actors,
+            actor_cpus=args.ray_actor_cpus,
+            torch_threads=args.ray_threads,
+        )
     return IndexOptions(**given)
 
 
@@ -35,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m indexer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    defaults = IndexOptions()
+    defaults, ray = IndexOptions(), RayOptions()
     for name in ("build", "add"):
         p = sub.add_parser(name, help=f"{name} items from a catalogue")
         p.add_argument("--catalogue", type=Path, required=True, help="image folder, Kaggle layout, or list file")
@@ -55,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
             help="metadata field that decides each item's part index (default %(default)s; items without "
             "it, or with --labels-from '', are placed by the model's predicted labels)",
         )
+        p.add_argument(
+            "--engine",
+            choices=["local", "ray"],
+            default=defaults.engine,
+            help="who embeds: this process and its --workers, or Ray Data (a local Ray, or --ray-address)",
+        )
+        p.add_argument("--ray-address", default=ray.address, help="a running Ray cluster (default: start a local one)")
+        p.add_argument("--ray-actors", type=int, default=ray.actors, help="model actors (default: one per GPU, or one)")
+        p.add_argument("--ray-actor-cpus", type=float, default=ray.actor_cpus, help="CPUs each model actor reserves")
+        p.add_argument("--ray-threads", type=int, default=ray.torch_threads, help="threads of each actor's forward")
     p = sub.add_parser("delete", help="remove items by id")
     p.add_argument("--ids", required=True, help="comma-separated item ids")
     p.add_argument("--keep", type=int, default=defaults.keep)

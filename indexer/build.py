@@ -13,18 +13,18 @@ import platform
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import faiss
 import numpy as np
 
 from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
 from indexer.catalogue import Catalogue, CatalogueItem
-from indexer.embed import DEFAULT_WORKER_TIMEOUT_S, Skipped, embed_items
+from indexer.embed import DEFAULT_WORKER_TIMEOUT_S, ItemParts, KnownLabels, Skipped, embed_items
 from indexer.errors import IndexerError
 from indexer.faiss_index import (
     EXACT_BELOW,
@@ -35,6 +35,7 @@ from indexer.faiss_index import (
     is_exact,
     tune_on_own_vectors,
 )
+from indexer.ray_embed import RayOptions, embed_items_ray
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import ImageLimits
@@ -64,6 +65,8 @@ class IndexOptions:
     labels_from: str | None = DEFAULT_LABELS_FROM  # a metadata field that decides the part indexes; None: the model
     worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S  # a decode worker silent this long fails the build
     exact_below: int = EXACT_BELOW  # vectors in one index under which it is exact (above: compact)
+    engine: Literal["local", "ray"] = "local"  # who embeds: this process (and its decode workers), or Ray Data
+    ray: RayOptions = RayOptions()  # where and how, for engine "ray"
 
 
 @dataclass
@@ -79,8 +82,31 @@ class _Vectors:
         return np.stack(self.vectors[label]), np.asarray(self.keys[label], dtype=np.int64)
 
 
+def _results(
+    model: PartAttentionNetwork,
+    checkpoint: Path,
+    items: Sequence[CatalogueItem],
+    options: IndexOptions,
+    known: KnownLabels | None,
+) -> Iterator[ItemParts | Skipped]:
+    """Each item's embeddings or why it was skipped, in catalogue order, from the chosen engine."""
+    common: dict[str, Any] = dict(
+        threshold=options.threshold,
+        max_parts=options.max_parts,
+        batch_size=options.batch_size,
+        device=options.device,
+        limits=options.limits,
+        known_labels=known,
+    )
+    if options.engine == "ray":
+        size = (model.config.image_height, model.config.image_width)
+        return embed_items_ray(checkpoint, items, size=size, ray_options=options.ray, **common)
+    return embed_items(model, items, workers=options.workers, worker_timeout_s=options.worker_timeout_s, **common)
+
+
 def _embed(
     model: PartAttentionNetwork,
+    checkpoint: Path,
     items: Sequence[CatalogueItem],
     first_key: int,
     options: IndexOptions,
@@ -93,18 +119,7 @@ def _embed(
     key = first_key
     done = 0
     known = _known_labels(options.labels_from, model.config.labels) if options.labels_from else None
-    for result in embed_items(
-        model,
-        items,
-        threshold=options.threshold,
-        max_parts=options.max_parts,
-        batch_size=options.batch_size,
-        workers=options.workers,
-        device=options.device,
-        limits=options.limits,
-        known_labels=known,
-        worker_timeout_s=options.worker_timeout_s,
-    ):
+    for result in _results(model, checkpoint, items, options, known):
         done += 1
         if progress:
             progress(done, len(items))
@@ -122,7 +137,7 @@ def _embed(
     return records, parts, whole, skipped
 
 
-def _known_labels(field: str, labels: list[str]) -> Callable[[CatalogueItem], list[str] | None]:
+def _known_labels(field: str, labels: list[str]) -> KnownLabels:
     """An item's part labels from its metadata field, mapped by the article-type table (or taken as a
     label name). A value that maps to no label gives no part (the item stays in the global index);
     an item without the field falls back to the predicted labels."""
@@ -291,7 +306,7 @@ def build_bundle(
     timings: dict[str, float] = {}
     with store.writer():
         started = time.monotonic()
-        records, parts, whole, skipped = _embed(model, items, 0, options, progress)
+        records, parts, whole, skipped = _embed(model, checkpoint, items, 0, options, progress)
         if len(records) < min_items:
             raise IndexerError(_too_few(catalogue, len(records), min_items, "has readable images for"))
         timings["embed_s"] = round(time.monotonic() - started, 3)
@@ -313,6 +328,7 @@ def build_bundle(
                 "max_parts": options.max_parts,
                 "factory": options.factory or "auto",
                 "labels_from": options.labels_from,
+                "engine": options.engine,
             },
             "skipped": catalogue.skipped + skipped,
             "index": {"search": search},
@@ -386,7 +402,7 @@ def add_items(
         timings: dict[str, float] = {}
         started = time.monotonic()
         first_key = max(base.items, default=-1) + 1
-        new_records, parts, whole, skipped = _embed(model, items, first_key, options, progress)
+        new_records, parts, whole, skipped = _embed(model, checkpoint, items, first_key, options, progress)
         timings["embed_s"] = round(time.monotonic() - started, 3)
         added = {label: parts.arrays(label) for label in parts.keys}
         if new_records:

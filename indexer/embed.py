@@ -119,8 +119,8 @@ def embed_items(
                 out = model(images.to(device))
                 glob = out.global_embedding.float().cpu().numpy()
                 for row, i in enumerate(indices):
-                    parts = _parts(model, out, row, glob[row], items[i], threshold, max_parts, known_labels)
-                    yield ItemParts(items[i].id, glob[row], parts)
+                    fixed = known_labels(items[i]) if known_labels else None
+                    yield ItemParts(items[i].id, glob[row], item_parts(model, out, row, fixed, threshold, max_parts))
             bar.update(len(indices) + len(errors))
             if bar.disable:
                 rate.advance(len(indices) + len(errors))
@@ -147,20 +147,19 @@ def _batches(
         yield batch
 
 
-def _parts(
+def item_parts(
     model: PartAttentionNetwork,
     out: NetworkOutput,
     row: int,
-    whole: np.ndarray,
-    item: CatalogueItem,
+    fixed: list[str] | None,
     threshold: float,
     max_parts: int,
-    known_labels: KnownLabels | None,
 ) -> list[tuple[str, float, np.ndarray]]:
-    """One photo's (label, probability, embedding) parts; none for a model without attention."""
+    """Photo ``row``'s (label, probability, embedding) parts; none for a model without attention.
+    ``fixed``: the item's labels from its metadata, None when it names none."""
     if model.config.architecture != "attention":
         return []
-    fixed = known_labels(item) if known_labels else None
+    whole = out.global_embedding[row].float().cpu().numpy()
     if fixed is None:  # nothing known from metadata: the product head, where there is one
         fixed = product_parts(model, out, row)
     chosen = select_parts(model, out, row, None, threshold, max_parts, labels=fixed)

@@ -134,10 +134,21 @@ def letterbox_placement(width: int, height: int, size: tuple[int, int]) -> tuple
 
 def fit_to_input(image: Image.Image, size: tuple[int, int]) -> tuple[torch.Tensor, Placement]:
     """RGB image -> ((3, H, W) float tensor in [0, 1], placement), letterboxed to ``size`` = (H, W)."""
+    pixels, placement = letterbox(image, size)
+    return to_input(pixels), placement
+
+
+def letterbox(image: Image.Image, size: tuple[int, int]) -> tuple[np.ndarray, Placement]:
+    """RGB image -> ((H, W, 3) uint8 pixels, placement), letterboxed to ``size`` = (H, W): a quarter
+    of the bytes of the model's input, for handing decoded photos between processes."""
     out_h, out_w = size
     placement, scale, left, top = letterbox_placement(image.width, image.height, size)
     new_w, new_h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
     canvas = Image.new("RGB", (out_w, out_h), (PAD_VALUE,) * 3)
     canvas.paste(image.convert("RGB").resize((new_w, new_h), Image.Resampling.BILINEAR), (left, top))
-    tensor = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-    return tensor, placement
+    return np.asarray(canvas, dtype=np.uint8), placement
+
+
+def to_input(pixels: np.ndarray) -> torch.Tensor:
+    """(..., H, W, 3) uint8 pixels -> (..., 3, H, W) float tensor in [0, 1]."""
+    return (torch.from_numpy(np.asarray(pixels, dtype=np.float32)) / 255.0).movedim(-1, -3).contiguous()

@@ -10,6 +10,8 @@ from model.network import DEFAULT_PART_THRESHOLD
 def test_index_options_follow_the_settings() -> None:
     options = Settings(max_pixels=1234, part_threshold=0.2, labels_from="kind", device="cpu").index_options()
     assert (options.limits.max_pixels, options.threshold, options.labels_from) == (1234, 0.2, "kind")
+    options = Settings(index_engine="ray", ray_address="ray://head:10001").index_options()
+    assert (options.engine, options.ray.address) == ("ray", "ray://head:10001")
 
 
 def test_defaults_have_one_source() -> None:
@@ -17,4 +19,5 @@ def test_defaults_have_one_source() -> None:
     assert settings.part_threshold == index.threshold == DEFAULT_PART_THRESHOLD
     assert settings.max_pixels == index.limits.max_pixels == DEFAULT_MAX_PIXELS
     assert settings.labels_from == index.labels_from
+    assert (settings.index_engine, settings.ray_address) == (index.engine, index.ray.address) == ("local", None)
     assert (settings.default_max_parts, settings.default_candidates) == (request.max_parts, request.candidates)
