@@ -69,6 +69,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.bundles_dir,
         metrics,
         settings.device,
+        runtime=settings.runtime,
+        runtime_cache=settings.runtime_cache,
         limits=settings.image_limits(),
         threshold=settings.part_threshold,
         batching=settings.batch_options(),

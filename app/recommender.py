@@ -29,6 +29,7 @@ from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPa
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import ImageLimits, Placement, decode_image, fit_to_input
 from model.network import NetworkOutput, PartAttentionNetwork, select_parts
+from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Forward, Runtime, make_forward
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ def release_freed_memory() -> None:
 class Recommender:
     def __init__(
         self,
-        model: PartAttentionNetwork,
+        model: PartAttentionNetwork,  # the source of truth: labels, thresholds, how parts are chosen
+        forward: Forward,  # its forward pass, on the configured runtime (model.runtime)
         model_sha256: str,
         bundles: BundleHolder,
         metrics: Metrics,
@@ -136,28 +138,34 @@ class Recommender:
         batching: BatchOptions,
         cache: ResponseCache | None = None,  # None: every request is answered afresh
     ) -> None:
-        self.model, self.bundles, self.metrics, self.cache = model, bundles, metrics, cache
+        self.model, self.forward, self.bundles, self.metrics, self.cache = model, forward, bundles, metrics, cache
         self.model_version = model_sha256[:12]
         self.limits, self.threshold = limits, threshold
         self.size = (model.config.image_height, model.config.image_width)
-        self.device = next(model.parameters()).device
         self.batcher: MicroBatcher[torch.Tensor, NetworkOutput] = MicroBatcher(
             self._forward, batching, on_batch=metrics.batch_size.observe
         )
 
     @classmethod
     def from_files(
-        cls, checkpoint: Path, bundles_dir: Path, metrics: Metrics, device: str, **kwargs: Any
+        cls,
+        checkpoint: Path,
+        bundles_dir: Path,
+        metrics: Metrics,
+        device: str,
+        runtime: Runtime = DEFAULT_RUNTIME,
+        runtime_cache: Path = DEFAULT_CACHE,
+        **kwargs: Any,
     ) -> Recommender:
         sha = file_sha256(checkpoint)
         model, _ = load_checkpoint(checkpoint, device)
-        return cls(model, sha, BundleHolder(BundleStore(bundles_dir), sha, metrics), metrics, **kwargs)
+        forward = make_forward(model, runtime, sha, runtime_cache, device)
+        return cls(model, forward, sha, BundleHolder(BundleStore(bundles_dir), sha, metrics), metrics, **kwargs)
 
-    @torch.inference_mode()
     def _forward(self, images: list[torch.Tensor]) -> list[NetworkOutput]:
         """One batched forward; results are split back per photo (batch dim kept, of size 1)."""
         started = time.perf_counter()
-        out = self.model(torch.stack(images).to(self.device))
+        out = self.forward(torch.stack(images))
         self.metrics.stage_seconds.labels("model_batch").observe(time.perf_counter() - started)
         return out.per_photo()
 

@@ -15,6 +15,7 @@ from indexer.ray_embed import RayOptions
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
 from model.imaging import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageLimits
 from model.network import DEFAULT_PART_THRESHOLD
+from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Runtime
 
 DEFAULT_ADMIN_KEY = "change-me"
 
@@ -38,6 +39,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # None: single-process in-memory coordination (the embedded default)
     embedded_worker: bool = True  # run reindex jobs in this process (no separate indexer worker)
     device: str = "cpu"
+    # Where the forward pass runs on a CPU (model.runtime): the checkpoint is exported once to the
+    # runtime and the export cached, named by the checkpoint's hash, under `runtime_cache`.
+    runtime: Runtime = DEFAULT_RUNTIME
+    runtime_cache: Path = DEFAULT_CACHE
     # Items in the first bundle the run command publishes when none is live (0: the whole catalogue
     # at once); a job then adds the rest and the service swaps to it without a restart.
     first_slice: int = Field(1000, ge=0)
@@ -66,6 +71,8 @@ class Settings(BaseSettings):
         """The indexer's options under this configuration (the run command and the jobs alike)."""
         return IndexOptions(
             device=self.device,
+            runtime=self.runtime,
+            runtime_cache=self.runtime_cache,
             threshold=self.part_threshold,
             labels_from=self.labels_from,
             limits=self.image_limits(),

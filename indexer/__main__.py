@@ -24,6 +24,7 @@ from indexer.errors import IndexerError
 from indexer.ray_embed import RayOptions
 from model.errors import ModelError, run_command
 from model.progress import configure_logging
+from model.runtime import RUNTIMES
 
 
 def _options(args: argparse.Namespace) -> IndexOptions:
@@ -55,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=defaults.batch_size)
         p.add_argument("--workers", type=int, default=defaults.workers)
         p.add_argument("--device", default=defaults.device)
+        p.add_argument(
+            "--runtime", choices=RUNTIMES, default=defaults.runtime, help="where the forward pass runs on a CPU"
+        )
         p.add_argument("--factory", default=None, help="FAISS index-factory string (default: by size)")
         p.add_argument("--keep", type=int, default=defaults.keep, help="published versions to keep")
         p.add_argument(

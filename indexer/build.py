@@ -40,6 +40,7 @@ from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import ImageLimits
 from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork
+from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Runtime, make_forward
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class IndexOptions:
     labels_from: str | None = DEFAULT_LABELS_FROM  # a metadata field that decides the part indexes; None: the model
     worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S  # a decode worker silent this long fails the build
     exact_below: int = EXACT_BELOW  # vectors in one index under which it is exact (above: compact)
+    runtime: Runtime = DEFAULT_RUNTIME  # where the forward pass runs (model.runtime)
+    runtime_cache: Path = DEFAULT_CACHE  # its exports of the checkpoint
     engine: Literal["local", "ray"] = "local"  # who embeds: this process (and its decode workers), or Ray Data
     ray: RayOptions = RayOptions()  # where and how, for engine "ray"
 
@@ -100,8 +103,19 @@ def _results(
     )
     if options.engine == "ray":
         size = (model.config.image_height, model.config.image_width)
-        return embed_items_ray(checkpoint, items, size=size, ray_options=options.ray, **common)
-    return embed_items(model, items, workers=options.workers, worker_timeout_s=options.worker_timeout_s, **common)
+        return embed_items_ray(
+            checkpoint,
+            items,
+            size=size,
+            runtime=options.runtime,
+            runtime_cache=options.runtime_cache,
+            ray_options=options.ray,
+            **common,
+        )
+    forward = make_forward(model, options.runtime, file_sha256(checkpoint), options.runtime_cache, options.device)
+    return embed_items(
+        model, items, workers=options.workers, worker_timeout_s=options.worker_timeout_s, forward=forward, **common
+    )
 
 
 def _embed(
@@ -329,6 +343,7 @@ def build_bundle(
                 "factory": options.factory or "auto",
                 "labels_from": options.labels_from,
                 "engine": options.engine,
+                "runtime": options.runtime,
             },
             "skipped": catalogue.skipped + skipped,
             "index": {"search": search},

@@ -21,6 +21,7 @@ from indexer.catalogue import CatalogueItem
 from indexer.errors import IndexerError
 from model.imaging import DEFAULT_LIMITS, ImageDecodeError, ImageLimits, decode_image, fit_to_input
 from model.network import NetworkOutput, PartAttentionNetwork, product_parts, select_parts
+from model.runtime import Forward, make_forward
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # progress lines when no progress bar is shown (logs, CI, containers)
@@ -82,6 +83,7 @@ def embed_items(
     progress: bool | None = None,
     known_labels: KnownLabels | None = None,
     worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S,
+    forward: Forward | None = None,
 ) -> Iterator[ItemParts | Skipped]:
     """Yield, in catalogue order per batch, each item's embeddings or the reason it was skipped.
 
@@ -94,6 +96,7 @@ def embed_items(
     beside its own threads, and a fork taken while another thread holds a lock can kill the child.
     A batch not delivered within ``worker_timeout_s`` fails the run (IndexerError) instead of
     waiting for ever, e.g. when a container's /dev/shm is too small to hand batches over.
+    ``forward``: the model's forward on another runtime (model.runtime); None: the model itself.
     """
     size = (model.config.image_height, model.config.image_width)
     if len(items) < SMALL_JOB:
@@ -108,6 +111,7 @@ def embed_items(
         timeout=worker_timeout_s if workers > 0 else 0,
     )
     model.eval().to(device)
+    forward = forward or make_forward(model, "pytorch", "", device=device)
     rate = _RateLog(len(items))
     with tqdm(
         total=len(items), desc="embedding", unit="item", disable=None if progress is None else not progress
@@ -116,7 +120,7 @@ def embed_items(
             for i, reason in errors:
                 yield Skipped(items[i].id, str(items[i].path), reason)
             if images is not None:
-                out = model(images.to(device))
+                out = forward(images)
                 glob = out.global_embedding.float().cpu().numpy()
                 for row, i in enumerate(indices):
                     fixed = known_labels(items[i]) if known_labels else None

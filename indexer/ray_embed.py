@@ -29,6 +29,7 @@ from indexer.catalogue import CatalogueItem
 from indexer.embed import ItemParts, KnownLabels, Skipped, item_parts
 from indexer.errors import IndexerError
 from model.imaging import ImageDecodeError, ImageLimits, decode_image, letterbox, to_input
+from model.runtime import Runtime, make_forward
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,22 @@ def _decode(batch: dict[str, np.ndarray], size: tuple[int, int], limits: ImageLi
 class _Embedder:
     """One model copy; each call embeds one batch of decoded photos."""
 
-    def __init__(self, checkpoint: str, device: str, threshold: float, max_parts: int, threads: int | None) -> None:
-        from model.checkpoint import load_checkpoint  # in the actor's process
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str,
+        runtime: Runtime,
+        runtime_cache: str,
+        threshold: float,
+        max_parts: int,
+        threads: int | None,
+    ) -> None:
+        from model.checkpoint import file_sha256, load_checkpoint  # in the actor's process
 
         torch.set_num_threads(threads or os.cpu_count() or 1)  # Ray caps OpenMP at the reserved CPUs
         self.model, _ = load_checkpoint(checkpoint, device)
-        self.model.eval()
-        self.device, self.threshold, self.max_parts = device, threshold, max_parts
+        self.forward = make_forward(self.model, runtime, file_sha256(checkpoint), Path(runtime_cache), device)
+        self.threshold, self.max_parts = threshold, max_parts
         cfg = self.model.config
         self.dim = cfg.embedding_dim if cfg.architecture == "attention" else cfg.channels  # whole and parts alike
 
@@ -75,7 +85,7 @@ class _Embedder:
         vectors = np.zeros((count, self.max_parts, self.dim), dtype=np.float32)
         described = ["[]"] * count
         if good:
-            out = self.model(to_input(batch["pixels"][good]).to(self.device))
+            out = self.forward(to_input(batch["pixels"][good]))
             glob = out.global_embedding.float().cpu().numpy()
             for row, n in enumerate(good):
                 whole[n] = glob[row]
@@ -97,6 +107,8 @@ def embed_items_ray(
     device: str,
     limits: ImageLimits,
     known_labels: KnownLabels | None,
+    runtime: Runtime,
+    runtime_cache: Path,
     ray_options: RayOptions,
 ) -> Iterator[ItemParts | Skipped]:
     """Yield, in catalogue order, each item's embeddings or the reason it was skipped (as
@@ -110,9 +122,16 @@ def embed_items_ray(
     if started_here:
         ray.init(address=ray_options.address, include_dashboard=False, logging_level=logging.WARNING)
     try:
-        yield from _run(
-            ray, checkpoint, items, size, threshold, max_parts, batch_size, device, limits, known_labels, ray_options
-        )
+        actor = {
+            "checkpoint": str(checkpoint.resolve()),
+            "device": device,
+            "runtime": runtime,
+            "runtime_cache": str(runtime_cache.resolve()),
+            "threshold": threshold,
+            "max_parts": max_parts,
+            "threads": ray_options.torch_threads,
+        }
+        yield from _run(ray, actor, items, size, batch_size, limits, known_labels, ray_options)
     finally:
         if started_here:
             ray.shutdown()
@@ -120,13 +139,10 @@ def embed_items_ray(
 
 def _run(
     ray: Any,
-    checkpoint: Path,
+    actor: dict[str, Any],
     items: Sequence[CatalogueItem],
     size: tuple[int, int],
-    threshold: float,
-    max_parts: int,
     batch_size: int,
-    device: str,
     limits: ImageLimits,
     known_labels: KnownLabels | None,
     options: RayOptions,
@@ -134,7 +150,7 @@ def _run(
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # keys are given in catalogue order, as in one process
     context.enable_progress_bars = False
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if device.startswith("cuda") else 0
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if actor["device"].startswith("cuda") else 0
     actors = options.actors or max(1, gpus)
     rows = [
         {"row": n, "path": str(item.path), "fixed": json.dumps(known_labels(item) if known_labels else None)}
@@ -145,13 +161,7 @@ def _run(
         .map_batches(_decode, fn_kwargs={"size": size, "limits": limits}, batch_size=batch_size, batch_format="numpy")
         .map_batches(
             _Embedder,
-            fn_constructor_kwargs={
-                "checkpoint": str(checkpoint.resolve()),
-                "device": device if gpus else "cpu",
-                "threshold": threshold,
-                "max_parts": max_parts,
-                "threads": options.torch_threads,
-            },
+            fn_constructor_kwargs={**actor, "device": actor["device"] if gpus else "cpu"},
             concurrency=actors,
             num_cpus=options.actor_cpus,
             num_gpus=1 if gpus else 0,

@@ -2,7 +2,7 @@
 
 Wang, Chen, Li, Xu, Lin, "Multi-label Image Recognition by Recurrently Discovering Attentional
 Regions" (RDAR), ICCV 2017, as used by Verma et al., ICIP 2018. Step 0 reads the whole map (M_0 =
-identity); each step k = 1..K samples crop_k = grid_sample(X, affine_grid(M_k)) with
+identity); each step k = 1..K samples crop_k = grid_sample(X, grid of M_k) with
 M_k = [[s_x, 0, t_x], [0, s_y, t_y]]. The LSTM reads the crop's features (their layout, so it can
 tell where to look next) and emits the next transform M_{k+1}; crop k's label scores s_k come from
 its own texture encoding (RDAR's region classifier), so the crop that scores a label is the crop
@@ -63,11 +63,16 @@ class AttentionOutput:
     codeword_share: torch.Tensor  # (codewords,) mean soft assignment of the whole maps' cells
 
 
-def transform_matrices(transforms: torch.Tensor) -> torch.Tensor:
-    """(..., 4) (s_x, s_y, t_x, t_y) -> (..., 2, 3) affine matrices without rotation or shear."""
-    sx, sy, tx, ty = transforms.unbind(-1)
-    zero = torch.zeros_like(sx)
-    return torch.stack([sx, zero, tx, zero, sy, ty], -1).unflatten(-1, (2, 3))
+def crop_grid(transforms: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 4) (s_x, s_y, t_x, t_y) -> (B, height, width, 2) grid_sample coordinates of the crop: what
+    affine_grid gives for M = [[s_x, 0, t_x], [0, s_y, t_y]] (align_corners=False), written as an
+    outer sum because the crops never rotate or shear (and so it exports to ONNX and OpenVINO)."""
+    xs = (torch.arange(width, device=transforms.device, dtype=transforms.dtype) * 2 + 1) / width - 1
+    ys = (torch.arange(height, device=transforms.device, dtype=transforms.dtype) * 2 + 1) / height - 1
+    sx, sy, tx, ty = (v[:, None] for v in transforms.unbind(-1))  # (B, 1)
+    gx = (sx * xs + tx)[:, None, :].expand(-1, height, -1)  # (B, height, width)
+    gy = (sy * ys + ty)[:, :, None].expand(-1, -1, width)
+    return torch.stack([gx, gy], -1)
 
 
 def soft_box_maps(transforms: torch.Tensor, height: int, width: int, sharpness: float) -> torch.Tensor:
@@ -171,8 +176,7 @@ class RecurrentAttention(nn.Module):
         embeddings, transforms = [], []
         for k in range(self.steps):
             m = self.place(state[0], x, k)  # (B, 4): M_k from the previous step's state
-            grid = F.affine_grid(transform_matrices(m), [B, D, crop_h, crop_w], align_corners=False)
-            crop = F.grid_sample(x, grid, align_corners=False)  # (B, D, crop_h, crop_w)
+            crop = F.grid_sample(x, crop_grid(m, crop_h, crop_w), align_corners=False)  # (B, D, crop_h, crop_w)
             embedding = encode_map(self.encoding, crop)  # (B, E)
             state = self.lstm(self.dropout(crop.flatten(1)), state)
             embeddings.append(embedding)

@@ -1,18 +1,30 @@
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
+import os
+import tempfile
 
-import pytest
-import torch
+# The runtime's exports of the tests' checkpoints go to a folder of this session, not the working
+# tree's .cache (set before model.runtime is imported; service processes inherit it).
+RUNTIME_CACHE = tempfile.mkdtemp(prefix="fashion-runtime-cache-")
+os.environ["FASHION_RUNTIME_CACHE"] = RUNTIME_CACHE
 
-from model.checkpoint import save_checkpoint
-from model.network import PartAttentionNetwork
-from tests.helpers import SHARED_DATA, tiny_config
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from model.checkpoint import save_checkpoint  # noqa: E402
+from model.network import PartAttentionNetwork  # noqa: E402
+from tests.helpers import SHARED_DATA, tiny_config  # noqa: E402
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(RUNTIME_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -28,11 +28,20 @@ def test_cli_build_passes_every_option(tmp_path: Path, tiny_checkpoint: Path, ca
         "4",
         "--labels-from",
         "kind",
+        "--runtime",
+        "pytorch",
     ]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["items"] == 3
     manifest = BundleStore(tmp_path / "b").open().manifest
-    assert manifest["options"] == {"threshold": 0.0, "max_parts": 2, "factory": "auto", "labels_from": "kind"}
+    assert manifest["options"] == {
+        "threshold": 0.0,
+        "max_parts": 2,
+        "factory": "auto",
+        "labels_from": "kind",
+        "engine": "local",
+        "runtime": "pytorch",
+    }
     assert manifest["index"]["counts"] == {"blue": 3}
     assert main(["delete", "--ids", "p0", "--bundles", str(tmp_path / "b")]) == 0
     assert main(["delete", "--ids", "nope", "--bundles", str(tmp_path / "b")]) == 2
