@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     max_image_side: int = Field(DEFAULT_MAX_SIDE, gt=0)  # 422 for a longer side
     max_aspect_ratio: float = Field(DEFAULT_MAX_ASPECT, ge=1)  # 422 for a longer shape (long side / short side)
     max_batch: int = Field(16, gt=0)  # photos per model forward at most
-    max_wait_ms: float = Field(5.0, ge=0)  # how long a forward waits for company
+    # How long a forward waits for company. 0: it takes the photos already queued and starts; under
+    # load they queue while the previous forward runs, so batches fill without a lone photo waiting.
+    max_wait_ms: float = Field(0.0, ge=0)
     queue_limit: int = Field(64, gt=0)  # photos waiting for the model; 503 beyond
     cache_ttl_s: int = Field(300, ge=0)  # response cache lifetime; 0 disables it
     search_threads: int = Field(1, gt=0)  # FAISS OpenMP threads; one query at a time needs no more

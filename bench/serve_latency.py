@@ -1,11 +1,16 @@
-"""Service latency and throughput over real HTTP beside the same pipeline called in-process.
+"""Service latency and throughput over real HTTP beside the model alone and the pipeline in-process.
 
-    python bench/serve_latency.py --checkpoint checkpoints/attention/best.pt --bundles bundles
+    python bench/serve_latency.py --bundles bundles [--runtime openvino] [--profile docs/serve_flamegraph.svg]
 
-In-process (the service's limit): decode + model + search for one photo at a time, and for batches
-of 16 through the same batched forward. Over HTTP: uvicorn serving the app, 1, 4 and 16 concurrent
-clients posting CCP test photos (cache off). Reports p50/p99 latency, throughput, their ratios to
-the in-process figures, and the API process's peak RSS.
+All in one run, on one runtime (model.runtime):
+1. the limit: the model's batched forward alone (batches of 16) on photos already decoded and
+   letterboxed, and its forward of one photo;
+2. in-process: decode + model + search, one photo at a time, and in batches of 16;
+3. over HTTP: uvicorn serving the app, 1, 4 and 16 concurrent clients posting CCP test photos
+   (cache off).
+Reports p50/p99 latency, throughput, every ratio against the limit, and the API's peak RSS.
+``--profile`` samples the API process with py-spy while one client posts photos, and writes the
+flame graph.
 """
 
 from __future__ import annotations
@@ -15,18 +20,19 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import faiss
 import httpx
 import numpy as np
-
-from model.imaging import ImageLimits  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,7 +41,9 @@ from app.batching import BatchOptions  # noqa: E402
 from app.metrics import Metrics  # noqa: E402
 from app.recommender import Recommender, RecommendOptions  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
+from model.imaging import ImageLimits  # noqa: E402
 from model.network import DEFAULT_PART_THRESHOLD  # noqa: E402
+from model.runtime import DEFAULT_RUNTIME, RUNTIMES, Runtime  # noqa: E402
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -45,7 +53,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int) -> dict[str, object]:
+def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int, runtime: Runtime) -> dict[str, Any]:
     faiss.omp_set_num_threads(1)  # as the service does (FASHION_SEARCH_THREADS)
     metrics = Metrics()
     rec = Recommender.from_files(
@@ -53,6 +61,7 @@ def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int)
         bundles,
         metrics,
         "cpu",
+        runtime=runtime,
         limits=ImageLimits(),
         threshold=DEFAULT_PART_THRESHOLD,
         batching=BatchOptions(max_batch=batch, max_wait_s=0.0, queue_limit=1000),
@@ -66,6 +75,19 @@ def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int)
         outs = rec._forward([t for t, _ in decoded])
         for out, (_, placement) in zip(outs, decoded, strict=True):
             rec._search(bundle, out, placement, options)
+
+    # The limit: the forward alone on photos already decoded (the first 160, in batches of `batch`).
+    tensors = [rec.decode(d)[0] for d in photos[:160]]
+    rec.forward(torch.stack(tensors[:batch]))  # warm-up
+    started = time.perf_counter()
+    for i in range(0, len(tensors), batch):
+        rec.forward(torch.stack(tensors[i : i + batch]))
+    model_batched = len(tensors) / (time.perf_counter() - started)
+    model_single = []
+    for tensor in tensors[:40]:
+        started = time.perf_counter()
+        rec.forward(tensor[None])
+        model_single.append(time.perf_counter() - started)
 
     pipeline(photos[:2])  # warm-up
     single = []
@@ -81,6 +103,8 @@ def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int)
         count += len(chunk)
     batched = count / (time.perf_counter() - started)
     return {
+        "model_alone_single": percentiles(model_single),
+        "model_alone_batched_photos_per_s": round(model_batched, 2),
         "single": percentiles(single),
         "single_mean_ms": round(1000 * statistics.mean(single), 1),
         "batched_photos_per_s": round(batched, 2),
@@ -119,6 +143,36 @@ def http_level(url: str, photos: list[bytes], clients: int, requests_per_client:
     }
 
 
+def profile(pid: int, url: str, photos: list[bytes], out: Path) -> None:
+    """py-spy samples the API (all its threads, native frames too) while one client posts photos."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--output",
+            str(out),
+            "--format",
+            "flamegraph",
+            "--rate",
+            "200",
+            "--threads",
+            "--idle",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.0)  # attached
+    http_level(url, photos, 1, 60)
+    spy.send_signal(signal.SIGINT)  # py-spy writes the graph when interrupted
+    _, err = spy.communicate(timeout=60)
+    if not out.is_file():
+        raise SystemExit(f"py-spy wrote no flame graph: {err.decode()[-500:]}")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM"):
@@ -128,7 +182,9 @@ def peak_rss_mb(pid: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, default=Path("weights/ccp-attention.pt"))
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME)
+    parser.add_argument("--profile", type=Path, default=None, help="write py-spy's flame graph of the API here")
     parser.add_argument("--bundles", type=Path, default=Path("bundles"))
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", type=Path, default=Path("reports/bench_serve.json"))
@@ -136,7 +192,7 @@ def main() -> None:
 
     _, test = ClothingCoParsing(data_dir() / "ccp").split()
     photos = [s.image.read_bytes() for s in test[:160]]
-    local = in_process(args.checkpoint, args.bundles, photos, batch=16)
+    local = in_process(args.checkpoint, args.bundles, photos, 16, args.runtime)
     print("in-process:", json.dumps(local), flush=True)
 
     env = {
@@ -145,6 +201,7 @@ def main() -> None:
         "FASHION_BUNDLES_DIR": str(args.bundles),
         "FASHION_CACHE_TTL_S": "0",
         "FASHION_MAX_BATCH": "16",
+        "FASHION_RUNTIME": args.runtime,
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "--port", str(args.port)],
@@ -168,19 +225,33 @@ def main() -> None:
         http_level(url, photos[:4], 1, 4)  # warm-up
         levels = [http_level(url, photos, c, n) for c, n in ((1, 40), (4, 20), (16, 10))]
         rss = peak_rss_mb(server.pid)
+        if args.profile:
+            profile(server.pid, url, photos, args.profile)
     finally:
         server.terminate()
         server.wait(30)
+    single_p50 = local["single"]["p50_ms"]  # type: ignore[index]
+    limit = local["model_alone_batched_photos_per_s"]
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "runtime": args.runtime,
         "in_process": local,
         "http": levels,
         "ratios": {
-            "p50_1_client_over_in_process_single": round(levels[0]["p50_ms"] / local["single"]["p50_ms"], 3),  # type: ignore[index,operator]
-            "throughput_16_clients_over_in_process_batched": round(
-                levels[2]["photos_per_s"] / local["batched_photos_per_s"], 3
-            ),  # type: ignore[operator]
+            "p50_1_client_over_in_process_single": round(levels[0]["p50_ms"] / single_p50, 3),  # type: ignore[operator]
+            "p50_in_process_single_over_model_alone_single": round(
+                single_p50 / local["model_alone_single"]["p50_ms"],
+                3,  # type: ignore[index]
+            ),
+            "in_process_batched_over_model_alone_batched": round(local["batched_photos_per_s"] / limit, 3),  # type: ignore[operator]
+            **{
+                f"throughput_{level['clients']}_clients_over_model_alone_batched": round(
+                    level["photos_per_s"] / limit, 3
+                )  # type: ignore[operator]
+                for level in levels
+            },
         },
+        "failed_requests": sum(level["failed"] for level in levels),  # type: ignore[misc]
         "api_peak_rss_mb": rss,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

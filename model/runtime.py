@@ -93,9 +93,9 @@ def make_forward(
     names = served_fields(model)
     size = (model.config.image_height, model.config.image_width)
     if runtime == "openvino":
-        return _OpenVINOForward(model, names, _export_dir(cache_dir, runtime, checkpoint_sha256, size))
+        return _OpenVINOForward(model, names, export_dir(cache_dir, runtime, checkpoint_sha256, size))
     if runtime == "onnxruntime":
-        return _OnnxRuntimeForward(model, names, _export_dir(cache_dir, runtime, checkpoint_sha256, size))
+        return _OnnxRuntimeForward(model, names, export_dir(cache_dir, runtime, checkpoint_sha256, size))
     raise RuntimeUnavailable(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
 
 
@@ -123,7 +123,7 @@ def _runtime_version(runtime: Runtime) -> str:
         raise RuntimeUnavailable(f"runtime {runtime} is not installed{extra}: {exc}") from exc
 
 
-def _export_dir(cache_dir: Path, runtime: Runtime, checkpoint_sha256: str, size: tuple[int, int]) -> Path:
+def export_dir(cache_dir: Path, runtime: Runtime, checkpoint_sha256: str, size: tuple[int, int]) -> Path:
     key = f"{checkpoint_sha256[:16]}-code{code_digest()}-{runtime}{_runtime_version(runtime)}-{size[0]}x{size[1]}"
     return cache_dir / key
 
