@@ -162,7 +162,7 @@ def _run(
         .map_batches(
             _Embedder,
             fn_constructor_kwargs={**actor, "device": actor["device"] if gpus else "cpu"},
-            concurrency=actors,
+            compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=options.actor_cpus,
             num_gpus=1 if gpus else 0,
             batch_size=batch_size,
