@@ -144,7 +144,7 @@ def http_level(url: str, photos: list[bytes], clients: int, requests_per_client:
 
 
 def profile(pid: int, url: str, photos: list[bytes], out: Path) -> None:
-    """py-spy samples the API (all its threads, native frames too) while one client posts photos."""
+    """py-spy samples the API (its Python threads, on CPU only) while one client posts photos."""
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = subprocess.Popen(
         [
@@ -159,7 +159,6 @@ def profile(pid: int, url: str, photos: list[bytes], out: Path) -> None:
             "--rate",
             "200",
             "--threads",
-            "--idle",
             "--nonblocking",
         ],
         stdout=subprocess.DEVNULL,
