@@ -53,14 +53,16 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def in_process(checkpoint: Path, bundles: Path, photos: list[bytes], batch: int, runtime: Runtime) -> dict[str, Any]:
+def in_process(
+    checkpoint: Path, bundles: Path, photos: list[bytes], batch: int, runtime: Runtime, device: str
+) -> dict[str, Any]:
     faiss.omp_set_num_threads(1)  # as the service does (FASHION_SEARCH_THREADS)
     metrics = Metrics()
     rec = Recommender.from_files(
         checkpoint,
         bundles,
         metrics,
-        "cpu",
+        device,
         runtime=runtime,
         limits=ImageLimits(),
         threshold=DEFAULT_PART_THRESHOLD,
@@ -183,6 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("weights/ccp-attention.pt"))
     parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME)
+    parser.add_argument("--device", default="cpu", help="cuda: PyTorch on the GPU (the runtime applies to CPUs)")
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy's flame graph of the API here")
     parser.add_argument("--bundles", type=Path, default=Path("bundles"))
     parser.add_argument("--port", type=int, default=8765)
@@ -191,7 +194,7 @@ def main() -> None:
 
     _, test = ClothingCoParsing(data_dir() / "ccp").split()
     photos = [s.image.read_bytes() for s in test[:160]]
-    local = in_process(args.checkpoint, args.bundles, photos, 16, args.runtime)
+    local = in_process(args.checkpoint, args.bundles, photos, 16, args.runtime, args.device)
     print("in-process:", json.dumps(local), flush=True)
 
     env = {
@@ -201,6 +204,7 @@ def main() -> None:
         "FASHION_CACHE_TTL_S": "0",
         "FASHION_MAX_BATCH": "16",
         "FASHION_RUNTIME": args.runtime,
+        "FASHION_DEVICE": args.device,
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "--port", str(args.port)],
@@ -234,6 +238,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "runtime": args.runtime,
+        "device": args.device,
         "in_process": local,
         "http": levels,
         "ratios": {
