@@ -85,16 +85,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if await coordinator.get_version() is None:
                 await coordinator.announce(recommender.bundles.current.version)
             await _complete_first_slice(recommender.bundles.current, coordinator)
-    await recommender.warm_up()
-    recommender.batcher.start()
     stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(_follow_announcements(app)),
-        asyncio.create_task(_poll_pointer(app, settings.bundle_poll_s)),
-    ]
-    if settings.embedded_worker:
-        tasks.append(asyncio.create_task(worker_loop(coordinator, settings, stop)))
+    tasks: list[asyncio.Task[None]] = []
     try:
+        await recommender.warm_up()
+        recommender.batcher.start()
+        tasks.append(asyncio.create_task(_follow_announcements(app)))
+        tasks.append(asyncio.create_task(_poll_pointer(app, settings.bundle_poll_s)))
+        if settings.embedded_worker:
+            tasks.append(asyncio.create_task(worker_loop(coordinator, settings, stop)))
         yield
     finally:
         stop.set()

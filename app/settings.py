@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.batching import BatchOptions
-from indexer.build import DEFAULT_LABELS_FROM, IndexOptions
+from indexer.build import DEFAULT_LABELS_FROM, IndexEngine, IndexOptions
 from indexer.ray_embed import RayOptions
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
 from model.imaging import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageLimits
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     part_threshold: float = Field(DEFAULT_PART_THRESHOLD, ge=0, le=1)  # a part's label probability at least
     # Who embeds a reindex job's catalogue: the worker's own process, or Ray Data (a cluster at
     # `ray_address`, or a local Ray the job starts and stops).
-    index_engine: Literal["local", "ray"] = IndexOptions.engine
+    index_engine: IndexEngine = IndexOptions.engine
     ray_address: str | None = RayOptions.address
 
     def index_options(self) -> IndexOptions:

@@ -21,7 +21,6 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,7 @@ from model.data import ClothingCoParsing, data_dir, label_vector  # noqa: E402
 from model.imaging import decode_image, fit_to_input  # noqa: E402
 from model.metrics import multilabel_report  # noqa: E402
 from model.network import DEFAULT_PART_THRESHOLD, NetworkOutput, PartAttentionNetwork, select_parts  # noqa: E402
-from model.runtime import SERVED_FIELDS, export_dir, make_forward, served_fields  # noqa: E402
-
-Forward = Callable[[torch.Tensor], NetworkOutput]
+from model.runtime import DEFAULT_CACHE, SERVED_FIELDS, Forward, make_forward, served_fields  # noqa: E402
 
 
 def per_photo_ms(forward: Forward, photos: torch.Tensor, batch: int, repeats: int) -> float:
@@ -109,31 +106,15 @@ def engines(model: PartAttentionNetwork, checkpoint: Path, cache: Path, compile_
         found["pytorch torch.compile"] = torch.inference_mode()(compiled)
     found["openvino f32"] = make_forward(model, "openvino", sha, cache)
     found["onnxruntime f32"] = make_forward(model, "onnxruntime", sha, cache)
-    found["openvino bf16 (answers differ)"] = _openvino_bf16(model, sha, cache)
+    found["openvino bf16 (answers differ)"] = make_forward(model, "openvino", sha, cache, precision="bf16")
     return found
-
-
-def _openvino_bf16(model: PartAttentionNetwork, sha: str, cache: Path) -> Forward:
-    import openvino as ov
-
-    folder = export_dir(cache, "openvino", sha, (model.config.image_height, model.config.image_width))
-    names = json.loads((folder / "fields.json").read_text())
-    compiled = ov.Core().compile_model(folder / "model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
-    request = compiled.create_infer_request()
-
-    def forward(images: torch.Tensor) -> NetworkOutput:
-        results = request.infer(images.numpy())
-        values = [torch.from_numpy(results[o].copy()) for o in compiled.outputs]
-        return NetworkOutput(**dict(zip(names, values, strict=True)))
-
-    return forward
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=Path("weights/ccp-attention.pt"))
     parser.add_argument("--bundles", type=Path, default=Path("bundles"), help="a bundle built with the checkpoint")
-    parser.add_argument("--runtime-cache", type=Path, default=Path(".cache/runtime"))
+    parser.add_argument("--runtime-cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--timed-photos", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")

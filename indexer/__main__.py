@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from indexer.build import IndexOptions, add_items, build_bundle, delete_items
+from indexer.build import INDEX_ENGINES, IndexOptions, add_items, build_bundle, delete_items
 from indexer.bundle import BundleStore
 from indexer.catalogue import load_catalogue
 from indexer.errors import IndexerError
@@ -70,14 +70,19 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--engine",
-            choices=["local", "ray"],
+            choices=INDEX_ENGINES,
             default=defaults.engine,
             help="who embeds: this process and its --workers, or Ray Data (a local Ray, or --ray-address)",
         )
         p.add_argument("--ray-address", default=ray.address, help="a running Ray cluster (default: start a local one)")
         p.add_argument("--ray-actors", type=int, default=ray.actors, help="model actors (default: one per GPU, or one)")
         p.add_argument("--ray-actor-cpus", type=float, default=ray.actor_cpus, help="CPUs each model actor reserves")
-        p.add_argument("--ray-threads", type=int, default=ray.torch_threads, help="threads of each actor's forward")
+        p.add_argument(
+            "--ray-threads",
+            type=int,
+            default=ray.torch_threads,
+            help="threads of each actor's forward with --runtime pytorch (the other runtimes use the node's cores)",
+        )
     p = sub.add_parser("delete", help="remove items by id")
     p.add_argument("--ids", required=True, help="comma-separated item ids")
     p.add_argument("--keep", type=int, default=defaults.keep)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import faiss
 import numpy as np
@@ -52,6 +52,9 @@ Progress = Callable[[int, int], None]  # (done, total)
 # the field fall back to the model's predictions.
 DEFAULT_LABELS_FROM = "articleType"
 
+IndexEngine = Literal["local", "ray"]  # who embeds: this process (and its decode workers), or Ray Data
+INDEX_ENGINES: tuple[IndexEngine, ...] = get_args(IndexEngine)
+
 
 @dataclass
 class IndexOptions:
@@ -68,7 +71,7 @@ class IndexOptions:
     exact_below: int = EXACT_BELOW  # vectors in one index under which it is exact (above: compact)
     runtime: Runtime = DEFAULT_RUNTIME  # where the forward pass runs (model.runtime)
     runtime_cache: Path = DEFAULT_CACHE  # its exports of the checkpoint
-    engine: Literal["local", "ray"] = "local"  # who embeds: this process (and its decode workers), or Ray Data
+    engine: IndexEngine = "local"  # who embeds: this process (and its decode workers), or Ray Data
     ray: RayOptions = RayOptions()  # where and how, for engine "ray"
 
 

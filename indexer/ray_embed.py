@@ -39,7 +39,7 @@ class RayOptions:
     address: str | None = None  # a running cluster ("auto", "ray://host:10001"); None: a local one
     actors: int | None = None  # model actors; None: one per GPU, else one
     actor_cpus: float = 1.0  # CPUs reserved by each model actor (decoding gets the others)
-    torch_threads: int | None = None  # threads of each actor's forward; None: its node's CPU count
+    torch_threads: int | None = None  # threads of each actor's PyTorch forward; None: its node's CPU count
 
 
 def _decode(batch: dict[str, np.ndarray], size: tuple[int, int], limits: ImageLimits) -> dict[str, np.ndarray]:
@@ -148,8 +148,25 @@ def _run(
     options: RayOptions,
 ) -> Iterator[ItemParts | Skipped]:
     context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order, context.enable_progress_bars
     context.execution_options.preserve_order = True  # keys are given in catalogue order, as in one process
     context.enable_progress_bars = False
+    try:
+        yield from _stream(ray, actor, items, size, batch_size, limits, known_labels, options)
+    finally:  # the process's context as it was (the service runs jobs beside other work)
+        context.execution_options.preserve_order, context.enable_progress_bars = saved
+
+
+def _stream(
+    ray: Any,
+    actor: dict[str, Any],
+    items: Sequence[CatalogueItem],
+    size: tuple[int, int],
+    batch_size: int,
+    limits: ImageLimits,
+    known_labels: KnownLabels | None,
+    options: RayOptions,
+) -> Iterator[ItemParts | Skipped]:
     gpus = int(ray.cluster_resources().get("GPU", 0)) if actor["device"].startswith("cuda") else 0
     actors = options.actors or max(1, gpus)
     rows = [

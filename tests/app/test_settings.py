@@ -5,6 +5,7 @@ from app.settings import Settings
 from indexer.build import IndexOptions
 from model.imaging import DEFAULT_MAX_PIXELS
 from model.network import DEFAULT_PART_THRESHOLD
+from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME
 
 
 def test_index_options_follow_the_settings() -> None:
@@ -20,4 +21,9 @@ def test_defaults_have_one_source() -> None:
     assert settings.max_pixels == index.limits.max_pixels == DEFAULT_MAX_PIXELS
     assert settings.labels_from == index.labels_from
     assert (settings.index_engine, settings.ray_address) == (index.engine, index.ray.address) == ("local", None)
+    assert (
+        (settings.runtime, settings.runtime_cache)
+        == (index.runtime, index.runtime_cache)
+        == (DEFAULT_RUNTIME, DEFAULT_CACHE)
+    )
     assert (settings.default_max_parts, settings.default_candidates) == (request.max_parts, request.candidates)

@@ -40,16 +40,36 @@ def contents(bundle: Bundle) -> dict[str, dict[str, np.ndarray]]:
 def test_ray_builds_the_bundle_the_single_process_engine_builds(
     tmp_path: Path, tiny_checkpoint: Path, local_ray: None
 ) -> None:
-    catalogue = load_catalogue(make_catalogue(tmp_path / "cat", count=11, bad=True))
+    folder = make_catalogue(tmp_path / "cat", count=11, bad=True)
+    # Some products name their category (their whole photo is then their part), the others are
+    # placed by the model's predicted labels (their crops): both paths, through Ray and not.
+    rows = (folder / "metadata.csv").read_text().splitlines()
+    kinds = ["blue" if i % 3 == 0 else "" for i in range(len(rows) - 1)]
+    (folder / "metadata.csv").write_text(
+        "\n".join([rows[0] + ",kind"] + [f"{r},{k}" for r, k in zip(rows[1:], kinds, strict=True)]) + "\n"
+    )
+    catalogue = load_catalogue(folder)
+    for item in catalogue.items:  # an empty field names no category
+        if not item.metadata.get("kind"):
+            item.metadata.pop("kind", None)
     built = {}
     for engine in ("local", "ray"):
         store = BundleStore(tmp_path / engine)
-        options = IndexOptions(threshold=0.0, max_parts=2, batch_size=4, workers=0, engine=engine)  # type: ignore[arg-type]
+        options = IndexOptions(
+            threshold=0.0,
+            max_parts=2,
+            batch_size=4,
+            workers=0,
+            engine=engine,
+            labels_from="kind",  # type: ignore[arg-type]
+        )
         build_bundle(store, tiny_checkpoint, catalogue, options)
         built[engine] = store.open()
     local, distributed = built["local"], built["ray"]
     assert distributed.manifest["options"]["engine"] == "ray" and local.manifest["options"]["engine"] == "local"
     assert distributed.manifest["items"] == local.manifest["items"] == 11
+    by_kind = {r.id: r.metadata["parts"] for r in local.items.values()}
+    assert by_kind["p0"] == ["blue"] and len(by_kind["p1"]) == 2  # one known category; two predicted parts
     assert distributed.manifest["skipped"] == local.manifest["skipped"]  # the broken photos, with their reasons
     assert {"empty", "text", "truncated", "huge"} <= {s["id"] for s in distributed.manifest["skipped"]}
     assert [(r.key, r.id, r.metadata) for r in distributed.items.values()] == [
