@@ -1,30 +1,32 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
-# The runtime's exports of the tests' checkpoints go to a folder of this session, not the working
-# tree's .cache (set before model.runtime is imported; service processes inherit it).
-RUNTIME_CACHE = tempfile.mkdtemp(prefix="fashion-runtime-cache-")
-os.environ["FASHION_RUNTIME_CACHE"] = RUNTIME_CACHE
+import pytest
+import torch
 
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from model.checkpoint import save_checkpoint  # noqa: E402
-from model.network import PartAttentionNetwork  # noqa: E402
-from tests.helpers import SHARED_DATA, tiny_config  # noqa: E402
+from model.checkpoint import save_checkpoint
+from model.network import PartAttentionNetwork
+from tests.helpers import SHARED_DATA, tiny_config
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    shutil.rmtree(RUNTIME_CACHE, ignore_errors=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The runtime's exports of the tests' checkpoints go to a folder of this session, not the
+    working tree's .cache: set before the test modules import model.runtime (which reads it once),
+    and inherited by the service processes the tests start."""
+    config.runtime_cache = tempfile.mkdtemp(prefix="fashion-runtime-cache-")  # type: ignore[attr-defined]
+    os.environ["FASHION_RUNTIME_CACHE"] = config.runtime_cache  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(getattr(config, "runtime_cache", ""), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
