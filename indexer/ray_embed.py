@@ -14,6 +14,7 @@ cluster of several machines they sit on storage all of them mount at the same pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -131,29 +132,24 @@ def embed_items_ray(
             "max_parts": max_parts,
             "threads": ray_options.torch_threads,
         }
-        yield from _run(ray, actor, items, size, batch_size, limits, known_labels, ray_options)
+        with _in_catalogue_order(ray):
+            yield from _stream(ray, actor, items, size, batch_size, limits, known_labels, ray_options)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run(
-    ray: Any,
-    actor: dict[str, Any],
-    items: Sequence[CatalogueItem],
-    size: tuple[int, int],
-    batch_size: int,
-    limits: ImageLimits,
-    known_labels: KnownLabels | None,
-    options: RayOptions,
-) -> Iterator[ItemParts | Skipped]:
+@contextlib.contextmanager
+def _in_catalogue_order(ray: Any) -> Iterator[None]:
+    """Ray Data keeps the rows' order (keys are given in catalogue order, as in one process) and
+    draws no progress bars; the process's context is as it was afterwards (the service runs jobs
+    beside other work)."""
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars
-    context.execution_options.preserve_order = True  # keys are given in catalogue order, as in one process
-    context.enable_progress_bars = False
+    context.execution_options.preserve_order, context.enable_progress_bars = True, False
     try:
-        yield from _stream(ray, actor, items, size, batch_size, limits, known_labels, options)
-    finally:  # the process's context as it was (the service runs jobs beside other work)
+        yield
+    finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 
 

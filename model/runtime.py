@@ -153,25 +153,30 @@ class _Exported:
 
     def __init__(self, model: PartAttentionNetwork, folder: Path, export: Export, load: Load) -> None:
         self._lock = threading.Lock()
+        size = (model.config.image_height, model.config.image_width)
+
+        def export_to_folder() -> None:
+            _write(folder, lambda staging: export(model, served_fields(model), staging))
+
         if not (folder / FIELDS).is_file():
             shutil.rmtree(folder, ignore_errors=True)  # an export that never finished
-            _write(folder, lambda staging: export(model, served_fields(model), staging))
+            export_to_folder()
         try:
-            self.names, self._run = self._open(folder, load)
+            self.names, self._run = self._open(folder, load, size)
         except Exception as exc:  # a damaged cached export: made again, once
             log.warning("the cached export in %s cannot be loaded (%s): exporting again", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
-            _write(folder, lambda staging: export(model, served_fields(model), staging))
+            export_to_folder()
             try:
-                self.names, self._run = self._open(folder, load)
+                self.names, self._run = self._open(folder, load, size)
             except Exception as again:
                 raise RuntimeUnavailable(f"the export in {folder} cannot be loaded: {again}") from again
 
     @staticmethod
-    def _open(folder: Path, load: Load) -> tuple[list[str], Runner]:
+    def _open(folder: Path, load: Load, size: tuple[int, int]) -> tuple[list[str], Runner]:
         names = json.loads((folder / FIELDS).read_text())
         run = load(folder)
-        probe = run(np.zeros((1, 3, *_input_size(folder)), dtype=np.float32))  # fails here, not at the first photo
+        probe = run(np.zeros((1, 3, *size), dtype=np.float32))  # fails here, not at the first photo
         if len(probe) != len(names):
             raise RuntimeUnavailable(f"the export in {folder} has {len(probe)} outputs for {len(names)} fields")
         return names, run
@@ -183,11 +188,6 @@ class _Exported:
 
 
 FIELDS = "fields.json"  # the served fields, in output order: written last, so its presence marks a whole export
-
-
-def _input_size(folder: Path) -> tuple[int, int]:
-    height, width = folder.name.rsplit("-", 1)[-1].split("x")
-    return int(height), int(width)
 
 
 def _write(folder: Path, write: Callable[[Path], None]) -> None:
