@@ -27,8 +27,8 @@ from app.schemas import Item, PartRecommendation, RecommendResponse
 from indexer.bundle import Bundle, BundleError, BundleStore
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPart, recommend_global, recommend_parts
 from model.checkpoint import file_sha256, load_checkpoint
-from model.imaging import ImageLimits, Placement, decode_image, fit_to_input
-from model.network import NetworkOutput, PartAttentionNetwork, select_parts
+from model.imaging import ImageLimits, Placement, load_input
+from model.network import NetworkOutput, PartAttentionNetwork, query_parts
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Forward, Runtime, make_forward
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,7 @@ class Recommender:
         await self.batcher.warm_up(torch.zeros(3, *self.size))
 
     def decode(self, data: bytes) -> tuple[torch.Tensor, Placement]:
-        image = decode_image(data, self.limits, formats=ACCEPTED_FORMATS)
-        return fit_to_input(image, self.size)
+        return load_input(data, self.size, self.limits, formats=ACCEPTED_FORMATS)
 
     async def recommend(self, data: bytes, options: RecommendOptions) -> RecommendResponse:
         """One distinct item per part of the photo, from the cache when this bundle answered it already."""
@@ -225,9 +224,13 @@ class Recommender:
         if options.mode == "global":
             matches = recommend_global(bundle, out.global_embedding[0].numpy(), options.max_parts, options.exclude_ids)
             return [PartRecommendation(label=None, score=None, box=None, item=_item(m)) for m in matches]
-        found = select_parts(self.model, out, 0, placement, threshold=self.threshold)
-        wanted = [p for p in found if options.labels is None or p.label in options.labels][: options.max_parts]
-        query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in wanted]
+        searchable = {
+            label
+            for label, index in bundle.part_indexes.items()
+            if index.ntotal > 0 and (options.labels is None or label in options.labels)
+        }
+        found = query_parts(self.model, out, 0, placement, self.threshold, options.max_parts, searchable)
+        query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in found]
         results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, options.labels)
         return [
             PartRecommendation(

@@ -18,7 +18,9 @@ class Item(BaseModel):
 
 class PartRecommendation(BaseModel):
     label: str | None = Field(description="the part's label; null in global mode")
-    score: float | None = Field(description="probability of the label")
+    score: float | None = Field(
+        description="probability that the photo has an item of the part's group (one part per group); null in global"
+    )
     box: list[float] | None = Field(description="x0, y0, x1, y1 in the photo's pixels")
     item: Item | None = Field(description="the part's catalogue item; null when none is left")
 

@@ -14,7 +14,7 @@ from indexer.build import DEFAULT_LABELS_FROM, IndexEngine, IndexOptions
 from indexer.ray_embed import RayOptions
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
 from model.imaging import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageLimits
-from model.network import DEFAULT_PART_THRESHOLD
+from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, DEFAULT_PART_THRESHOLD
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Runtime
 
 DEFAULT_ADMIN_KEY = "change-me"
@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     default_max_parts: int = Field(DEFAULT_MAX_PARTS, gt=0)
     default_candidates: int = Field(DEFAULT_CANDIDATES, gt=0)
     labels_from: str | None = DEFAULT_LABELS_FROM  # metadata field placing each product ("": the model)
-    part_threshold: float = Field(DEFAULT_PART_THRESHOLD, ge=0, le=1)  # a part's label probability at least
+    part_threshold: float = Field(DEFAULT_PART_THRESHOLD, ge=0, le=1)  # a query part's group probability at least
+    # a catalogue item placed by its predicted labels (no category known): a label's probability at least
+    item_label_threshold: float = Field(DEFAULT_ITEM_LABEL_THRESHOLD, ge=0, le=1)
     # Who embeds a reindex job's catalogue: the worker's own process, or Ray Data (a cluster at
     # `ray_address`, or a local Ray the job starts and stops).
     index_engine: IndexEngine = IndexOptions.engine
@@ -75,7 +77,7 @@ class Settings(BaseSettings):
             device=self.device,
             runtime=self.runtime,
             runtime_cache=self.runtime_cache,
-            threshold=self.part_threshold,
+            threshold=self.item_label_threshold,
             labels_from=self.labels_from,
             limits=self.image_limits(),
             engine=self.index_engine,

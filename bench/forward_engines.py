@@ -33,9 +33,9 @@ from indexer.bundle import BundleStore  # noqa: E402
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, QueryPart, recommend_parts  # noqa: E402
 from model.checkpoint import file_sha256, load_checkpoint  # noqa: E402
 from model.data import ClothingCoParsing, data_dir, label_vector  # noqa: E402
-from model.imaging import decode_image, fit_to_input  # noqa: E402
+from model.imaging import load_input  # noqa: E402
 from model.metrics import multilabel_report  # noqa: E402
-from model.network import DEFAULT_PART_THRESHOLD, NetworkOutput, PartAttentionNetwork, select_parts  # noqa: E402
+from model.network import DEFAULT_PART_THRESHOLD, NetworkOutput, PartAttentionNetwork, query_parts  # noqa: E402
 from model.runtime import DEFAULT_CACHE, SERVED_FIELDS, Forward, make_forward, served_fields  # noqa: E402
 
 
@@ -69,8 +69,9 @@ def served(
 ) -> list[list[tuple[str, str | None]]]:
     """Per photo: (label, recommended item id) of each part, as /recommend returns them."""
     answers = []
+    searchable = {label for label, index in bundle.part_indexes.items() if index.ntotal > 0}
     for i, placement in enumerate(placements):
-        found = select_parts(model, out, i, placement, threshold=DEFAULT_PART_THRESHOLD)[:DEFAULT_MAX_PARTS]
+        found = query_parts(model, out, i, placement, DEFAULT_PART_THRESHOLD, DEFAULT_MAX_PARTS, searchable)
         query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in found]
         matches = recommend_parts(bundle, query, DEFAULT_CANDIDATES)
         by_label = {m.part.label: (m.match.item_id if m.match else None) for m in matches}
@@ -125,7 +126,7 @@ def main() -> None:
     bundle = BundleStore(args.bundles).open()
     _, test = ClothingCoParsing(data_dir() / "ccp").split()
     size = (model.config.image_height, model.config.image_width)
-    decoded = [fit_to_input(decode_image(s.image.read_bytes()), size) for s in test]
+    decoded = [load_input(s.image.read_bytes(), size) for s in test]
     photos = torch.stack([t for t, _ in decoded])
     placements = [p for _, p in decoded]
     targets = torch.stack([label_vector(s, model.config.labels) for s in test]).numpy()

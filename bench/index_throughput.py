@@ -26,13 +26,13 @@ from indexer.build import IndexOptions, build_bundle  # noqa: E402
 from indexer.bundle import BundleStore  # noqa: E402
 from indexer.catalogue import load_catalogue  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
-from model.imaging import decode_image, fit_to_input  # noqa: E402
+from model.imaging import load_input  # noqa: E402
 
 
 def model_throughput(checkpoint: Path, paths: list[Path], batch_size: int) -> float:
     model, _ = load_checkpoint(checkpoint)
     size = (model.config.image_height, model.config.image_width)
-    tensors = torch.stack([fit_to_input(decode_image(p), size)[0] for p in paths])
+    tensors = torch.stack([load_input(p, size)[0] for p in paths])
     with torch.inference_mode():
         model(tensors[:batch_size])  # warm-up
         started = time.perf_counter()

@@ -1,10 +1,14 @@
-"""Choose the part threshold and the parts per photo on validation (never on test).
+"""Choose how a photo's parts are picked, the part threshold and the parts per photo, on validation
+(never on test).
 
     python bench/part_threshold.py --checkpoint weights/ccp-attention.pt --bundles bundles \
         --out reports/part_threshold_validation.json
 
-The validation photos are the training run's own held-out ones (odd-numbered pixel-level CCP photos,
-with their masks); each setting is scored as `indexer.evaluate` scores the test split.
+Rules: "group", one part per item group ranked by the group's probability (what the service does,
+model.network.query_parts); "label", one part per label ranked by the label's probability (the
+service's rule before). The validation photos are the training run's own held-out ones
+(odd-numbered pixel-level CCP photos, with their masks); each setting is scored as
+`indexer.evaluate` scores the test split.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 from pathlib import Path
 
 from indexer.bundle import BundleStore
-from indexer.evaluate import run_queries, summarise, type_colours
+from indexer.evaluate import query_photos, run_queries, summarise, type_colours
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, data_dir
 from model.evaluate import validation_split
@@ -28,8 +32,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("weights/ccp-attention.pt"))
     parser.add_argument("--bundles", type=Path, default=Path("bundles"))
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--thresholds", default="0.05,0.1,0.15,0.2,0.3")
-    parser.add_argument("--max-parts", default="3,4,5")
+    parser.add_argument("--rules", default="group,label")
+    parser.add_argument("--thresholds", default="0.05,0.2,0.3,0.4,0.5,0.6")
+    parser.add_argument("--max-parts", default="3,4,5,6")
     parser.add_argument("--out", type=Path, default=Path("reports/part_threshold_validation.json"))
     args = parser.parse_args()
     configure_logging(logging.WARNING)
@@ -40,22 +45,30 @@ def main() -> None:
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
     _, val = validation_split(ccp, run)
     colours = type_colours(bundle)
+    photos = query_photos(model, ccp, val)
     rows = []
-    print("| threshold | max parts | group P@1 | group coverage | colour agreement | items / query |")
-    print("|---|---|---|---|---|---|")
-    for threshold, max_parts in itertools.product(
-        [float(t) for t in args.thresholds.split(",")], [int(m) for m in args.max_parts.split(",")]
+    print("| rule | threshold | max parts | group P@1 | group coverage | colour agreement | items / query |")
+    print("|---|---|---|---|---|---|---|")
+    for rule, threshold, max_parts in itertools.product(
+        args.rules.split(","),
+        [float(t) for t in args.thresholds.split(",")],
+        [int(m) for m in args.max_parts.split(",")],
     ):
-        parts = summarise(run_queries(model, bundle, ccp, val, max_parts, threshold, 10).parts, colours)
+        parts = summarise(run_queries(model, bundle, photos, max_parts, threshold, 10, rule).parts, colours)
         groups, colour = parts["groups"], parts["colour"]  # type: ignore[index]
-        rows.append({"threshold": threshold, "max_parts": max_parts, "parts": parts})
+        rows.append({"rule": rule, "threshold": threshold, "max_parts": max_parts, "parts": parts})
         print(
-            f"| {threshold} | {max_parts} | {groups['precision_at_1']:.3f} | {groups['coverage']:.3f} | "  # type: ignore[index]
+            f"| {rule} | {threshold} | {max_parts} | {groups['precision_at_1']:.3f} | {groups['coverage']:.3f} | "  # type: ignore[index]
             f"{colour['agreement']:.3f} | {parts['distinct_items_per_query']:.2f} |",  # type: ignore[index]
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"validation_photos": len(val), "bundle": bundle.version, "rows": rows}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {"checkpoint": str(args.checkpoint), "validation_photos": len(val), "bundle": bundle.version, "rows": rows},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

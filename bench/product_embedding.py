@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from indexer.bundle import Bundle, BundleStore
-from indexer.evaluate import run_queries, summarise, type_colours
+from indexer.evaluate import query_photos, run_queries, summarise, type_colours
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, data_dir
@@ -65,7 +65,9 @@ def main() -> None:
     crops = dict(bundle.part_indexes)
     for name, indexes in (("category crop", crops), ("whole product photo", whole_photo_indexes(bundle))):
         bundle.part_indexes = indexes
-        runs = run_queries(model, bundle, ccp, val, DEFAULT_MAX_PARTS, DEFAULT_PART_THRESHOLD, DEFAULT_CANDIDATES)
+        runs = run_queries(
+            model, bundle, query_photos(model, ccp, val), DEFAULT_MAX_PARTS, DEFAULT_PART_THRESHOLD, DEFAULT_CANDIDATES
+        )
         for query, results in (("parts", runs.parts), ("control (whole street photo)", runs.control)):
             scores = summarise(results, colours)
             groups, colour = scores["groups"], scores["colour"]  # type: ignore[index]

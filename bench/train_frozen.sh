@@ -14,6 +14,7 @@ mkdir -p reports
 echo "machine: $(nproc) cores, $(uname -m), $(date -u +%F)" >> reports/train_timings.txt
 train() { local out=$1; shift; $PY -m model.train --out "checkpoints/$out" --epochs "$EPOCHS" --cache-dir "$CACHE" "$@"; }
 stage attention train attention --classification sigmoid --box-weight 2 --usage-weight 0.1 --whole-scores --centre-weight 1
+stage attention-lite2 train attention-lite2 --trunk efficientnet_lite2 --classification sigmoid --box-weight 2 --usage-weight 0.1 --whole-scores --centre-weight 1
 stage attention-no-centre train attention-no-centre --classification sigmoid --box-weight 2 --usage-weight 0.1 --whole-scores --centre-weight 0
 stage crops-only train crops-only --classification sigmoid --box-weight 2 --usage-weight 0.1 --no-whole-scores --centre-weight 1
 stage crops-only-no-centre train crops-only-no-centre --classification sigmoid --box-weight 2 --usage-weight 0.1 --no-whole-scores --centre-weight 0
@@ -23,7 +24,8 @@ stage weak-softmax train weak-softmax --classification softmax --box-weight 0 --
 stage weak-sigmoid train weak-sigmoid --classification sigmoid --box-weight 0 --usage-weight 0 --no-whole-scores --centre-weight 0
 stage global train global --architecture global --classification sigmoid --box-weight 0 --usage-weight 0
 stage validation-report $PY -m model.evaluate --split validation --out reports/ccp_validation.json \
-  --checkpoint checkpoints/attention/best.pt --checkpoint checkpoints/attention-no-centre/best.pt \
+  --checkpoint checkpoints/attention/best.pt --checkpoint checkpoints/attention-lite2/best.pt \
+  --checkpoint checkpoints/attention-no-centre/best.pt \
   --checkpoint checkpoints/crops-only/best.pt --checkpoint checkpoints/crops-only-no-centre/best.pt \
   --checkpoint checkpoints/attention-no-usage/best.pt \
   --checkpoint checkpoints/box-softmax/best.pt --checkpoint checkpoints/weak-softmax/best.pt \

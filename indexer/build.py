@@ -39,7 +39,7 @@ from indexer.ray_embed import RayOptions, embed_items_ray
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import ImageLimits
-from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork
+from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, PartAttentionNetwork
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Runtime, make_forward
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ INDEX_ENGINES: tuple[IndexEngine, ...] = get_args(IndexEngine)
 
 @dataclass
 class IndexOptions:
-    threshold: float = DEFAULT_PART_THRESHOLD  # a label's probability must reach this for the item to join its index
+    threshold: float = DEFAULT_ITEM_LABEL_THRESHOLD  # a label's probability for the item to join its index
     max_parts: int = 3  # labels per item at most
     batch_size: int = 32
     workers: int = 2

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from indexer.catalogue import CatalogueItem
 from indexer.errors import IndexerError
-from model.imaging import DEFAULT_LIMITS, ImageDecodeError, ImageLimits, decode_image, fit_to_input
+from model.imaging import DEFAULT_LIMITS, ImageDecodeError, ImageLimits, load_input
 from model.network import NetworkOutput, PartAttentionNetwork, product_parts, select_parts
 from model.runtime import Forward, make_forward
 
@@ -55,7 +55,7 @@ class _Decoded(Dataset[tuple[int, torch.Tensor | None, str]]):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
         try:
-            return i, fit_to_input(decode_image(self.items[i].path, self.limits), self.size)[0], ""
+            return i, load_input(self.items[i].path, self.size, self.limits)[0], ""
         except ImageDecodeError as exc:
             return i, None, str(exc)
 

@@ -32,9 +32,9 @@ from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, Sample, data_dir
 from model.errors import run_command
-from model.imaging import decode_image, fit_to_input
+from model.imaging import Placement, load_input
 from model.labels import group_of
-from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork, select_parts
+from model.network import DEFAULT_PART_THRESHOLD, NetworkOutput, PartAttentionNetwork, query_parts, select_parts
 from model.progress import configure_logging
 from model.visualize import PALETTE, draw_boxes, tile
 
@@ -191,41 +191,61 @@ class Runs:
     shown: list[list[tuple[QueryPart, Match | None]]] = field(default_factory=list)
 
 
+@dataclass
+class QueryPhoto:
+    sample: Sample
+    out: NetworkOutput  # the network's output for this photo alone (batch of one)
+    placement: Placement
+    colours: dict[str, str | None]  # the photo's items' colour families, by label
+
+
 @torch.inference_mode()
+def query_photos(model: PartAttentionNetwork, ccp: ClothingCoParsing, samples: Sequence[Sample]) -> list[QueryPhoto]:
+    """The network's output for each query photo, computed once for any number of part settings."""
+    size = (model.config.image_height, model.config.image_width)
+    photos = []
+    for start in range(0, len(samples), 16):
+        batch = samples[start : start + 16]
+        fitted = [load_input(s.image, size) for s in batch]
+        outs = model(torch.stack([x for x, _ in fitted])).per_photo()
+        for sample, out, (_, placement) in zip(batch, outs, fitted, strict=True):
+            photos.append(QueryPhoto(sample, out, placement, item_colours(ccp, sample)))
+    return photos
+
+
 def run_queries(
     model: PartAttentionNetwork,
     bundle: Bundle,
-    ccp: ClothingCoParsing,
-    samples: Sequence[Sample],
+    photos: Sequence[QueryPhoto],
     max_parts: int,
     threshold: float,
     candidates: int,
+    rule: str = "group",
 ) -> Runs:
-    size = (model.config.image_height, model.config.image_width)
+    """``rule``: how a photo's parts are chosen: "group", as served (query_parts), or "label", one
+    part per label by label probability (the service's rule before, kept for comparison)."""
+    searchable = {label for label, index in bundle.part_indexes.items() if index.ntotal > 0}
     runs = Runs()
-    for start in range(0, len(samples), 16):
-        batch = samples[start : start + 16]
-        fitted = [fit_to_input(decode_image(s.image), size) for s in batch]
-        out = model(torch.stack([x for x, _ in fitted]))
-        for row, (sample, (_, placement)) in enumerate(zip(batch, fitted, strict=True)):
-            colours = item_colours(ccp, sample)
-            parts = select_parts(model, out, row, placement, threshold=threshold, max_parts=max_parts)
-            query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in parts]
-            matches = [m for m in recommend_parts(bundle, query, candidates) if m.match is not None]
-            runs.parts.append(
-                QueryResult(sample.labels, [returned(m.match, m.part.label) for m in matches if m.match], colours)
-            )
-            runs.shown.append([(m.part, m.match) for m in matches])
-            whole = out.global_embedding[row].numpy()
-            control = [QueryPart(p.label, p.score, whole, p.box) for p in parts]
-            control_matches = [m for m in recommend_parts(bundle, control, candidates) if m.match is not None]
-            runs.control.append(
-                QueryResult(
-                    sample.labels, [returned(m.match, m.part.label) for m in control_matches if m.match], colours
-                )
-            )
-            nearest = recommend_global(bundle, whole, max(1, len(matches)))
-            runs.whole.append(QueryResult(sample.labels, [returned(m, None) for m in nearest], colours))
+    for photo in photos:
+        sample, out, placement, colours = photo.sample, photo.out, photo.placement, photo.colours
+        if rule == "group":
+            parts = query_parts(model, out, 0, placement, threshold, max_parts, searchable)
+        else:
+            parts = select_parts(model, out, 0, placement, threshold=threshold, max_parts=max_parts)
+        query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in parts]
+        matches = [m for m in recommend_parts(bundle, query, candidates) if m.match is not None]
+        runs.parts.append(
+            QueryResult(sample.labels, [returned(m.match, m.part.label) for m in matches if m.match], colours)
+        )
+        runs.shown.append([(m.part, m.match) for m in matches])
+        whole = out.global_embedding[0].numpy()
+        control = [QueryPart(p.label, p.score, whole, p.box) for p in parts]
+        control_matches = [m for m in recommend_parts(bundle, control, candidates) if m.match is not None]
+        runs.control.append(
+            QueryResult(sample.labels, [returned(m.match, m.part.label) for m in control_matches if m.match], colours)
+        )
+        nearest = recommend_global(bundle, whole, max(1, len(matches)))
+        runs.whole.append(QueryResult(sample.labels, [returned(m, None) for m in nearest], colours))
     return runs
 
 
@@ -277,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--max-parts", type=int, default=DEFAULT_MAX_PARTS, help="parts per query at most")
     parser.add_argument(
-        "--threshold", type=float, default=DEFAULT_PART_THRESHOLD, help="a part's label probability at least"
+        "--threshold", type=float, default=DEFAULT_PART_THRESHOLD, help="a part's group probability at least"
     )
     parser.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
     parser.add_argument("--out", type=Path, default=Path("reports/shop_the_look.json"))
@@ -289,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     bundle = BundleStore(args.bundles).open()
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
     _, test = ccp.split()
-    runs = run_queries(model, bundle, ccp, test, args.max_parts, args.threshold, args.candidates)
+    runs = run_queries(model, bundle, query_photos(model, ccp, test), args.max_parts, args.threshold, args.candidates)
     colours = type_colours(bundle)
     report = {
         "bundle": bundle.version,

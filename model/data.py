@@ -21,7 +21,7 @@ import scipy.io
 import torch
 
 from model.errors import ModelError
-from model.imaging import ImageDecodeError, decode_image, fit_to_input
+from model.imaging import ImageDecodeError, load_input
 from model.labels import NON_ITEMS, item_labels
 
 DATA_DIR_ENV = "FASHION_DATA_DIR"
@@ -192,7 +192,7 @@ def label_vector(sample: Sample, labels: list[str]) -> torch.Tensor:
 def load_image(path: str | os.PathLike[str], size: tuple[int, int]) -> torch.Tensor:
     """An image file -> (3, H, W) float tensor in [0, 1], letterboxed to ``size`` = (H, W)."""
     try:
-        return fit_to_input(decode_image(path), size)[0]
+        return load_input(path, size)[0]
     except ImageDecodeError as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 

@@ -44,7 +44,7 @@ def _cache_key(model: PartAttentionNetwork, paths: Sequence[Path], flips: bool, 
         "paths": [str(p.resolve()) for p in paths],
         "flips": flips,
         "multiscale": cfg.multiscale,
-        "preprocess": "letterbox-v1",  # bump when model.imaging.fit_to_input changes
+        "preprocess": "letterbox-v1",  # bump when model.imaging.load_pixels changes what it gives a photo
         **({"pooled": True} if pooled else {}),
     }
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]

@@ -72,11 +72,25 @@ def group_matrix(labels: Sequence[str]) -> np.ndarray:
 def to_groups(values: np.ndarray, labels: Sequence[str], reduce: str = "max") -> np.ndarray:
     """(N, C) label targets or scores -> (N, G) group values over each group's labels.
 
-    "max" for 0/1 targets and independent (sigmoid) probabilities; "sum" for softmax probabilities,
-    whose sum over a group's labels is the probability of the group."""
+    "max" for 0/1 targets; "sum" for softmax probabilities, whose sum over a group's labels is the
+    probability of the group; "any" for independent (sigmoid) probabilities: 1 - prod(1 - p), the
+    probability that any of the group's labels is present."""
     matrix = group_matrix(labels).astype(bool)
+    columns = [values[:, matrix[:, g]] for g in range(matrix.shape[1])]
     if reduce == "sum":
-        return np.stack([values[:, matrix[:, g]].sum(1) for g in range(matrix.shape[1])], 1)
+        return np.stack([c.sum(1) for c in columns], 1)
+    if reduce == "any":
+        return np.stack([1 - (1 - c).prod(1) for c in columns], 1)
     if reduce != "max":
-        raise ValueError(f"reduce must be 'max' or 'sum', not {reduce!r}")
-    return np.stack([values[:, matrix[:, g]].max(1) for g in range(matrix.shape[1])], 1)
+        raise ValueError(f"reduce must be 'max', 'sum' or 'any', not {reduce!r}")
+    return np.stack([c.max(1) for c in columns], 1)
+
+
+# How a model's label probabilities make a group's, by its classification (see to_groups).
+GROUP_SCORE = {"softmax": "sum", "sigmoid": "any", "asymmetric": "any"}
+
+
+def group_probabilities(probabilities: np.ndarray, labels: Sequence[str], classification: str) -> np.ndarray:
+    """(N, C) label probabilities of a model -> (N, G) probabilities of the groups of
+    ``group_names(labels)``, in the form the model was trained with (GROUP_SCORE)."""
+    return to_groups(probabilities, labels, GROUP_SCORE[classification])

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from model.labels import group_names, to_groups
+from model.labels import GROUP_SCORE, group_names, group_probabilities, to_groups
 
 
 def ap_all(targets: np.ndarray, scores: np.ndarray) -> float:
@@ -28,10 +28,10 @@ def multilabel_report(
     targets: np.ndarray, scores: np.ndarray, labels: Sequence[str], classification: str = "sigmoid"
 ) -> dict[str, object]:
     """AP_all and mAP (over labels present) over labels and over coarse groups, in percent. A
-    group's score is the probability that any of its labels is present: the sum of softmax
-    probabilities, or the max of independent sigmoid probabilities."""
-    report: dict[str, object] = {}
-    group_scores = to_groups(scores, labels, "sum" if classification == "softmax" else "max")
+    group's score is the probability that any of its labels is present (model.labels.group_probabilities:
+    the sum of softmax probabilities, or 1 - prod(1 - p) of independent sigmoid probabilities)."""
+    report: dict[str, object] = {"group_score": GROUP_SCORE[classification]}
+    group_scores = group_probabilities(scores, labels, classification)
     for level, (t, s) in {
         "labels": (targets, scores),
         "groups": (to_groups(targets, labels), group_scores),

@@ -49,12 +49,13 @@ def test_every_ccp_item_label_has_a_group(ccp_root: Path) -> None:
     assert set(labels) == grouped
 
 
-def test_groups_take_the_max_or_the_sum_over_their_labels() -> None:
+def test_groups_take_the_max_the_sum_or_any_of_their_labels() -> None:
     labels = ["heels", "shoes", "bag"]
     values = np.array([[0.2, 0.7, 0.1]])
     assert group_names(labels) == ["bags", "footwear"]
     np.testing.assert_allclose(to_groups(values, labels), [[0.1, 0.7]])
     np.testing.assert_allclose(to_groups(values, labels, "sum"), [[0.1, 0.9]])  # softmax: P(any footwear)
+    np.testing.assert_allclose(to_groups(values, labels, "any"), [[0.1, 1 - 0.8 * 0.3]])  # independent sigmoids
 
 
 def test_item_boxes_cover_all_of_a_label(ccp_root: Path) -> None:

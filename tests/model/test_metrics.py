@@ -28,14 +28,16 @@ def test_report_skips_absent_labels_and_scores_softmax_groups_by_their_sum() -> 
     assert multilabel_report(targets, scores, labels, "sigmoid")["labels"] == report["labels"]  # labels: same
 
 
-def test_group_score_is_the_sum_for_softmax_and_the_max_for_sigmoid() -> None:
+def test_group_score_is_the_sum_for_softmax_and_any_label_for_sigmoid() -> None:
     labels = ["heels", "shoes", "bag"]
     targets = np.array([[1, 1, 0], [0, 0, 1]])  # footwear in the first photo only
     scores = np.array([[0.2, 0.2, 0.6], [0.3, 0.0, 0.7]])
-    # sum: footwear 0.4 vs 0.3 -> the right photo first (AP 100); max: 0.2 vs 0.3 -> second (AP 50)
-    softmax = multilabel_report(targets, scores, labels, "softmax")["groups"]["map"]
-    sigmoid = multilabel_report(targets, scores, labels, "sigmoid")["groups"]["map"]
-    assert softmax == pytest.approx(100.0) and sigmoid == pytest.approx(75.0)  # bags: 100 in both
+    # sum: footwear 0.4 vs 0.3 -> the right photo first (AP 100); any (1 - prod(1 - p)): 0.36 vs 0.3 ->
+    # first too. The max (0.2 vs 0.3, AP 50), used before, put the photo with the split evidence second.
+    softmax = multilabel_report(targets, scores, labels, "softmax")
+    sigmoid = multilabel_report(targets, scores, labels, "sigmoid")
+    assert softmax["groups"]["map"] == pytest.approx(100.0) and sigmoid["groups"]["map"] == pytest.approx(100.0)
+    assert (softmax["group_score"], sigmoid["group_score"]) == ("sum", "any")  # recorded with the figures
 
 
 # Four photos, four labels; `hat` is never present. Every score differs, so no ranking has ties.
@@ -65,16 +67,16 @@ def test_labels_without_a_positive_are_nan_and_left_out_of_map() -> None:
     assert report["per_label_ap"] == {"heels": 100.0, "sneakers": 33.33, "bag": 83.33}  # no `hat`
 
 
-def test_per_group_ap_scores_a_sigmoid_group_by_its_best_label() -> None:
+def test_per_group_ap_scores_a_sigmoid_group_by_the_probability_of_any_of_its_labels() -> None:
     report = multilabel_report(TOY_TARGETS, TOY_SCORES, TOY_LABELS, "sigmoid")
-    # footwear (heels, sneakers) is in photos 0 and 1; its score is the max of the two labels':
-    # 0.60 +, 0.45 -, 0.35 -, 0.30 +: AP (1 + 2/4) / 2. The sum (0.70, 0.42, 0.87, 0.57) would rank
-    # photo 2 first: (1/2 + 2/4) / 2. bags = bag: (1 + 2/3) / 2. headwear: never present, left out.
-    assert report["per_group_ap"] == {"bags": 83.33, "footwear": 75.0}
+    # footwear (heels, sneakers) is in photos 0 and 1; its score is 1 - (1 - heels)(1 - sneakers):
+    # 0.640 +, 0.384 +, 0.681 -, 0.493 -: ranked 0.681 -, 0.640 +, 0.493 -, 0.384 +: AP (1/2 + 2/4) / 2.
+    # bags = bag: (1 + 2/3) / 2. headwear: never present, left out.
+    assert report["per_group_ap"] == {"bags": 83.33, "footwear": 50.0}
     groups = cast(dict[str, float], report["groups"])
-    assert groups["present"] == 2 and groups["map"] == pytest.approx(100 * (5 / 6 + 3 / 4) / 2)
-    # micro over the 12 photo-group pairs: 0.90 +, 0.60 +, 0.50, 0.45, 0.40 +, 0.35, 0.33, 0.30 +
-    assert groups["ap_all"] == pytest.approx(100 * (1 + 1 + 3 / 5 + 4 / 8) / 4)
+    assert groups["present"] == 2 and groups["map"] == pytest.approx(100 * (5 / 6 + 1 / 2) / 2)
+    # micro over the 12 photo-group pairs: 0.90 +, 0.681, 0.640 +, 0.50, 0.493, 0.40 +, 0.384 +, ...
+    assert groups["ap_all"] == pytest.approx(100 * (1 + 2 / 3 + 3 / 6 + 4 / 7) / 4)
     # a softmax model's group score is the sum of its labels' probabilities: photo 2 then ranks first
     softmax = multilabel_report(TOY_TARGETS, TOY_SCORES, TOY_LABELS, "softmax")
     assert softmax["per_group_ap"] == {"bags": 83.33, "footwear": 50.0}

@@ -7,7 +7,7 @@ from model.config import ModelConfig
 from model.errors import CheckpointError
 from model.imaging import letterbox_placement
 from model.losses import Item, total_loss
-from model.network import PartAttentionNetwork, part_box, select_parts, transform_to_box
+from model.network import NetworkOutput, PartAttentionNetwork, part_box, query_parts, select_parts, transform_to_box
 from tests.helpers import tiny_config
 
 
@@ -224,11 +224,11 @@ def test_config_rejects_bad_values(overrides: dict) -> None:  # type: ignore[typ
 
 
 def test_efficientnet_trunk_loads_shipped_imagenet_weights() -> None:
-    from model.backbones import EfficientNetLite0, lite0_weights_path
+    from model.backbones import EfficientNetLite, lite_weights_path
 
-    reference = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-    net = EfficientNetLite0(classifier=True)
-    net.load_reference_weights(lite0_weights_path())  # strict: every key must match
+    reference = torch.load(lite_weights_path(), map_location="cpu", weights_only=True)
+    net = EfficientNetLite(classifier=True)
+    net.load_reference_weights(lite_weights_path())  # strict: every key must match
     state = net.state_dict()
     assert len(state) == len(reference) == 296  # every tensor of the file has a place, and only those
     # each reference name lands on the layer it names: a mix-up of same-shaped tensors (the blocks'
@@ -277,3 +277,56 @@ def test_a_batched_output_splits_into_each_photos_own() -> None:
     assert len(batched) == 3 and batched[1].scores.shape == alone.scores.shape == (1, len(tiny_config().labels))
     for name in ("scores", "global_embedding", "part_embeddings", "transforms"):
         torch.testing.assert_close(getattr(batched[1], name), getattr(alone, name), atol=1e-5, rtol=1e-4)
+
+
+def _output_with_probabilities(probs: list[float]) -> NetworkOutput:
+    """A one-photo output whose fused sigmoid scores are ``probs``; step k scores label k highest."""
+    logits = torch.logit(torch.tensor([probs]))
+    steps = len(probs)
+    return NetworkOutput(
+        scores=logits,
+        global_embedding=torch.zeros(1, 4),
+        step_scores=torch.eye(steps).unsqueeze(0),
+        part_embeddings=torch.arange(steps * 4, dtype=torch.float32).reshape(1, steps, 4),
+        transforms=torch.tensor([[[0.5, 0.5, 0.0, 0.0]] * steps]),
+    )
+
+
+def test_query_parts_take_one_part_per_group_ranked_by_the_group_probability() -> None:
+    model = PartAttentionNetwork(tiny_config(labels=["shoes", "heels", "bag", "jeans"], steps=4)).eval()
+    out = _output_with_probabilities([0.31, 0.3, 0.45, 0.2])
+    # by label, two of the top three parts would name the same shoes; footwear's probability is
+    # 1 - 0.69 * 0.7 = 0.517, above the bag's 0.45; jeans (0.2) is under the threshold
+    parts = query_parts(model, out, 0, threshold=0.4)
+    assert [(p.label, round(p.score, 3)) for p in parts] == [("shoes", 0.517), ("bag", 0.45)]
+    assert [p.step for p in parts] == [0, 2]  # each found by its own label's crop
+    torch.testing.assert_close(parts[1].embedding, out.part_embeddings[0, 2])  # type: ignore[index]
+    # a catalogue without "shoes" products: the footwear part is searched as heels, still first
+    assert [p.label for p in query_parts(model, out, 0, threshold=0.4, searchable={"heels", "bag"})] == ["heels", "bag"]
+    assert [p.label for p in query_parts(model, out, 0, threshold=0.0, max_parts=1)] == ["shoes"]
+    assert query_parts(model, out, 0, threshold=0.4, searchable={"jeans"}) == []
+
+
+def test_query_parts_sum_softmax_probabilities_of_a_group() -> None:
+    model = PartAttentionNetwork(tiny_config(labels=["shoes", "heels", "bag"], steps=3, classification="softmax"))
+    out = _output_with_probabilities([0.3, 0.3, 0.4])
+    out.scores = torch.log(torch.tensor([[0.3, 0.3, 0.4]]))  # softmax gives back these probabilities
+    parts = query_parts(model.eval(), out, 0, threshold=0.0)
+    assert [(p.label, round(p.score, 3)) for p in parts] in (
+        [("shoes", 0.6), ("bag", 0.4)],
+        [("heels", 0.6), ("bag", 0.4)],
+    )
+
+
+@pytest.mark.parametrize("variant,stride16_channels", [("lite1", 112), ("lite2", 120)])
+def test_larger_efficientnet_lite_trunks_load_their_shipped_weights(variant: str, stride16_channels: int) -> None:
+    from model.backbones import EfficientNetLite, build_trunk, lite_weights_path
+
+    reference = torch.load(lite_weights_path(variant), map_location="cpu", weights_only=True)
+    net = EfficientNetLite(variant, classifier=True)
+    net.load_reference_weights(lite_weights_path(variant))  # strict: the stage table matches the file
+    assert len(net.state_dict()) == len(reference)
+    trunk, channels = build_trunk(f"efficientnet_{variant}")
+    maps = trunk.eval()(torch.rand(1, 3, 64, 48))
+    assert channels == [stride16_channels, 1280]
+    assert [tuple(m.shape[1:]) for m in maps] == [(stride16_channels, 4, 3), (1280, 2, 2)]
