@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -148,9 +149,11 @@ def http_level(url: str, photos: list[bytes], clients: int, requests_per_client:
 def profile(pid: int, url: str, photos: list[bytes], out: Path) -> None:
     """py-spy samples the API (its Python threads, on CPU only) while one client posts photos."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    # the venv's py-spy when the venv is not on PATH (python run as .venv/bin/python)
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     spy = subprocess.Popen(
         [
-            "py-spy",
+            py_spy,
             "record",
             "--pid",
             str(pid),

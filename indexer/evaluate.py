@@ -191,6 +191,9 @@ class Runs:
     shown: list[list[tuple[QueryPart, Match | None]]] = field(default_factory=list)
 
 
+PART_RULES = ("group", "label")  # how a photo's parts are chosen (run_queries)
+
+
 @dataclass
 class QueryPhoto:
     sample: Sample
@@ -224,6 +227,8 @@ def run_queries(
 ) -> Runs:
     """``rule``: how a photo's parts are chosen: "group", as served (query_parts), or "label", one
     part per label by label probability (the service's rule before, kept for comparison)."""
+    if rule not in PART_RULES:
+        raise ValueError(f"unknown part rule {rule!r}; choose one of {', '.join(PART_RULES)}")
     searchable = {label for label, index in bundle.part_indexes.items() if index.ntotal > 0}
     runs = Runs()
     for photo in photos:
@@ -300,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
         "--threshold", type=float, default=DEFAULT_PART_THRESHOLD, help="a part's group probability at least"
     )
     parser.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
+    parser.add_argument(
+        "--rule", choices=PART_RULES, default="group", help="parts: one per group (served) or labels one by one"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/shop_the_look.json"))
     parser.add_argument("--figure", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -309,13 +317,20 @@ def main(argv: list[str] | None = None) -> None:
     bundle = BundleStore(args.bundles).open()
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
     _, test = ccp.split()
-    runs = run_queries(model, bundle, query_photos(model, ccp, test), args.max_parts, args.threshold, args.candidates)
+    runs = run_queries(
+        model, bundle, query_photos(model, ccp, test), args.max_parts, args.threshold, args.candidates, args.rule
+    )
     colours = type_colours(bundle)
     report = {
         "bundle": bundle.version,
         "checkpoint": str(args.checkpoint),
         "labels_from": bundle.manifest.get("options", {}).get("labels_from"),
-        "settings": {"max_parts": args.max_parts, "threshold": args.threshold, "candidates": args.candidates},
+        "settings": {
+            "rule": args.rule,
+            "max_parts": args.max_parts,
+            "threshold": args.threshold,
+            "candidates": args.candidates,
+        },
         "parts": summarise(runs.parts, colours),
         "control_global_embedding_in_part_indexes": summarise(runs.control, colours),
         "global_baseline": summarise(runs.whole, colours),

@@ -44,7 +44,7 @@ def _cache_key(model: PartAttentionNetwork, paths: Sequence[Path], flips: bool, 
         "paths": [str(p.resolve()) for p in paths],
         "flips": flips,
         "multiscale": cfg.multiscale,
-        "preprocess": "letterbox-v1",  # bump when model.imaging.load_pixels changes what it gives a photo
+        "preprocess": "letterbox-v2",  # bump when model.imaging.load_pixels changes (v2: large JPEGs decoded reduced)
         **({"pooled": True} if pooled else {}),
     }
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]

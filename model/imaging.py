@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from PIL.JpegImagePlugin import JpegImageFile
 
 from model.errors import ModelError
 
@@ -63,8 +64,8 @@ def load_pixels(
     A JPEG at least four times the size it is drawn at in the input is decoded straight at the
     smallest of its DCT scales (1/2, 1/4, 1/8) that keeps twice that size, then resized as before: a
     phone's 12-megapixel photo is decoded at a quarter of its side, a fraction of the work of a full
-    decode. Smaller photos (CCP's 550 x 827, drawn at 255 x 384; catalogue photos) are decoded in
-    full, exactly as the model was trained."""
+    decode. Smaller photos (CCP's 550 x 827, drawn at 255 x 384; this catalogue's 224 x 224) are
+    decoded in full, exactly as the model was trained."""
     image, photo_size = _decode(source, limits, formats, size)
     return letterbox(image, size, photo_size)
 
@@ -120,7 +121,7 @@ def _decode(
         try:
             turned = image.getexif().get(0x0112, 1) in _QUARTER_TURNS
             upright = (height, width) if turned else (width, height)
-            if fit is not None and image.format == "JPEG":
+            if fit is not None and isinstance(image, JpegImageFile):  # phones' MPO files are JPEGs too
                 _, scale, _, _ = letterbox_placement(*upright, fit)
                 # at least twice the drawn size stays, so the resize after still averages pixels
                 image.draft(None, (max(1, round(2 * width * scale)), max(1, round(2 * height * scale))))

@@ -233,7 +233,8 @@ def query_parts(
     1 - prod(1 - p) of independent sigmoids. Labels of one group mostly name one item twice (CCP's
     two label sets call the same shoes `heels` and `shoes`), so ranking labels one by one spends
     several parts on one item and splits its evidence; one part per group does neither (on
-    validation: group precision 0.79 against 0.71 at the same coverage). Groups scoring at least
+    validation, group P@1 / coverage 0.822 / 0.612 with 3.8 parts a photo, against 0.728 / 0.578
+    with 4.5 by labels: bench/part_threshold.py). Groups scoring at least
     ``threshold`` are kept, ``max_parts`` at most; a group's part is its most probable label among
     ``searchable`` (those the catalogue has products for; None: all), found by that label's crop.
     """

@@ -41,7 +41,7 @@ DEFAULT_RUNTIME: Runtime = "openvino"  # fastest here with the same answers (REA
 DEFAULT_CACHE = Path(os.environ.get("FASHION_RUNTIME_CACHE") or ".cache/runtime")
 Forward = Callable[[torch.Tensor], NetworkOutput]  # (B, 3, H, W) photos in [0, 1] -> outputs on the CPU
 
-# What serving and indexing read (select_parts, product_parts, the global search); the training-only
+# What serving and indexing read (query_parts, select_parts, product_parts, the global search); the training-only
 # outputs (attention maps, codeword share, per-head scores) are not exported.
 SERVED_FIELDS = ("scores", "global_embedding", "step_scores", "part_embeddings", "transforms", "product_scores")
 _FORWARD_CODE = ("network.py", "attention.py", "encoding.py", "backbones.py", "config.py", "runtime.py")

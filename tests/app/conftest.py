@@ -43,6 +43,7 @@ def make_settings(checkpoint: Path, bundles: Path, catalogue: Path | None = None
         max_upload_bytes=2_000_000,
         max_pixels=4_000_000,
         part_threshold=0.0,
+        item_label_threshold=0.0,
         cache_ttl_s=0,
         bundle_poll_s=0.2,
         uploads_dir=bundles.parent / "uploads",

@@ -29,6 +29,7 @@ def service_env(checkpoint: Path, bundles: Path, redis_url: str | None) -> dict[
         "FASHION_UPLOADS_DIR": str(bundles.parent / "uploads"),  # never the working tree's
         "FASHION_ADMIN_API_KEY": ADMIN_KEY,
         "FASHION_PART_THRESHOLD": "0",
+        "FASHION_ITEM_LABEL_THRESHOLD": "0",
         "FASHION_CACHE_TTL_S": "0",
         "FASHION_BUNDLE_POLL_S": "0.5",
         "FASHION_CATALOGUE_ROOTS": json.dumps([str(bundles.parent)]),  # the test's own folder

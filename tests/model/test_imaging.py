@@ -42,7 +42,7 @@ def test_large_jpeg_is_decoded_reduced_and_lands_where_the_full_decode_would(
     data = _jpeg(width, height)
     monkeypatch.setattr(JpegImageFile, "draft", spy)
     fast, placement = load_pixels(data, SIZE)
-    assert sizes == [decoded]  # a quarter of the side: still over twice the size it is drawn at
+    assert sizes == [decoded]  # the smallest DCT scale that keeps over twice the size it is drawn at
     monkeypatch.undo()
     full, full_placement = letterbox(decode_image(data), SIZE)
     assert placement == full_placement  # boxes map back to the photo's own pixels, as before
@@ -79,3 +79,33 @@ def test_truncated_jpeg_still_fails_on_the_reduced_path() -> None:
     data = _jpeg(2000, 3000)
     with pytest.raises(ImageDecodeError):
         load_pixels(data[: len(data) // 2], SIZE)
+
+
+@pytest.mark.parametrize("mode,options", [("L", {}), ("CMYK", {}), ("RGB", {"progressive": True})])
+def test_grey_cmyk_and_progressive_jpegs_take_the_reduced_path(mode: str, options: dict[str, object]) -> None:
+    rgb = Image.open(io.BytesIO(_jpeg(2000, 3000)))
+    buffer = io.BytesIO()
+    rgb.convert(mode).save(buffer, "JPEG", quality=95, **options)
+    fast, placement = load_pixels(buffer.getvalue(), SIZE)
+    full, full_placement = letterbox(decode_image(buffer.getvalue()), SIZE)
+    assert placement == full_placement and fast.shape == (*SIZE, 3)
+    assert np.abs(fast.astype(int) - full).mean() < 3.0
+
+
+def test_phone_mpo_files_are_decoded_reduced_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # many phones write MPO (a JPEG with extra frames): Pillow opens it as its own format
+    first = Image.open(io.BytesIO(_jpeg(4032, 3024)))
+    buffer = io.BytesIO()
+    first.save(buffer, "MPO", save_all=True, append_images=[first.copy()])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    sizes = []
+    draft = JpegImageFile.draft
+
+    def spy(self: JpegImageFile, mode: str | None, size: tuple[int, int] | None):  # type: ignore[no-untyped-def]
+        result = draft(self, mode, size)
+        sizes.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImageFile, "draft", spy)
+    load_pixels(buffer.getvalue(), SIZE)
+    assert sizes == [(1008, 756)]

@@ -301,8 +301,12 @@ def test_query_parts_take_one_part_per_group_ranked_by_the_group_probability() -
     assert [(p.label, round(p.score, 3)) for p in parts] == [("shoes", 0.517), ("bag", 0.45)]
     assert [p.step for p in parts] == [0, 2]  # each found by its own label's crop
     torch.testing.assert_close(parts[1].embedding, out.part_embeddings[0, 2])  # type: ignore[index]
-    # a catalogue without "shoes" products: the footwear part is searched as heels, still first
-    assert [p.label for p in query_parts(model, out, 0, threshold=0.4, searchable={"heels", "bag"})] == ["heels", "bag"]
+    # a catalogue without "shoes" products: the footwear part is searched as heels, still first,
+    # by the crop that scored heels
+    substituted = query_parts(model, out, 0, threshold=0.4, searchable={"heels", "bag"})
+    assert [(p.label, p.step) for p in substituted] == [("heels", 1), ("bag", 2)]
+    assert round(substituted[0].score, 3) == 0.517  # the group's probability, whichever label is searched
+    assert query_parts(model, out, 0, threshold=0.0, searchable=set()) == []
     assert [p.label for p in query_parts(model, out, 0, threshold=0.0, max_parts=1)] == ["shoes"]
     assert query_parts(model, out, 0, threshold=0.4, searchable={"jeans"}) == []
 
