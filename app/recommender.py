@@ -28,6 +28,7 @@ from indexer.bundle import Bundle, BundleError, BundleStore
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPart, recommend_global, recommend_parts
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import ImageLimits, Placement, load_input
+from model.labels import group_of
 from model.network import NetworkOutput, PartAttentionNetwork, query_parts
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Forward, Runtime, make_forward
 
@@ -223,7 +224,7 @@ class Recommender:
     ) -> list[PartRecommendation]:
         if options.mode == "global":
             matches = recommend_global(bundle, out.global_embedding[0].numpy(), options.max_parts, options.exclude_ids)
-            return [PartRecommendation(label=None, score=None, box=None, item=_item(m)) for m in matches]
+            return [PartRecommendation(label=None, group=None, score=None, box=None, item=_item(m)) for m in matches]
         searchable = {
             label
             for label, index in bundle.part_indexes.items()
@@ -235,6 +236,7 @@ class Recommender:
         return [
             PartRecommendation(
                 label=r.part.label,
+                group=group_of(r.part.label),
                 score=round(r.part.score, 4),
                 box=[round(v, 1) for v in r.part.box] if r.part.box else None,
                 item=_item(r.match) if r.match else None,

@@ -17,7 +17,8 @@ class Item(BaseModel):
 
 
 class PartRecommendation(BaseModel):
-    label: str | None = Field(description="the part's label; null in global mode")
+    label: str | None = Field(description="the part's label (whose index was searched); null in global mode")
+    group: str | None = Field(None, description="the part's item group (footwear, bags, tops…); null in global mode")
     score: float | None = Field(
         description="probability that the photo has an item of the part's group (one part per group); null in global"
     )

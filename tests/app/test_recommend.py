@@ -22,6 +22,7 @@ def test_one_distinct_item_per_part(client: TestClient) -> None:
     assert len(ids) == len(set(ids)), "items must all differ"
     for part in body["parts"]:
         assert part["label"] in {"red", "green", "blue"} and 0 <= part["score"] <= 1
+        assert part["group"] == part["label"]  # labels outside the CCP table are their own group
         x0, y0, x1, y1 = part["box"]
         assert 0 <= x0 <= x1 <= 120 and 0 <= y0 <= y1 <= 180
         assert part["item"]["metadata"]["name"].startswith("product")
@@ -56,7 +57,7 @@ def test_options_label_filter_exclusions_and_global_mode(client: TestClient) -> 
     assert excluded not in {p["item"]["id"] for p in again if p["item"]}
     glob = post(client, data, mode="global", max_parts=4).json()
     assert glob["mode"] == "global" and len({p["item"]["id"] for p in glob["parts"]}) == 4
-    assert all(p["label"] is None for p in glob["parts"])
+    assert all(p["label"] is None and p["group"] is None for p in glob["parts"])
 
 
 def test_the_client_file_name_is_not_used(client: TestClient) -> None:
