@@ -75,7 +75,8 @@ class TrainConfig:
     localiser_lr_scale: float = 10.0  # the localiser's learning rate, as a multiple of lr
     usage_weight: float = 0.1  # > 0 keeps the codewords in use (model.losses.codeword_usage_loss)
     centre_weight: float = 1.0  # > 0 pulls matched crops' centres onto their items' pixels (model.losses.box_loss)
-    seed: int = 0
+    seed: int = 0  # the validation split, and (unless init_seed) the initialisation and batch order
+    init_seed: int = -1  # >= 0: the initialisation and batch order alone, the split kept (run-to-run spread)
     device: str = "cpu"
     workers: int = 2
     cache_dir: Path = Path(".cache/features")
@@ -363,8 +364,9 @@ def init_crops_from_boxes(model: PartAttentionNetwork, items: list[tuple[Items, 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample]) -> Path:
     """Train on ``train_samples`` (a validation part is split off); returns the best checkpoint."""
-    seed_everything(cfg.seed)
     fit, val = fit_and_validation(train_samples, cfg.val_fraction, cfg.seed)
+    init_seed = cfg.seed if cfg.init_seed < 0 else cfg.init_seed
+    seed_everything(init_seed)
     model = PartAttentionNetwork(model_cfg)
     trainer = Trainer(model, cfg)
     trainer.validation_photos = sorted(s.image.name for s in val)
@@ -383,9 +385,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
     )
     data = FrozenData(model, cfg, fit, val) if cfg.mode == "frozen" else PhotoData(model, cfg, fit, val)
     if not (cfg.resume and trainer.resume()):
-        init_codewords(model, data.sample_inputs(), cfg.seed)
+        init_codewords(model, data.sample_inputs(), init_seed)
         if cfg.box_weight > 0:
-            init_crops_from_boxes(model, [i for i in items if i[0]], cfg.seed)
+            init_crops_from_boxes(model, [i for i in items if i[0]], init_seed)
     started = time.monotonic()
     while trainer.epoch < cfg.epochs:
         terms = trainer.run_epoch(data, y_fit, items)
