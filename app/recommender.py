@@ -225,11 +225,9 @@ class Recommender:
         if options.mode == "global":
             matches = recommend_global(bundle, out.global_embedding[0].numpy(), options.max_parts, options.exclude_ids)
             return [PartRecommendation(label=None, group=None, score=None, box=None, item=_item(m)) for m in matches]
-        searchable = {
-            label
-            for label, index in bundle.part_indexes.items()
-            if index.ntotal > 0 and (options.labels is None or label in options.labels)
-        }
+        searchable = bundle.searchable_labels
+        if options.labels is not None:
+            searchable &= set(options.labels)
         found = query_parts(self.model, out, 0, placement, self.threshold, options.max_parts, searchable)
         query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in found]
         results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, options.labels)

@@ -31,22 +31,22 @@ from indexer.bundle import Bundle, BundleStore
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, QueryPart, recommend_parts
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, data_dir, label_vector
-from model.imaging import decode_image, letterbox, load_pixels, to_input
+from model.imaging import Placement, decode_image, letterbox, load_pixels, to_input
 from model.metrics import multilabel_report
 from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork, query_parts
 
 SIZE = (384, 256)
 
 
-def full(data: bytes) -> np.ndarray:
-    return letterbox(decode_image(data), SIZE)[0]
+def full(data: bytes) -> tuple[np.ndarray, Placement]:
+    return letterbox(decode_image(data), SIZE)
 
 
-def reduced(data: bytes) -> np.ndarray:
-    return load_pixels(data, SIZE)[0]
+def reduced(data: bytes) -> tuple[np.ndarray, Placement]:
+    return load_pixels(data, SIZE)
 
 
-def median_ms(fn: Callable[[bytes], np.ndarray], photos: list[bytes], repeats: int) -> float:
+def median_ms(fn: Callable[[bytes], tuple[np.ndarray, Placement]], photos: list[bytes], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         for data in photos:
@@ -69,14 +69,17 @@ Answer = list[tuple[str, str | None]]  # (label, recommended item) of each part,
 
 @torch.inference_mode()
 def served(
-    model: PartAttentionNetwork, bundle: Bundle, photos: list[bytes], decode: Callable[[bytes], np.ndarray]
+    model: PartAttentionNetwork,
+    bundle: Bundle,
+    photos: list[bytes],
+    decode: Callable[[bytes], tuple[np.ndarray, Placement]],
 ) -> tuple[list[Answer], np.ndarray]:
     """Each photo's parts as /recommend returns them, and its label probabilities."""
-    searchable = {label for label, index in bundle.part_indexes.items() if index.ntotal > 0}
+    searchable = bundle.searchable_labels
     answers, probabilities = [], []
     for data in photos:
-        _, placement = load_pixels(data, SIZE)
-        out = model(to_input(decode(data))[None])
+        pixels, placement = decode(data)
+        out = model(to_input(pixels)[None])
         parts = query_parts(model, out, 0, placement, DEFAULT_PART_THRESHOLD, DEFAULT_MAX_PARTS, searchable)
         query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in parts]
         matches = recommend_parts(bundle, query, DEFAULT_CANDIDATES)
@@ -124,7 +127,7 @@ def main() -> None:
     for name, photos, repeats in (("ccp", ccp[:100], 3), ("phone", phone[:20], 2)):
         median_ms(reduced, photos[:3], 1)  # warm the allocator and the codec
         rows = {"full decode": median_ms(full, photos, repeats), "reduced decode": median_ms(reduced, photos, repeats)}
-        diff = [np.abs(full(d).astype(int) - reduced(d)).mean() for d in photos[:20]]
+        diff = [np.abs(full(d)[0].astype(int) - reduced(d)[0]).mean() for d in photos[:20]]
         report[name] = {
             "photos": len(photos),
             "ms": {k: round(v, 2) for k, v in rows.items()},

@@ -69,7 +69,7 @@ def served(
 ) -> list[list[tuple[str, str | None]]]:
     """Per photo: (label, recommended item id) of each part, as /recommend returns them."""
     answers = []
-    searchable = {label for label, index in bundle.part_indexes.items() if index.ntotal > 0}
+    searchable = bundle.searchable_labels
     for i, placement in enumerate(placements):
         found = query_parts(model, out, i, placement, DEFAULT_PART_THRESHOLD, DEFAULT_MAX_PARTS, searchable)
         query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in found]

@@ -97,6 +97,11 @@ class Bundle:
         return list(self.part_indexes)
 
     @property
+    def searchable_labels(self) -> set[str]:
+        """The labels whose index holds products: what a photo's part can be searched as."""
+        return {label for label, index in self.part_indexes.items() if index.ntotal > 0}
+
+    @property
     def complete(self) -> bool:
         """False for a first slice of its catalogue, published early (see indexer.build)."""
         return bool(self.manifest.get("catalogue", {}).get("complete", True))

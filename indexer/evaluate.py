@@ -229,7 +229,7 @@ def run_queries(
     part per label by label probability (the service's rule before, kept for comparison)."""
     if rule not in PART_RULES:
         raise ValueError(f"unknown part rule {rule!r}; choose one of {', '.join(PART_RULES)}")
-    searchable = {label for label, index in bundle.part_indexes.items() if index.ntotal > 0}
+    searchable = bundle.searchable_labels
     runs = Runs()
     for photo in photos:
         sample, out, placement, colours = photo.sample, photo.out, photo.placement, photo.colours

@@ -27,11 +27,10 @@ def _jpeg(width: int, height: int, orientation: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("width,height,decoded", [(2000, 3000, (1000, 1500)), (4032, 3024, (1008, 756))])
-def test_large_jpeg_is_decoded_reduced_and_lands_where_the_full_decode_would(
-    width: int, height: int, decoded: tuple[int, int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sizes = []
+@pytest.fixture
+def decoded_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The size each JPEG decode is set to by PIL's draft, as load_pixels asks for it."""
+    sizes: list[tuple[int, int]] = []
     draft = JpegImageFile.draft
 
     def spy(self: JpegImageFile, mode: str | None, size: tuple[int, int] | None):  # type: ignore[no-untyped-def]
@@ -39,11 +38,17 @@ def test_large_jpeg_is_decoded_reduced_and_lands_where_the_full_decode_would(
         sizes.append(self.size)
         return result
 
-    data = _jpeg(width, height)
     monkeypatch.setattr(JpegImageFile, "draft", spy)
+    return sizes
+
+
+@pytest.mark.parametrize("width,height,decoded", [(2000, 3000, (1000, 1500)), (4032, 3024, (1008, 756))])
+def test_large_jpeg_is_decoded_reduced_and_lands_where_the_full_decode_would(
+    width: int, height: int, decoded: tuple[int, int], decoded_sizes: list[tuple[int, int]]
+) -> None:
+    data = _jpeg(width, height)
     fast, placement = load_pixels(data, SIZE)
-    assert sizes == [decoded]  # the smallest DCT scale that keeps over twice the size it is drawn at
-    monkeypatch.undo()
+    assert decoded_sizes == [decoded]  # the smallest DCT scale that keeps over twice the size it is drawn at
     full, full_placement = letterbox(decode_image(data), SIZE)
     assert placement == full_placement  # boxes map back to the photo's own pixels, as before
     assert fast.shape == full.shape == (*SIZE, 3)
@@ -92,20 +97,11 @@ def test_grey_cmyk_and_progressive_jpegs_take_the_reduced_path(mode: str, option
     assert np.abs(fast.astype(int) - full).mean() < 3.0
 
 
-def test_phone_mpo_files_are_decoded_reduced_too(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_phone_mpo_files_are_decoded_reduced_too(decoded_sizes: list[tuple[int, int]]) -> None:
     # many phones write MPO (a JPEG with extra frames): Pillow opens it as its own format
     first = Image.open(io.BytesIO(_jpeg(4032, 3024)))
     buffer = io.BytesIO()
     first.save(buffer, "MPO", save_all=True, append_images=[first.copy()])
     assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
-    sizes = []
-    draft = JpegImageFile.draft
-
-    def spy(self: JpegImageFile, mode: str | None, size: tuple[int, int] | None):  # type: ignore[no-untyped-def]
-        result = draft(self, mode, size)
-        sizes.append(self.size)
-        return result
-
-    monkeypatch.setattr(JpegImageFile, "draft", spy)
     load_pixels(buffer.getvalue(), SIZE)
-    assert sizes == [(1008, 756)]
+    assert decoded_sizes == [(1008, 756)]
