@@ -57,7 +57,7 @@ serve-redis: install
 # Frozen-trunk training of the attention model and the global baseline, then the test report.
 train: install
 	$(BIN)/python -m model.train --out checkpoints/attention --products $(FASHION_DATA_DIR)/fashion-product
-	$(BIN)/python -m model.train --architecture global --classification sigmoid --out checkpoints/global
+	$(BIN)/python -m model.train --architecture global --classification sigmoid --group-weight 0 --out checkpoints/global
 
 evaluate: install
 	$(BIN)/python -m model.evaluate --checkpoint checkpoints/attention/best.pt \

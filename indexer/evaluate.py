@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,12 @@ def summarise(
             chance.append(counts.get(target, 0) / max(1, sum(counts.values())))
         colour["same_type_chance"] = float(np.mean(chance))
     out["colour"] = colour
+    # Over all queries: does one product answer everyone's shoes (a hub of the embedding space)?
+    counts = Counter(item for r in results for item in r.item_ids)
+    out["across_queries"] = {
+        "distinct_products": len(counts),
+        "top_product_share": max(counts.values()) / total if counts else 0.0,
+    }
     return out
 
 
@@ -348,8 +355,8 @@ def format_report(report: dict[str, object]) -> str:
     """A markdown table: the spec's per-part group figures, the looser any-label ones, colour."""
     rows = [
         "| method | group P@1 | group coverage | any-label P@1, labels / groups | colour agreement | same-type chance"
-        " | colour pairs | items / query |",
-        "|---|---|---|---|---|---|---|---|",
+        " | colour pairs | items / query | distinct products, all queries (top one's share) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     titles = {
         "parts": "parts",
@@ -368,6 +375,7 @@ def format_report(report: dict[str, object]) -> str:
             f"{colour.get('same_type_chance', float('nan')):.3f}",
             f"{int(colour['pairs'])}",
             f"{r['distinct_items_per_query']:.2f}",
+            f"{r['across_queries']['distinct_products']} ({r['across_queries']['top_product_share']:.3f})",
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

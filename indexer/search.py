@@ -16,7 +16,7 @@ import numpy as np
 from indexer.bundle import Bundle
 
 MAX_WIDENING = 4096  # candidates at most per part before it is given up
-DEFAULT_MAX_PARTS = 4  # parts (or global items) per query: chosen on validation, bench/part_threshold.py
+DEFAULT_MAX_PARTS = 6  # parts (or global items) per query: chosen on validation, bench/part_threshold.py
 DEFAULT_CANDIDATES = 10  # neighbours searched per part before widening
 
 

@@ -55,6 +55,17 @@ def classification_loss(scores: torch.Tensor, targets: torch.Tensor, kind: str =
     return ((scores.softmax(-1) - target_dist) ** 2).sum(-1).mean()
 
 
+def group_presence_loss(scores: torch.Tensor, targets: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """BCE of each item group's presence, the group's probability being that any of its labels is
+    present: P_g = 1 − Π_{c∈g} (1 − σ(s_c)) (what the service ranks a photo's parts by,
+    model.labels.group_probabilities). ``membership`` is the (C, G) 0/1 label-to-group matrix.
+    CCP's labels often name one item in two ways (`shoes`, `heels`); its group is the same."""
+    log_absent = F.logsigmoid(-scores) @ membership  # (B, G) log(1 − P_g), stable for confident scores
+    log_present = torch.log(-torch.expm1(log_absent.clamp_max(-1e-6)))
+    group_targets = (targets @ membership).clamp_max(1.0)
+    return -(group_targets * log_present + (1 - group_targets) * log_absent).mean()
+
+
 def codeword_usage_loss(share: torch.Tensor) -> torch.Tensor:
     """KL(mean assignment || uniform) over the codewords: 0 when every codeword takes an equal share
     of the cells, log K when one takes them all (the encoding collapsing to pooling)."""
@@ -144,12 +155,20 @@ def total_loss(
     box_weight: float = 0.0,
     usage_weight: float = 0.0,
     centre_weight: float = 0.0,
+    group_weight: float = 0.0,
+    group_membership: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All terms and their weighted sum under ``"loss"``; the baseline has only L_cls. L_box is
     added where ``box_weight`` > 0 and ``items`` gives some photos' item boxes; the codeword-usage
-    term where ``usage_weight`` > 0."""
+    term where ``usage_weight`` > 0; the groups' presence (of the fused sigmoid scores) where
+    ``group_weight`` > 0, given the (C, G) ``group_membership``."""
     terms = {"cls": classification_loss(out.scores, targets, kind)}
     loss = terms["cls"]
+    if group_weight > 0:
+        if kind == "softmax" or group_membership is None:
+            raise ValueError("the group presence term needs sigmoid scores and the label-to-group matrix")
+        terms["group"] = group_presence_loss(out.scores, targets, group_membership.to(out.scores))
+        loss = loss + group_weight * terms["group"]
     if out.whole_scores is not None and out.crop_scores is not None:
         # Fused scores: each branch also classifies on its own, so the crops still name their parts.
         terms["crop_cls"] = classification_loss(out.crop_scores, targets, kind)

@@ -188,7 +188,7 @@ def part_box(transform: torch.Tensor, placement: Placement) -> tuple[float, floa
 
 # A shopper's photo's part: its group's probability at least (FASHION_PART_THRESHOLD; chosen on
 # validation with bench/part_threshold.py).
-DEFAULT_PART_THRESHOLD = 0.4
+DEFAULT_PART_THRESHOLD = 0.6
 # A catalogue item placed by its predicted street labels (no category known): a label's probability
 # at least (FASHION_ITEM_LABEL_THRESHOLD); low, since max fusion over crops makes present labels score high.
 DEFAULT_ITEM_LABEL_THRESHOLD = 0.05

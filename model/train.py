@@ -1,9 +1,9 @@
 """Train the part-attention network (or its global-pooling baseline) on CCP.
 
-    python -m model.train --out checkpoints/attention        # the default: box-supervised, frozen trunk, CPU
-    python -m model.train --out checkpoints/weak --box-weight 0 --classification softmax --usage-weight 0
-                                                              # weakly supervised, the paper's loss
-    python -m model.train --architecture global --out checkpoints/global
+    python -m model.train --out checkpoints/attention        # the default: box-supervised, group term, frozen, CPU
+    python -m model.train --out checkpoints/weak --box-weight 0 --classification softmax --usage-weight 0 \
+        --group-weight 0                                      # weakly supervised, the paper's loss
+    python -m model.train --architecture global --group-weight 0 --out checkpoints/global
     python -m model.train --mode finetune --device cuda ...             # end to end, mixed precision
 
 Frozen mode caches trunk maps (and their mirrors) once and trains only the heads. Training photos
@@ -48,15 +48,17 @@ from model.encoding import map_descriptors
 from model.errors import run_command
 from model.features import trunk_features
 from model.imaging import Placement, letterbox_placement
+from model.labels import group_matrix
 from model.losses import Item, total_loss
 from model.metrics import multilabel_report
-from model.network import PartAttentionNetwork
+from model.network import NetworkOutput, PartAttentionNetwork
 from model.progress import configure_logging, progress
 
 log = logging.getLogger("model.train")
 
 Items = list[Item]  # a photo's items (model.losses.Item)
 CODEWORD_SAMPLE = 50_000  # descriptors for the k-means that starts the codewords
+TAG_BIAS_LR_SCALE = 10.0  # the tag bias's learning rate, as a multiple of lr (TrainConfig.tag_bias)
 
 
 @dataclass
@@ -75,6 +77,11 @@ class TrainConfig:
     localiser_lr_scale: float = 10.0  # the localiser's learning rate, as a multiple of lr
     usage_weight: float = 0.1  # > 0 keeps the codewords in use (model.losses.codeword_usage_loss)
     centre_weight: float = 1.0  # > 0 pulls matched crops' centres onto their items' pixels (model.losses.box_loss)
+    group_weight: float = 1.0  # > 0 adds the item groups' presence to L_cls (model.losses.group_presence_loss)
+    # Learn how often the image-level taggers name each label, as a per-label bias added to the
+    # scores of their photos in training only (Trainer.tag_bias); the model scores labels as the
+    # pixel-level annotators (and the test split) name them.
+    tag_bias: bool = False
     seed: int = 0  # the validation split, and (unless init_seed) the initialisation and batch order
     init_seed: int = -1  # >= 0: the initialisation and batch order alone, the split kept (run-to-run spread)
     device: str = "cpu"
@@ -130,7 +137,8 @@ def photo_items(sample: Sample, labels: list[str], size: tuple[int, int]) -> tup
     return plain, mirrored
 
 
-Batch = tuple[list[torch.Tensor] | torch.Tensor, torch.Tensor, list[Items]]  # inputs, targets, items
+# inputs, targets, items, tagged (B,) bool: the photo's labels are image-level tags
+Batch = tuple[list[torch.Tensor] | torch.Tensor, torch.Tensor, list[Items], torch.Tensor]
 
 
 class FrozenData:
@@ -148,7 +156,7 @@ class FrozenData:
         self.val_maps = [level[val_rows, 0] for level in maps]
         self.steps_per_epoch = math.ceil(len(fit) / cfg.batch_size)
 
-    def epoch(self, targets: torch.Tensor, items: list[tuple[Items, Items]]) -> Iterator[Batch]:
+    def epoch(self, targets: torch.Tensor, items: list[tuple[Items, Items]], tagged: torch.Tensor) -> Iterator[Batch]:
         order = torch.randperm(len(targets))
         for i in range(0, len(order), self.cfg.batch_size):
             idx = order[i : i + self.cfg.batch_size]
@@ -158,6 +166,7 @@ class FrozenData:
                 x,
                 targets[idx].to(self.cfg.device),
                 [items[j][f] for j, f in zip(idx.tolist(), flip.tolist(), strict=True)],
+                tagged[idx].to(self.cfg.device),
             )
 
     def val_inputs(self) -> Iterator[list[torch.Tensor]]:
@@ -197,10 +206,11 @@ class PhotoData:
         self.steps_per_epoch = len(self.loader)
         self.model = model
 
-    def epoch(self, targets: torch.Tensor, items: list[tuple[Items, Items]]) -> Iterator[Batch]:
+    def epoch(self, targets: torch.Tensor, items: list[tuple[Items, Items]], tagged: torch.Tensor) -> Iterator[Batch]:
         for images, idx, flip in self.loader:
             batch_items = [items[j][f] for j, f in zip(idx.tolist(), flip.tolist(), strict=True)]
-            yield images.to(self.cfg.device, non_blocking=True), targets[idx].to(self.cfg.device), batch_items
+            device = self.cfg.device
+            yield images.to(device, non_blocking=True), targets[idx].to(device), batch_items, tagged[idx].to(device)
 
     def val_inputs(self) -> Iterator[torch.Tensor]:
         for images, _, _ in self.val_loader:
@@ -222,7 +232,11 @@ class Trainer:
         place = [p for n, p in model.head.named_parameters() if ".place." in f".{n}."]
         placed = {id(p) for p in place}
         rest = [p for p in model.head_parameters() if id(p) not in placed]
-        groups = [{"params": rest, "lr": train_cfg.lr}]
+        # Per-label offset of the image-level taggers' scores (TrainConfig.tag_bias): not part of the model.
+        self.tag_bias = torch.nn.Parameter(torch.zeros(len(model.config.labels), device=train_cfg.device))
+        groups: list[dict[str, object]] = [{"params": rest, "lr": train_cfg.lr}]
+        if train_cfg.tag_bias:  # one number per label, far from its optimum at the start: no decay, larger steps
+            groups.append({"params": [self.tag_bias], "lr": train_cfg.lr * TAG_BIAS_LR_SCALE, "weight_decay": 0.0})
         if place:
             groups.append({"params": place, "lr": train_cfg.lr * train_cfg.localiser_lr_scale})
         if train_cfg.mode == "finetune":
@@ -236,6 +250,9 @@ class Trainer:
         self.validation_photos: list[str] = []  # file names, recorded so the figures can be checked again
         self.amp = train_cfg.device.startswith("cuda")
         self.anchors = config_anchors(model.config) if model.config.architecture == "attention" else None
+        if train_cfg.group_weight > 0 and model.config.classification == "softmax":
+            raise ValueError("the group presence term (--group-weight) needs sigmoid scores: add --group-weight 0")
+        self.group_membership = torch.from_numpy(group_matrix(model.config.labels))
 
     def _set_lr(self, step: int, total: int, warmup: int) -> None:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
@@ -247,9 +264,11 @@ class Trainer:
         return self.model.head_forward(inputs)  # cached trunk maps (frozen)
 
     def step(self, batch: Batch) -> dict[str, float]:
-        inputs, targets, items = batch
+        inputs, targets, items, tagged = batch
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             out = self.forward(inputs)
+        if self.cfg.tag_bias:
+            out = with_offset(out, tagged[:, None] * self.tag_bias)
         terms = total_loss(
             out,
             targets,
@@ -259,6 +278,8 @@ class Trainer:
             self.cfg.box_weight,
             self.cfg.usage_weight,
             self.cfg.centre_weight,
+            self.cfg.group_weight,
+            self.group_membership,
         )
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -267,7 +288,11 @@ class Trainer:
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def run_epoch(
-        self, data: FrozenData | PhotoData, targets: torch.Tensor, items: list[tuple[Items, Items]]
+        self,
+        data: FrozenData | PhotoData,
+        targets: torch.Tensor,
+        items: list[tuple[Items, Items]],
+        tagged: torch.Tensor,
     ) -> dict[str, float]:
         self.model.train()
         if self.cfg.mode == "frozen":
@@ -276,7 +301,7 @@ class Trainer:
         warmup = self.cfg.warmup_epochs * data.steps_per_epoch
         sums: dict[str, float] = {}
         desc = f"epoch {self.epoch + 1}/{self.cfg.epochs}"
-        for i, batch in enumerate(progress(data.epoch(targets, items), data.steps_per_epoch, desc, "batches")):
+        for i, batch in enumerate(progress(data.epoch(targets, items, tagged), data.steps_per_epoch, desc, "batches")):
             self._set_lr(self.epoch * data.steps_per_epoch + i, total, warmup)
             for key, value in self.step(batch).items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -301,6 +326,7 @@ class Trainer:
         if with_optimizer:
             extra["optimizer"] = self.optimizer.state_dict()
             extra["best"] = self.best
+            extra["tag_bias"] = self.tag_bias.detach().cpu()
         # A frozen trunk is the ImageNet one: the package has its weights. The best checkpoint is
         # the served artefact (float16, compact); last.pt resumes training (float32).
         with_trunk = self.cfg.mode != "frozen"
@@ -314,9 +340,22 @@ class Trainer:
         model, payload = load_checkpoint(last, self.cfg.device)
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(payload["optimizer"])
+        with torch.no_grad():
+            self.tag_bias.copy_(payload.get("tag_bias", torch.zeros_like(self.tag_bias)))
         self.epoch, self.best, self.history = payload["training"]["epoch"], payload["best"], payload["history"]
         log.info("resumed from %s at epoch %d (best val mAP %.2f)", last, self.epoch, self.best)
         return True
+
+
+def with_offset(out: NetworkOutput, offset: torch.Tensor) -> NetworkOutput:
+    """``out`` with a (B, C) offset added to every label score that is classified (fused, crops',
+    whole map's). The per-step scores are left: the crop that scores a label highest is the same."""
+    return dataclasses.replace(
+        out,
+        scores=out.scores + offset,
+        crop_scores=out.crop_scores + offset if out.crop_scores is not None else None,
+        whole_scores=out.whole_scores + offset if out.whole_scores is not None else None,
+    )
 
 
 @torch.no_grad()
@@ -372,6 +411,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
     trainer.validation_photos = sorted(s.image.name for s in val)
     labels, size = model_cfg.labels, (model_cfg.image_height, model_cfg.image_width)
     y_fit = torch.stack([label_vector(s, labels) for s in fit])
+    tagged = torch.tensor([s.source == "image-level" for s in fit], dtype=torch.float32)
     y_val = torch.stack([label_vector(s, labels) for s in val]).numpy()
     items = [photo_items(s, labels, size) for s in fit] if cfg.box_weight > 0 else [([], [])] * len(fit)
     log.info(
@@ -390,7 +430,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
             init_crops_from_boxes(model, [i for i in items if i[0]], init_seed)
     started = time.monotonic()
     while trainer.epoch < cfg.epochs:
-        terms = trainer.run_epoch(data, y_fit, items)
+        terms = trainer.run_epoch(data, y_fit, items, tagged)
         val_report = multilabel_report(y_val, trainer.predict(data), labels, model_cfg.classification)
         val_map = float(val_report["labels"]["map"])  # type: ignore[index]
         record = {

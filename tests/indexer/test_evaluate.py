@@ -46,6 +46,9 @@ def test_summary_and_colour_agreement() -> None:
     assert summary["groups"]["precision_at_1_micro"] == 3 / 4  # type: ignore[index]
     # colour pairs: bag black/black, hat red/blue, jeans grey/blue; the top has no item in the photo
     assert summary["colour"] == {"pairs": 3.0, "agreement": 1 / 3}  # type: ignore[comparison-overlap]
+    assert summary["across_queries"] == {"distinct_products": 4, "top_product_share": 1 / 4}
+    hub = summarise([QueryResult(["shoes"], [part("7", "shoes", "shoes")]) for _ in range(3)] + [a])
+    assert hub["across_queries"] == {"distinct_products": 2, "top_product_share": 3 / 4}  # one shoe for all
 
 
 def test_colour_families() -> None:

@@ -1,9 +1,18 @@
 import math
 
+import pytest
 import torch
 
 from model.attention import anchor_points
-from model.losses import BOX_PICK_WEIGHT, box_loss, classification_loss, diversity_loss, localisation_loss, total_loss
+from model.losses import (
+    BOX_PICK_WEIGHT,
+    box_loss,
+    classification_loss,
+    diversity_loss,
+    group_presence_loss,
+    localisation_loss,
+    total_loss,
+)
 from model.network import NetworkOutput
 
 
@@ -108,3 +117,28 @@ def test_total_loss_weights() -> None:
     expected = terms["cls"] + 0.01 * terms["div"] + 0.01 * terms["loc"]
     torch.testing.assert_close(terms["loss"], expected)
     assert math.isclose(float(terms["div"]), 0.25, rel_tol=1e-6)
+
+
+def test_group_presence_loss_by_hand() -> None:
+    # Labels 0 and 1 are one group (shoes, heels), label 2 another. Both of the first at p = 0.5:
+    # the group's presence is 1 - 0.5 * 0.5 = 0.75; the other group at p = 0.5 and absent.
+    membership = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    scores = torch.zeros(1, 3, requires_grad=True)
+    targets = torch.tensor([[0.0, 1.0, 0.0]])  # the photo was tagged "heels" only: its group is present
+    loss = group_presence_loss(scores, targets, membership)
+    assert math.isclose(float(loss), -(math.log(0.75) + math.log(0.5)) / 2, rel_tol=1e-5)
+    loss.backward()
+    # "shoes" is not tagged, yet the group's loss raises it as much as "heels": same item, either name
+    assert float(scores.grad[0, 0]) < 0 and math.isclose(float(scores.grad[0, 0]), float(scores.grad[0, 1]))
+    assert float(scores.grad[0, 2]) > 0
+    confident = group_presence_loss(torch.tensor([[30.0, -30.0, -30.0]]), targets, membership)
+    assert math.isfinite(float(confident)) and float(confident) < 1e-5  # no log(0) at saturation
+
+
+def test_total_loss_adds_the_weighted_group_term_and_refuses_softmax() -> None:
+    out = NetworkOutput(scores=torch.tensor([[1.0, -1.0]]), global_embedding=torch.zeros(1, 4))
+    targets, membership = torch.tensor([[1.0, 0.0]]), torch.eye(2)
+    terms = total_loss(out, targets, "sigmoid", group_weight=0.5, group_membership=membership)
+    torch.testing.assert_close(terms["loss"], terms["cls"] + 0.5 * terms["group"])
+    with pytest.raises(ValueError, match="sigmoid"):
+        total_loss(out, targets, "softmax", group_weight=0.5, group_membership=membership)

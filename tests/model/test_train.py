@@ -3,13 +3,15 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from model.checkpoint import load_checkpoint
 from model.data import Sample
 from model.imaging import letterbox_placement
-from model.train import TrainConfig, cosine_lr, photo_items, region_on_frame, train
+from model.network import NetworkOutput, PartAttentionNetwork
+from model.train import TrainConfig, Trainer, cosine_lr, photo_items, region_on_frame, train, with_offset
 from tests.helpers import tiny_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
@@ -56,6 +58,73 @@ def test_short_training_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
     cfg.epochs, cfg.resume = 12, True
     train(model_cfg, cfg, samples)
     assert [h["epoch"] for h in load_checkpoint(tmp_path / "run" / "last.pt")[1]["history"]] == list(range(1, 13))
+
+
+def test_group_term_is_trained_and_recorded(tmp_path: Path) -> None:
+    samples = generated_samples(tmp_path, 24)
+    cfg = TrainConfig(
+        out=tmp_path / "run",
+        epochs=1,
+        batch_size=8,
+        workers=0,
+        val_fraction=0.25,
+        cache_dir=tmp_path / "cache",
+        warmup_epochs=0,
+        group_weight=1.0,
+    )
+    train(tiny_config(classification="sigmoid", pretrained=True), cfg, samples)
+    _, payload = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert payload["history"][-1]["group"] > 0 and payload["training"]["group_weight"] == "1.0"
+
+
+def test_group_term_refuses_a_softmax_model_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--group-weight 0"):
+        Trainer(
+            PartAttentionNetwork(tiny_config(classification="softmax")), TrainConfig(out=tmp_path, group_weight=1.0)
+        )
+    Trainer(PartAttentionNetwork(tiny_config(classification="softmax")), TrainConfig(out=tmp_path, group_weight=0.0))
+
+
+def test_tag_bias_learns_what_the_taggers_leave_out(tmp_path: Path) -> None:
+    # Every other photo is "image-level", and its taggers never name red, drawn or not: the bias
+    # of their photos absorbs that (photos look alike either way, so the network cannot).
+    samples = generated_samples(tmp_path)
+    for i, sample in enumerate(samples):
+        if i % 2:
+            sample.source = "image-level"
+            sample.labels = [n for n in sample.labels if n != "red"] or ["green"]
+        else:
+            sample.source = "pixel-level"
+    cfg = TrainConfig(
+        out=tmp_path / "run",
+        epochs=8,
+        batch_size=8,
+        lr=1e-2,
+        workers=0,
+        val_fraction=0.25,
+        cache_dir=tmp_path / "cache",
+        warmup_epochs=0,
+        tag_bias=True,
+    )
+    labels = list(COLOURS)
+    train(tiny_config(classification="sigmoid", pretrained=True, labels=labels), cfg, samples)
+    bias = load_checkpoint(tmp_path / "run" / "last.pt")[1]["tag_bias"]
+    assert float(bias[labels.index("red")]) < -0.1
+    assert float(bias[labels.index("red")]) < float(bias[labels.index("blue")]) - 0.1
+
+
+def test_with_offset_moves_every_classified_score_but_not_the_crops_ranking() -> None:
+    out = NetworkOutput(
+        scores=torch.zeros(2, 3),
+        global_embedding=torch.zeros(2, 4),
+        crop_scores=torch.ones(2, 3),
+        whole_scores=None,
+        step_scores=torch.ones(2, 5, 3),
+    )
+    moved = with_offset(out, torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(moved.scores[0], torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(moved.crop_scores, out.crop_scores + torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]))
+    assert moved.whole_scores is None and moved.step_scores is out.step_scores
 
 
 def test_cosine_schedule() -> None:
