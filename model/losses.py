@@ -60,9 +60,11 @@ def group_presence_loss(scores: torch.Tensor, targets: torch.Tensor, membership:
     present: P_g = 1 − Π_{c∈g} (1 − σ(s_c)) (what the service ranks a photo's parts by,
     model.labels.group_probabilities). ``membership`` is the (C, G) 0/1 label-to-group matrix.
     CCP's labels often name one item in two ways (`shoes`, `heels`); its group is the same."""
+    scores, membership = scores.float(), membership.float()  # bfloat16 under CUDA autocast
     log_absent = F.logsigmoid(-scores) @ membership  # (B, G) log(1 − P_g), stable for confident scores
-    log_present = torch.log(-torch.expm1(log_absent.clamp_max(-1e-6)))
-    group_targets = (targets @ membership).clamp_max(1.0)
+    # Clamped only where P_g underflows to 0, so a confidently missed group still has a gradient.
+    log_present = torch.log(-torch.expm1(log_absent.clamp_max(-torch.finfo(torch.float32).tiny)))
+    group_targets = (targets.float() @ membership).clamp_max(1.0)
     return -(group_targets * log_present + (1 - group_targets) * log_absent).mean()
 
 

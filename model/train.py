@@ -137,7 +137,7 @@ def photo_items(sample: Sample, labels: list[str], size: tuple[int, int]) -> tup
     return plain, mirrored
 
 
-# inputs, targets, items, tagged (B,) bool: the photo's labels are image-level tags
+# inputs, targets, items, tagged (B,) 1.0 where the photo's labels are image-level tags, else 0.0
 Batch = tuple[list[torch.Tensor] | torch.Tensor, torch.Tensor, list[Items], torch.Tensor]
 
 
@@ -338,6 +338,9 @@ class Trainer:
             log.info("nothing to resume in %s, starting afresh", self.cfg.out)
             return False
         model, payload = load_checkpoint(last, self.cfg.device)
+        trained_with = payload["training"].get("tag_bias", "False")  # its optimiser's parameter groups follow it
+        if trained_with != str(self.cfg.tag_bias):
+            raise ValueError(f"{last} was trained with tag_bias={trained_with}: resume it with the same setting")
         self.model.load_state_dict(model.state_dict())
         self.optimizer.load_state_dict(payload["optimizer"])
         with torch.no_grad():

@@ -133,6 +133,11 @@ def test_group_presence_loss_by_hand() -> None:
     assert float(scores.grad[0, 2]) > 0
     confident = group_presence_loss(torch.tensor([[30.0, -30.0, -30.0]]), targets, membership)
     assert math.isfinite(float(confident)) and float(confident) < 1e-5  # no log(0) at saturation
+    missed = torch.full((1, 3), -20.0, requires_grad=True)  # the group is there, confidently missed
+    group_presence_loss(missed, targets, membership).backward()
+    assert float(missed.grad[0, 0]) < 0 and float(missed.grad[0, 1]) < 0  # still taught to find it
+    half = group_presence_loss(torch.zeros(1, 3, dtype=torch.bfloat16), targets, membership)  # CUDA autocast
+    assert half.dtype == torch.float32 and math.isclose(float(half), float(loss), rel_tol=1e-3)
 
 
 def test_total_loss_adds_the_weighted_group_term_and_refuses_softmax() -> None:

@@ -109,6 +109,9 @@ def test_tag_bias_learns_what_the_taggers_leave_out(tmp_path: Path) -> None:
     labels = list(COLOURS)
     train(tiny_config(classification="sigmoid", pretrained=True, labels=labels), cfg, samples)
     bias = load_checkpoint(tmp_path / "run" / "last.pt")[1]["tag_bias"]
+    cfg.epochs, cfg.resume, cfg.tag_bias = 9, True, False
+    with pytest.raises(ValueError, match="tag_bias=True"):  # a clear word, not the optimiser's mismatch
+        train(tiny_config(classification="sigmoid", pretrained=True, labels=labels), cfg, samples)
     assert float(bias[labels.index("red")]) < -0.1
     assert float(bias[labels.index("red")]) < float(bias[labels.index("blue")]) - 0.1
 
