@@ -33,18 +33,17 @@ def generated_samples(folder: Path, count: int = 48) -> list[Sample]:
     return samples
 
 
+def quick_config(tmp_path: Path, **overrides: object) -> TrainConfig:
+    """A few-second frozen-trunk run on the generated photos (its output in tmp_path / "run")."""
+    values: dict[str, object] = dict(
+        out=tmp_path / "run", batch_size=8, workers=0, val_fraction=0.25, cache_dir=tmp_path / "cache", warmup_epochs=0
+    )
+    return TrainConfig(**(values | overrides))  # type: ignore[arg-type]
+
+
 def test_short_training_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
     samples = generated_samples(tmp_path)
-    cfg = TrainConfig(
-        out=tmp_path / "run",
-        epochs=10,
-        batch_size=8,
-        lr=1e-2,
-        workers=0,
-        val_fraction=0.25,
-        cache_dir=tmp_path / "cache",
-        warmup_epochs=0,
-    )
+    cfg = quick_config(tmp_path, epochs=10, lr=1e-2)
     model_cfg = tiny_config(classification="sigmoid", pretrained=True)  # ImageNet trunk: colours are easy
     best = train(model_cfg, cfg, samples)
     _, payload = load_checkpoint(best)
@@ -62,16 +61,7 @@ def test_short_training_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
 
 def test_group_term_is_trained_and_recorded(tmp_path: Path) -> None:
     samples = generated_samples(tmp_path, 24)
-    cfg = TrainConfig(
-        out=tmp_path / "run",
-        epochs=1,
-        batch_size=8,
-        workers=0,
-        val_fraction=0.25,
-        cache_dir=tmp_path / "cache",
-        warmup_epochs=0,
-        group_weight=1.0,
-    )
+    cfg = quick_config(tmp_path, epochs=1, group_weight=1.0)
     train(tiny_config(classification="sigmoid", pretrained=True), cfg, samples)
     _, payload = load_checkpoint(tmp_path / "run" / "last.pt")
     assert payload["history"][-1]["group"] > 0 and payload["training"]["group_weight"] == "1.0"
@@ -95,17 +85,7 @@ def test_tag_bias_learns_what_the_taggers_leave_out(tmp_path: Path) -> None:
             sample.labels = [n for n in sample.labels if n != "red"] or ["green"]
         else:
             sample.source = "pixel-level"
-    cfg = TrainConfig(
-        out=tmp_path / "run",
-        epochs=8,
-        batch_size=8,
-        lr=1e-2,
-        workers=0,
-        val_fraction=0.25,
-        cache_dir=tmp_path / "cache",
-        warmup_epochs=0,
-        tag_bias=True,
-    )
+    cfg = quick_config(tmp_path, epochs=8, lr=1e-2, tag_bias=True)
     labels = list(COLOURS)
     train(tiny_config(classification="sigmoid", pretrained=True, labels=labels), cfg, samples)
     bias = load_checkpoint(tmp_path / "run" / "last.pt")[1]["tag_bias"]
