@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from forward_engines import Answer, agreement  # bench/, beside this script
 from PIL import Image
 
 from indexer.bundle import Bundle, BundleStore
@@ -64,9 +65,6 @@ def phone_sized(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-Answer = list[tuple[str, str | None]]  # (label, recommended item) of each part, in order
-
-
 @torch.inference_mode()
 def served(
     model: PartAttentionNetwork,
@@ -86,23 +84,6 @@ def served(
         answers.append([(m.part.label, m.match.item_id if m.match else None) for m in matches])
         probabilities.append(model.probabilities(out.scores)[0].numpy())
     return answers, np.stack(probabilities)
-
-
-def agreement(reference: list[Answer], other: list[Answer]) -> dict[str, float]:
-    """Parts with the same label (and item) at the same rank, as bench/forward_engines.py counts,
-    and parts whose (label, item) is anywhere among the other's parts of that photo."""
-    same_label = same_item = same_anywhere = total = 0
-    for ours, theirs in zip(reference, other, strict=True):
-        total += max(len(ours), len(theirs))
-        same_label += sum(a[0] == b[0] for a, b in zip(ours, theirs, strict=False))
-        same_item += sum(a == b for a, b in zip(ours, theirs, strict=False))
-        same_anywhere += len(set(ours) & set(theirs))
-    return {
-        "parts": total,
-        "same_label_at_rank": round(same_label / total, 4),
-        "same_item_at_rank": round(same_item / total, 4),
-        "same_label_and_item_anywhere": round(same_anywhere / total, 4),
-    }
 
 
 def reencoded(data: bytes) -> bytes:

@@ -5,7 +5,9 @@
 Speed: the model alone on decoded, letterboxed CCP test photos, batch 1 (one photo at a time)
 and batch 16, per photo, for PyTorch eager (today's forward), PyTorch channels-last, OpenVINO and
 ONNX Runtime in float32 (model.runtime), and OpenVINO in bfloat16 (for the record: its answers
-differ). ``--compile`` adds torch.compile (minutes of compiling).
+differ). ``--compile`` adds torch.compile (minutes of compiling); ``--int8`` adds OpenVINO with the
+trunk in int8 (NNCF's post-training quantisation, calibrated on training photos; ``pip install
+'.[quantize]'``).
 
 Agreement with eager on all 502 CCP test photos, as served (the service's part threshold and
 parts per query): the same label at each rank of a photo's parts, the same recommended item from
@@ -15,6 +17,7 @@ the bundle for each part, and the labels / groups mAP of the test split.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -36,7 +39,11 @@ from model.data import ClothingCoParsing, data_dir, label_vector  # noqa: E402
 from model.imaging import load_input  # noqa: E402
 from model.metrics import multilabel_report  # noqa: E402
 from model.network import DEFAULT_PART_THRESHOLD, NetworkOutput, PartAttentionNetwork, query_parts  # noqa: E402
-from model.runtime import DEFAULT_CACHE, SERVED_FIELDS, Forward, make_forward, served_fields  # noqa: E402
+from model.runtime import DEFAULT_CACHE, SERVED_FIELDS, Forward, export_dir, make_forward, served_fields  # noqa: E402
+from model.train import TrainConfig  # noqa: E402
+
+Answer = list[tuple[str, str | None]]  # (label, recommended item) of each part of a photo, in order
+CALIBRATION_PHOTOS = 300  # int8's calibration: training photos (never validation or test)
 
 
 def per_photo_ms(forward: Forward, photos: torch.Tensor, batch: int, repeats: int) -> float:
@@ -64,9 +71,7 @@ def outputs(forward: Forward, photos: torch.Tensor) -> NetworkOutput:
     )
 
 
-def served(
-    model: PartAttentionNetwork, out: NetworkOutput, placements: list[Any], bundle: Any
-) -> list[list[tuple[str, str | None]]]:
+def served(model: PartAttentionNetwork, out: NetworkOutput, placements: list[Any], bundle: Any) -> list[Answer]:
     """Per photo: (label, recommended item id) of each part, as /recommend returns them."""
     answers = []
     searchable = bundle.searchable_labels
@@ -79,20 +84,64 @@ def served(
     return answers
 
 
-def agreement(
-    reference: list[list[tuple[str, str | None]]], other: list[list[tuple[str, str | None]]]
-) -> dict[str, float]:
-    parts = same_label = same_item = 0
+def agreement(reference: list[Answer], other: list[Answer]) -> dict[str, float]:
+    """Parts with the same label (and item) at the same rank, and parts whose (label, item) is
+    anywhere among the other's parts of that photo (the same parts in another order)."""
+    same_label = same_item = same_anywhere = total = 0
     for ours, theirs in zip(reference, other, strict=True):
-        for rank, (label, item) in enumerate(ours):
-            parts += 1
-            if rank < len(theirs) and theirs[rank][0] == label:
-                same_label += 1
-                same_item += theirs[rank][1] == item
-    return {"parts": parts, "same_label": round(same_label / parts, 4), "same_item": round(same_item / parts, 4)}
+        total += max(len(ours), len(theirs))
+        same_label += sum(a[0] == b[0] for a, b in zip(ours, theirs, strict=False))
+        same_item += sum(a == b for a, b in zip(ours, theirs, strict=False))
+        same_anywhere += len(set(ours) & set(theirs))
+    return {
+        "parts": total,
+        "same_label_at_rank": round(same_label / total, 4),
+        "same_item_at_rank": round(same_item / total, 4),
+        "same_label_and_item_anywhere": round(same_anywhere / total, 4),
+    }
 
 
-def engines(model: PartAttentionNetwork, checkpoint: Path, cache: Path, compile_too: bool) -> dict[str, Forward]:
+def int8_trunk(model: PartAttentionNetwork, checkpoint: Path, cache: Path, calibration: list[np.ndarray]) -> Forward:
+    """OpenVINO with the trunk's convolutions in int8: NNCF's post-training quantisation of the
+    float32 export, its activation ranges from ``calibration``; the fusion, the attention head and
+    the product head stay float32 (quantising them too changed still more answers)."""
+    import nncf
+    import openvino as ov
+
+    sha = file_sha256(checkpoint)
+    make_forward(model, "openvino", sha, cache)  # the float32 export, made when missing
+    size = (model.config.image_height, model.config.image_width)
+    f32 = ov.Core().read_model(export_dir(cache, "openvino", sha, size) / "model.xml")
+    not_trunk = [r".*model\.head.*", r".*model\.reduce.*", r".*model\.product_head.*"]
+    quantized = nncf.quantize(
+        f32,
+        nncf.Dataset(calibration),
+        subset_size=len(calibration),
+        ignored_scope=nncf.IgnoredScope(patterns=not_trunk, validate=False),
+    )
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}  # as model.runtime's float32
+    compiled = ov.Core().compile_model(quantized, "CPU", config)
+    request, names = compiled.create_infer_request(), served_fields(model)
+
+    def forward(images: torch.Tensor) -> NetworkOutput:
+        results = request.infer(np.ascontiguousarray(images.numpy()), share_inputs=True)
+        values = [results[output].copy() for output in compiled.outputs]
+        return NetworkOutput(**{n: torch.from_numpy(v) for n, v in zip(names, values, strict=True)})
+
+    return forward
+
+
+def calibration_photos(size: tuple[int, int]) -> list[np.ndarray]:
+    """CALIBRATION_PHOTOS of the photos training fits on (as model.train splits them), one per batch."""
+    # training's own defaults (a dataclass keeps them on the class)
+    fit, _ = ClothingCoParsing(data_dir() / "ccp").validation_split(TrainConfig.val_fraction, TrainConfig.seed)
+    picked = np.random.default_rng(0).choice(len(fit), min(CALIBRATION_PHOTOS, len(fit)), replace=False)
+    return [load_input(fit[i].image.read_bytes(), size)[0].numpy()[None] for i in picked]
+
+
+def engines(
+    model: PartAttentionNetwork, checkpoint: Path, cache: Path, compile_too: bool, int8_too: bool
+) -> dict[str, Forward]:
     sha = file_sha256(checkpoint)
     found: dict[str, Forward] = {"pytorch eager": make_forward(model, "pytorch", sha)}
     last = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
@@ -108,6 +157,9 @@ def engines(model: PartAttentionNetwork, checkpoint: Path, cache: Path, compile_
     found["openvino f32"] = make_forward(model, "openvino", sha, cache)
     found["onnxruntime f32"] = make_forward(model, "onnxruntime", sha, cache)
     found["openvino bf16 (answers differ)"] = make_forward(model, "openvino", sha, cache, precision="bf16")
+    if int8_too:
+        size = (model.config.image_height, model.config.image_width)
+        found["openvino int8 trunk (answers differ)"] = int8_trunk(model, checkpoint, cache, calibration_photos(size))
     return found
 
 
@@ -119,6 +171,7 @@ def main() -> None:
     parser.add_argument("--timed-photos", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--int8", action="store_true", help="also time the trunk in int8 (pip install '.[quantize]')")
     parser.add_argument("--out", type=Path, default=Path("reports/forward_engines.json"))
     args = parser.parse_args()
 
@@ -133,8 +186,8 @@ def main() -> None:
     print(f"{len(test)} test photos; fields {served_fields(model)}", flush=True)
 
     rows: dict[str, dict[str, Any]] = {}
-    reference: list[list[tuple[str, str | None]]] = []
-    for name, forward in engines(model, args.checkpoint, args.runtime_cache, args.compile).items():
+    reference: list[Answer] = []
+    for name, forward in engines(model, args.checkpoint, args.runtime_cache, args.compile, args.int8).items():
         row: dict[str, Any] = {
             "batch_1_ms_per_photo": per_photo_ms(forward, photos[: args.timed_photos], 1, args.repeats),
             "batch_16_ms_per_photo": per_photo_ms(forward, photos[: args.timed_photos], 16, args.repeats),
@@ -172,10 +225,13 @@ def main() -> None:
 
 
 def _versions() -> dict[str, str]:
-    import onnxruntime
-    import openvino
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"openvino": openvino.__version__, "onnxruntime": onnxruntime.__version__}
+    found = {}
+    for package in ("openvino", "onnxruntime", "nncf"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[package] = version(package)
+    return found
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ All in one run, on one runtime (model.runtime):
 2. in-process: decode + model + search, one photo at a time, and in batches of 16;
 3. over HTTP: uvicorn serving the app, 1, 4 and 16 concurrent clients posting CCP test photos
    (cache off).
-Reports p50/p99 latency, throughput, every ratio against the limit, and the API's peak RSS.
+Reports p50/p99 latency, throughput, every ratio against the limit, the cores the API and the
+clients kept busy at each level, what the API measured inside (its forward per photo, its mean
+batch, the time a photo spent in decoding and in search), and the API's peak RSS.
 ``--profile`` samples the API process with py-spy while one client posts photos, and writes the
 flame graph.
 """
@@ -34,6 +36,7 @@ import faiss
 import httpx
 import numpy as np
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -115,7 +118,42 @@ def in_process(
     }
 
 
-def http_level(url: str, photos: list[bytes], clients: int, requests_per_client: int) -> dict[str, object]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def api_totals(url: str) -> dict[str, float]:
+    """The API's own running totals from /metrics: seconds and calls per pipeline stage, photos and forwards."""
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name in ("fashion_stage_seconds_sum", "fashion_stage_seconds_count"):
+                totals[f"{sample.labels['stage']}_{sample.name.rsplit('_', 1)[1]}"] = sample.value
+            elif sample.name in ("fashion_batch_size_sum", "fashion_batch_size_count"):
+                totals[sample.name.removeprefix("fashion_")] = sample.value
+    return totals
+
+
+def inside_api(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the API measured between two api_totals: its forward per photo, its mean batch, and the
+    mean time a photo spent in decoding and in search (waiting for a thread and a core included)."""
+    change = {name: after[name] - before.get(name, 0.0) for name in after}
+    return {
+        "api_forward_ms_per_photo": round(1000 * change["model_batch_sum"] / change["batch_size_sum"], 2),
+        "api_mean_batch": round(change["batch_size_sum"] / change["batch_size_count"], 2),
+        "api_decode_ms": round(1000 * change["decode_sum"] / change["decode_count"], 2),
+        "api_search_ms": round(1000 * change["search_sum"] / change["search_count"], 2),
+    }
+
+
+def http_level(
+    url: str, photos: list[bytes], clients: int, requests_per_client: int, server_pid: int | None = None
+) -> dict[str, object]:
+    """``clients`` threads posting photos; with ``server_pid``, the cores the API and the clients
+    (this process) kept busy meanwhile (on one machine the clients take CPU the API then lacks), and
+    what the API measured inside (inside_api)."""
     latencies: list[float] = []
     failures: list[int] = []
     lock = threading.Lock()
@@ -131,19 +169,26 @@ def http_level(url: str, photos: list[bytes], clients: int, requests_per_client:
                     (latencies.append(elapsed) if r.status_code == 200 else failures.append(r.status_code))
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    own_cpu, api_cpu = cpu_seconds(os.getpid()), cpu_seconds(server_pid) if server_pid else 0.0
+    totals = api_totals(url) if server_pid else {}
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    return {
+    level: dict[str, object] = {
         "clients": clients,
         "requests": len(latencies) + len(failures),
         "failed": len(failures),
         **percentiles(latencies),
         "photos_per_s": round(len(latencies) / wall, 2),
     }
+    if server_pid:
+        level["cores_busy_api"] = round((cpu_seconds(server_pid) - api_cpu) / wall, 2)
+        level["cores_busy_clients"] = round((cpu_seconds(os.getpid()) - own_cpu) / wall, 2)
+        level.update(inside_api(totals, api_totals(url)))
+    return level
 
 
 def profile(pid: int, url: str, photos: list[bytes], out: Path) -> None:
@@ -229,7 +274,7 @@ def main() -> None:
                 raise SystemExit("the API did not become ready")
             time.sleep(0.5)
         http_level(url, photos[:4], 1, 4)  # warm-up
-        levels = [http_level(url, photos, c, n) for c, n in ((1, 40), (4, 20), (16, 10))]
+        levels = [http_level(url, photos, c, n, server.pid) for c, n in ((1, 40), (4, 20), (16, 20))]
         rss = peak_rss_mb(server.pid)
         if args.profile:
             profile(server.pid, url, photos, args.profile)

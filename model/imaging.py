@@ -126,9 +126,15 @@ def _decode(
                 # at least twice the drawn size stays, so the resize after still averages pixels
                 image.draft(None, (max(1, round(2 * width * scale)), max(1, round(2 * height * scale))))
             image.load()
-            return ImageOps.exif_transpose(image).convert("RGB"), upright
+            ImageOps.exif_transpose(image, in_place=True)  # in place: an upright photo is not copied
+            return _rgb(image), upright
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    """``image`` in RGB: itself when it is RGB already, not a copy of every pixel."""
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _special(path: str | os.PathLike[str]) -> bool:
@@ -195,7 +201,7 @@ def letterbox(
     placement, scale, left, top = letterbox_placement(width, height, size)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
     canvas = Image.new("RGB", (out_w, out_h), (PAD_VALUE,) * 3)
-    canvas.paste(image.convert("RGB").resize((new_w, new_h), Image.Resampling.BILINEAR), (left, top))
+    canvas.paste(_rgb(image).resize((new_w, new_h), Image.Resampling.BILINEAR), (left, top))
     return np.asarray(canvas, dtype=np.uint8), placement
 
 

@@ -9,24 +9,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import torch
+# The runtime's exports of the tests' checkpoints go to a folder of this session, not the working
+# tree's .cache. Set here, before any import of model.runtime (which reads it once), and so before
+# the conftests below this one are imported (pytest loads them after this, when a subfolder is run);
+# inherited by the service processes the tests start.
+RUNTIME_CACHE = tempfile.mkdtemp(prefix="fashion-runtime-cache-")
+os.environ["FASHION_RUNTIME_CACHE"] = RUNTIME_CACHE
 
-from model.checkpoint import save_checkpoint
-from model.network import PartAttentionNetwork
-from tests.helpers import SHARED_DATA, tiny_config
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The runtime's exports of the tests' checkpoints go to a folder of this session, not the
-    working tree's .cache: set before the test modules import model.runtime (which reads it once),
-    and inherited by the service processes the tests start."""
-    config.runtime_cache = tempfile.mkdtemp(prefix="fashion-runtime-cache-")  # type: ignore[attr-defined]
-    os.environ["FASHION_RUNTIME_CACHE"] = config.runtime_cache  # type: ignore[attr-defined]
+from model.checkpoint import save_checkpoint  # noqa: E402
+from model.network import PartAttentionNetwork  # noqa: E402
+from tests.helpers import SHARED_DATA, tiny_config  # noqa: E402
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(getattr(config, "runtime_cache", ""), ignore_errors=True)
+    shutil.rmtree(RUNTIME_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
