@@ -2,6 +2,11 @@
 
 A request takes the live bundle once, at its start, and uses it to the end: a hot swap never
 gives a request a mix of two bundles, and a cached answer is always the answer of the bundle it names.
+
+Photos are answered in batches, one stage after another: the batch's photos decoded side by side
+(one thread per core), one forward of all of them, their searches side by side. Each stage has the
+cores to itself: decoding or searching while the forward runs would take cores from under its
+threads, which then wait for each other (measured: the pipeline 1.2x faster this way; README).
 """
 
 from __future__ import annotations
@@ -9,16 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import hashlib
+import io
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
+from PIL import Image
 
 from app.batching import BatchOptions, MicroBatcher
 from app.coordination import Coordinator
@@ -35,6 +46,7 @@ from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Forward, Runtime, make
 log = logging.getLogger(__name__)
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+T = TypeVar("T")
 
 
 class NotReady(RuntimeError):
@@ -52,6 +64,24 @@ class RecommendOptions:
     def cache_key(self) -> str:
         labels = ",".join(sorted(self.labels)) if self.labels is not None else "*"
         return f"{self.mode}|{self.max_parts}|{self.candidates}|{labels}|{','.join(sorted(self.exclude_ids))}"
+
+
+@dataclass(frozen=True)
+class PhotoJob:
+    """A photo on its way through a batch, with the bundle and options it is answered with (no
+    bundle: decoded and through the forward only, as the warm-up runs)."""
+
+    data: bytes
+    bundle: Bundle | None
+    options: RecommendOptions
+    queued_at: float = dataclasses.field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class PhotoAnswer:
+    parts: list[PartRecommendation]
+    placement: Placement
+    timings_ms: dict[str, float]  # queue, then the stages of the batch the photo was answered in
 
 
 class ResponseCache:
@@ -143,9 +173,11 @@ class Recommender:
         self.model_version = model_sha256[:12]
         self.limits, self.threshold = limits, threshold
         self.size = (model.config.image_height, model.config.image_width)
-        self.batcher: MicroBatcher[torch.Tensor, NetworkOutput] = MicroBatcher(
-            self._forward, batching, on_batch=metrics.batch_size.observe
+        self.batcher: MicroBatcher[PhotoJob, PhotoAnswer] = MicroBatcher(
+            self._answer_batch, batching, on_batch=metrics.batch_size.observe
         )
+        # decoding and search of a batch's photos, side by side (both release the GIL)
+        self._workers = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)), thread_name_prefix="photos")
 
     @classmethod
     def from_files(
@@ -171,11 +203,62 @@ class Recommender:
         return out.per_photo()
 
     async def warm_up(self) -> None:
-        """A full batch of blank photos through the model (see MicroBatcher.warm_up)."""
-        await self.batcher.warm_up(torch.zeros(3, *self.size))
+        """A full batch of blank photos decoded and through the model (see MicroBatcher.warm_up)."""
+        blank = io.BytesIO()
+        Image.new("RGB", (self.size[1], self.size[0]), "white").save(blank, "JPEG")
+        await self.batcher.warm_up(PhotoJob(blank.getvalue(), None, RecommendOptions()))
+
+    async def close(self) -> None:
+        await self.batcher.stop()
+        self._workers.shutdown(wait=False)
 
     def decode(self, data: bytes) -> tuple[torch.Tensor, Placement]:
         return load_input(data, self.size, self.limits, formats=ACCEPTED_FORMATS)
+
+    def _answer_batch(self, jobs: list[PhotoJob]) -> list[PhotoAnswer | Exception]:
+        """The batch's photos decoded side by side, one forward, their searches side by side."""
+        started = time.perf_counter()
+        spread = self._workers.map if len(jobs) > 1 else map  # a lone photo stays in this thread
+        decoded = list(spread(self._or_error(self.decode), [job.data for job in jobs]))
+        good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, Exception)]
+        after_decode = time.perf_counter()
+        outs = self._forward([tensor for _, (tensor, _) in good]) if good else []
+        after_model = time.perf_counter()
+
+        def search(photo: tuple[int, tuple[torch.Tensor, Placement]], out: NetworkOutput) -> list[PartRecommendation]:
+            i, (_, placement) = photo
+            bundle = jobs[i].bundle
+            return self._search(bundle, out, placement, jobs[i].options) if bundle is not None else []
+
+        searched = list(spread(self._or_error(search), good, outs))
+        finished = time.perf_counter()
+        stages = {
+            "decode": after_decode - started,
+            "model": after_model - after_decode,
+            "search": finished - after_model,
+        }
+        answered: dict[int, PhotoAnswer | Exception] = {}
+        for (i, (_, placement)), parts in zip(good, searched, strict=True):
+            if isinstance(parts, Exception):
+                answered[i] = parts
+                continue
+            timings = {"queue": started - jobs[i].queued_at, **stages}
+            for stage, seconds in timings.items():
+                self.metrics.stage_seconds.labels(stage).observe(seconds)
+            answered[i] = PhotoAnswer(parts, placement, {k: round(v * 1000, 2) for k, v in timings.items()})
+        return [d if isinstance(d, Exception) else answered[i] for i, d in enumerate(decoded)]
+
+    @staticmethod
+    def _or_error(work: Callable[..., T]) -> Callable[..., T | Exception]:
+        """``work`` that hands back its exception instead of raising it: one photo's failure stays its own."""
+
+        def run(*args: Any) -> T | Exception:
+            try:
+                return work(*args)
+            except Exception as exc:
+                return exc
+
+        return run
 
     async def recommend(self, data: bytes, options: RecommendOptions) -> RecommendResponse:
         """One distinct item per part of the photo, from the cache when this bundle answered it already."""
@@ -192,32 +275,15 @@ class Recommender:
         return response
 
     async def _answer(self, data: bytes, bundle: Bundle, options: RecommendOptions) -> RecommendResponse:
-        timings: dict[str, float] = {}
-
-        started = time.perf_counter()
-        tensor, placement = await asyncio.to_thread(self.decode, data)
-        timings["decode"] = self._observe("decode", started)
-
-        started = time.perf_counter()
-        out = await self.batcher.submit(tensor)
-        timings["model"] = self._observe("model", started)
-
-        started = time.perf_counter()
-        parts = await asyncio.to_thread(self._search, bundle, out, placement, options)
-        timings["search"] = self._observe("search", started)
+        answer = await self.batcher.submit(PhotoJob(data, bundle, options))
         return RecommendResponse(
             mode=options.mode,
-            parts=parts,
+            parts=answer.parts,
             bundle_version=bundle.version,
             model_version=self.model_version,
-            image={"width": placement.width, "height": placement.height},
-            timings_ms=timings,
+            image={"width": answer.placement.width, "height": answer.placement.height},
+            timings_ms=answer.timings_ms,
         )
-
-    def _observe(self, stage: str, started: float) -> float:
-        elapsed = time.perf_counter() - started
-        self.metrics.stage_seconds.labels(stage).observe(elapsed)
-        return round(elapsed * 1000, 2)
 
     def _search(
         self, bundle: Bundle, out: NetworkOutput, placement: Placement, options: RecommendOptions

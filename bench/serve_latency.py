@@ -5,7 +5,8 @@
 All in one run, on one runtime (model.runtime):
 1. the limit: the model's batched forward alone (batches of 16) on photos already decoded and
    letterboxed, and its forward of one photo;
-2. in-process: decode + model + search, one photo at a time, and in batches of 16;
+2. in-process: the service's batch (decode + model + search), one photo at a time, and in
+   batches of 16;
 3. over HTTP: uvicorn serving the app, 1, 4 and 16 concurrent clients posting CCP test photos
    (cache off).
 Reports p50/p99 latency, throughput, every ratio against the limit, the cores the API and the
@@ -43,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.batching import BatchOptions  # noqa: E402
 from app.metrics import Metrics  # noqa: E402
-from app.recommender import Recommender, RecommendOptions  # noqa: E402
+from app.recommender import PhotoJob, Recommender, RecommendOptions  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
 from model.imaging import ImageLimits  # noqa: E402
 from model.network import DEFAULT_PART_THRESHOLD  # noqa: E402
@@ -77,10 +78,10 @@ def in_process(
     assert bundle is not None
 
     def pipeline(datas: list[bytes]) -> None:
-        decoded = [rec.decode(d) for d in datas]
-        outs = rec._forward([t for t, _ in decoded])
-        for out, (_, placement) in zip(outs, decoded, strict=True):
-            rec._search(bundle, out, placement, options)
+        """The service's own batch: decoded side by side, one forward, searched side by side."""
+        for answer in rec._answer_batch([PhotoJob(d, bundle, options) for d in datas]):
+            if isinstance(answer, Exception):
+                raise answer
 
     # The limit: the forward alone on photos already decoded (the first 160, in batches of `batch`).
     tensors = [rec.decode(d)[0] for d in photos[:160]]

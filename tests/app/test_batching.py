@@ -80,6 +80,36 @@ def test_a_failed_forward_fails_its_batch_and_the_batcher_carries_on() -> None:
     asyncio.run(scenario())
 
 
+def test_an_item_answered_with_an_exception_fails_alone() -> None:
+    """One bad photo in a batch fails its own request; the others in the batch get their answers."""
+
+    async def scenario() -> None:
+        forward = GatedForward()
+
+        def per_item(items: list[int]) -> list[int | Exception]:
+            forward([abs(i) for i in items])  # held at the gate, as a forward would be
+            return [ValueError(f"bad item {i}") if i < 0 else 2 * i for i in items]
+
+        options = BatchOptions(max_batch=8, max_wait_s=0.0, queue_limit=8)
+        batcher: MicroBatcher[int, int] = MicroBatcher(per_item, options)
+        batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(0))
+            await _wait_for(forward.started)  # the next three wait, and go in one batch
+            rest = [asyncio.create_task(batcher.submit(i)) for i in (1, -2, 3)]
+            await asyncio.sleep(0.05)
+            forward.gate.set()
+            assert await first == 0
+            results = await asyncio.gather(*rest, return_exceptions=True)
+        finally:
+            await batcher.stop()
+        assert forward.batches == [[0], [1, 2, 3]]
+        assert results[0] == 2 and results[2] == 6
+        assert isinstance(results[1], ValueError) and "bad item -2" in str(results[1])
+
+    asyncio.run(scenario())
+
+
 def test_warm_up_runs_one_full_batch_in_the_batch_thread() -> None:
     """The largest batch's memory is taken at start, by the thread whose allocator serves forwards."""
 

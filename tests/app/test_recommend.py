@@ -3,6 +3,8 @@ import io
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.recommender import PhotoJob, RecommendOptions
+from model.imaging import ImageDecodeError
 from tests.app.conftest import make_settings, photo_bytes
 
 
@@ -26,7 +28,22 @@ def test_one_distinct_item_per_part(client: TestClient) -> None:
         x0, y0, x1, y1 = part["box"]
         assert 0 <= x0 <= x1 <= 120 and 0 <= y0 <= y1 <= 180
         assert part["item"]["metadata"]["name"].startswith("product")
-    assert {"decode", "model", "search"} <= set(body["timings_ms"])
+    assert {"queue", "decode", "model", "search"} <= set(body["timings_ms"])
+
+
+def test_a_bad_photo_fails_alone_in_its_batch(client: TestClient) -> None:
+    """The batch's photos are decoded, forwarded and searched together: an undecodable one among
+    them gets its own error, and the others the same answers they get alone."""
+    recommender = client.app.state.recommender  # type: ignore[attr-defined]
+    bundle, options = recommender.bundles.current, RecommendOptions(max_parts=3)
+    good, other = photo_bytes(), photo_bytes(colour="green")
+    batch = recommender._answer_batch([PhotoJob(d, bundle, options) for d in (good, b"not an image", other)])
+    assert isinstance(batch[1], ImageDecodeError)
+    for data, answer in ((good, batch[0]), (other, batch[2])):
+        alone = recommender._answer_batch([PhotoJob(data, bundle, options)])[0]
+        assert [p.item.id for p in answer.parts] == [p.item.id for p in alone.parts]
+        assert set(answer.timings_ms) == {"queue", "decode", "model", "search"}
+    assert post(client, b"not an image").status_code == 422
 
 
 def test_png_webp_and_any_mode(client: TestClient) -> None:
