@@ -32,7 +32,10 @@ class RecommendResponse(BaseModel):
     bundle_version: str
     model_version: str
     image: dict[str, int]
-    timings_ms: dict[str, float]
+    timings_ms: dict[str, float] = Field(
+        description="queue: waiting for a batch; decode, model, search: the stages of the batch the photo was "
+        "answered in (its photos decoded and searched side by side)"
+    )
     cached: bool = False
 
 
