@@ -126,7 +126,7 @@ def test_group_presence_loss_by_hand() -> None:
     scores = torch.zeros(1, 3, requires_grad=True)
     targets = torch.tensor([[0.0, 1.0, 0.0]])  # the photo was tagged "heels" only: its group is present
     loss = group_presence_loss(scores, targets, membership)
-    assert math.isclose(float(loss), -(math.log(0.75) + math.log(0.5)) / 2, rel_tol=1e-5)
+    assert math.isclose(float(loss.detach()), -(math.log(0.75) + math.log(0.5)) / 2, rel_tol=1e-5)
     loss.backward()
     # "shoes" is not tagged, yet the group's loss raises it as much as "heels": same item, either name
     assert float(scores.grad[0, 0]) < 0 and math.isclose(float(scores.grad[0, 0]), float(scores.grad[0, 1]))
@@ -137,7 +137,7 @@ def test_group_presence_loss_by_hand() -> None:
     group_presence_loss(missed, targets, membership).backward()
     assert float(missed.grad[0, 0]) < 0 and float(missed.grad[0, 1]) < 0  # still taught to find it
     half = group_presence_loss(torch.zeros(1, 3, dtype=torch.bfloat16), targets, membership)  # CUDA autocast
-    assert half.dtype == torch.float32 and math.isclose(float(half), float(loss), rel_tol=1e-3)
+    assert half.dtype == torch.float32 and math.isclose(float(half), float(loss.detach()), rel_tol=1e-3)
 
 
 def test_total_loss_adds_the_weighted_group_term_and_refuses_softmax() -> None:
