@@ -180,8 +180,8 @@ def api_totals(url: str) -> dict[str, float]:
 
 
 def inside_api(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """What the API measured between two api_totals: its forward per photo, its mean batch, and the
-    mean time a photo spent in decoding and in search (waiting for a thread and a core included)."""
+    """What the API measured between two api_totals: its forward per photo, its mean batch, the mean
+    time of a photo's decode and search stages, and the mean time the app took over a request."""
     change = {name: after[name] - before.get(name, 0.0) for name in after}
     if not change.get("batch_size_count"):
         return {}  # every answer came from the response cache
@@ -190,6 +190,9 @@ def inside_api(before: dict[str, float], after: dict[str, float]) -> dict[str, f
         "api_mean_batch": round(change["batch_size_sum"] / change["batch_size_count"], 2),
         "api_decode_ms": round(1000 * change["decode_sum"] / change["decode_count"], 2),
         "api_search_ms": round(1000 * change["search_sum"] / change["search_count"], 2),
+        # from the request's arrival in the app to its response: what the client sees beyond it is
+        # the connection, uvicorn's parsing and writing, and the client itself
+        "api_request_ms": round(1000 * change["request_sum"] / change["request_count"], 2),
     }
 
 
