@@ -243,8 +243,9 @@ class Recommender:
                 answered[i] = parts
                 continue
             timings = {"queue": started - jobs[i].queued_at, **stages}
-            for stage, seconds in timings.items():
-                self.metrics.stage_seconds.labels(stage).observe(seconds)
+            if jobs[i].bundle is not None:  # served photos only, not the warm-up's
+                for stage, seconds in timings.items():
+                    self.metrics.stage_seconds.labels(stage).observe(seconds)
             answered[i] = PhotoAnswer(parts, placement, {k: round(v * 1000, 2) for k, v in timings.items()})
         return [d if isinstance(d, Exception) else answered[i] for i, d in enumerate(decoded)]
 

@@ -109,4 +109,6 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
         f'fashion_bundle_info{{version="{ready["bundle_version"]}"}} 1.0',
     ):
         assert needle in text, needle
+    # the one photo posted, not the warm-up's blank batch
+    assert 'fashion_stage_seconds_count{stage="decode"} 1.0' in text
     assert client.get("/openapi.json").json()["paths"]["/recommend"]["post"]["requestBody"]
