@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import faiss
 from fastapi import FastAPI, Request, Response
 
 from app.coordination import CoordinationUnavailable, Coordinator, make_coordinator
@@ -59,7 +58,6 @@ async def _complete_first_slice(bundle: Bundle, coordinator: Coordinator) -> Non
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    faiss.omp_set_num_threads(settings.search_threads)  # its spinning threads would slow the model
     if not settings.checkpoint.is_file():
         raise RuntimeError(f"no model checkpoint at {settings.checkpoint} (set FASHION_CHECKPOINT)")
     coordinator = make_coordinator(settings.redis_url)
@@ -75,6 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threshold=settings.part_threshold,
         batching=settings.batch_options(),
         cache=ResponseCache(coordinator, settings.cache_ttl_s, metrics) if settings.cache_ttl_s else None,
+        search_threads=settings.search_threads,
     )
     app.state.recommender, app.state.coordinator = recommender, coordinator
     await recommender.bundles.swap_to()

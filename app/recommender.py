@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import faiss
 import torch
 from PIL import Image
 
@@ -168,10 +169,11 @@ class Recommender:
         threshold: float,
         batching: BatchOptions,
         cache: ResponseCache | None = None,  # None: every request is answered afresh
+        search_threads: int = 1,  # FAISS's OpenMP threads for one photo's search
     ) -> None:
         self.model, self.forward, self.bundles, self.metrics, self.cache = model, forward, bundles, metrics, cache
         self.model_version = model_sha256[:12]
-        self.limits, self.threshold = limits, threshold
+        self.limits, self.threshold, self.search_threads = limits, threshold, search_threads
         self.size = (model.config.image_height, model.config.image_width)
         self.batcher: MicroBatcher[PhotoJob, PhotoAnswer] = MicroBatcher(
             self._answer_batch, batching, on_batch=metrics.batch_size.observe
@@ -289,6 +291,9 @@ class Recommender:
     def _search(
         self, bundle: Bundle, out: NetworkOutput, placement: Placement, options: RecommendOptions
     ) -> list[PartRecommendation]:
+        # FAISS's thread count is per calling thread (OpenMP): set here, in the thread that searches.
+        # Left at the core count, its idle threads spin for each one-vector search, on the model's cores.
+        faiss.omp_set_num_threads(self.search_threads)
         if options.mode == "global":
             matches = recommend_global(bundle, out.global_embedding[0].numpy(), options.max_parts, options.exclude_ids)
             return [PartRecommendation(label=None, group=None, score=None, box=None, item=_item(m)) for m in matches]

@@ -36,7 +36,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import faiss
 import httpx
 import numpy as np
 import torch
@@ -99,7 +98,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def in_process(
     checkpoint: Path, bundles: Path, photos: list[bytes], batch: int, runtime: Runtime, device: str
 ) -> dict[str, Any]:
-    faiss.omp_set_num_threads(1)  # as the service does (FASHION_SEARCH_THREADS)
     metrics = Metrics()
     rec = Recommender.from_files(
         checkpoint,

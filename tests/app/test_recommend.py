@@ -94,6 +94,28 @@ def test_response_cache(tiny_checkpoint, bundles_dir) -> None:  # type: ignore[n
         assert 'fashion_cache_total{result="hit"} 1.0' in client.get("/metrics").text
 
 
+def test_search_threads_set_in_the_searching_thread(tiny_checkpoint, bundles_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """FAISS's OpenMP threads are per calling thread: FASHION_SEARCH_THREADS is applied where the search runs."""
+    import threading
+
+    import faiss
+
+    from app.main import create_app
+
+    calls: list[tuple[int, str]] = []
+    real = faiss.omp_set_num_threads
+
+    def recorded(n: int) -> None:
+        calls.append((n, threading.current_thread().name))
+        real(n)
+
+    monkeypatch.setattr(faiss, "omp_set_num_threads", recorded)
+    with TestClient(create_app(make_settings(tiny_checkpoint, bundles_dir, search_threads=3))) as client:
+        assert post(client, photo_bytes()).status_code == 200
+    assert calls and all(n == 3 for n, _ in calls)
+    assert any(name.startswith("inference") for _, name in calls)  # a lone photo is searched in the batch thread
+
+
 def test_health_readiness_and_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
