@@ -120,10 +120,16 @@ class MicroBatcher(Generic[In, Out]):
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for (_, fut), result in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, Exception):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+            try:
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(result, Exception):
+                        fut.set_exception(result)
+                    else:
+                        fut.set_result(result)
+            except Exception as exc:  # e.g. a result per item missing: the consumer must live on
+                log.exception("batch of %d answered wrongly", len(batch))
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(RuntimeError(f"the batch was answered wrongly: {exc}"))

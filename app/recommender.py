@@ -179,7 +179,7 @@ class Recommender:
             self._answer_batch, batching, on_batch=metrics.batch_size.observe
         )
         # decoding and search of a batch's photos, side by side (both release the GIL)
-        self._workers = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)), thread_name_prefix="photos")
+        self._workers = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="photos")
 
     @classmethod
     def from_files(
@@ -317,6 +317,11 @@ class Recommender:
 
 def _item(match: Match) -> Item:
     return Item(id=match.item_id, distance=round(match.distance, 5), metadata=match.metadata)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the system has one, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def image_digest(data: bytes) -> str:

@@ -75,6 +75,8 @@ def serving(
         while True:
             try:
                 if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    if server.poll() is not None:  # another process answers on this port, not ours
+                        raise SystemExit(f"port {port} is taken; the API in {root} exited")
                     break
             except httpx.HTTPError:
                 pass

@@ -110,6 +110,23 @@ def test_an_item_answered_with_an_exception_fails_alone() -> None:
     asyncio.run(scenario())
 
 
+def test_a_batch_answered_wrongly_fails_its_requests_and_the_batcher_carries_on() -> None:
+    async def scenario() -> None:
+        def short(items: list[int]) -> list[int]:
+            return [] if items == [-1] else items  # one result missing for the first batch
+
+        batcher: MicroBatcher[int, int] = MicroBatcher(short, BatchOptions(max_batch=8, max_wait_s=0.0, queue_limit=8))
+        batcher.start()
+        try:
+            with pytest.raises(RuntimeError, match="answered wrongly"):
+                await batcher.submit(-1)
+            assert await asyncio.wait_for(batcher.submit(5), 5) == 5
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+
+
 def test_warm_up_runs_one_full_batch_in_the_batch_thread() -> None:
     """The largest batch's memory is taken at start, by the thread whose allocator serves forwards."""
 
