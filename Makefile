@@ -40,6 +40,13 @@ browser:
 test: install lint typecheck redis-server browser
 	$(BIN)/pytest -q
 
+# The documentation site (mkdocs.yml, docs/ into site/), strict: a broken link, anchor or reference fails.
+# `make test` builds it too. NO_MKDOCS_2_WARNING quiets mkdocs-material's end-of-life banner.
+.PHONY: docs
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+test: docs
+
 # Data, model and bundle (each only if missing), then the API on localhost: in-memory
 # coordination, local FAISS files, no Redis.
 serve: install
@@ -53,6 +60,15 @@ serve-redis: install
 	FASHION_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0 FASHION_EMBEDDED_WORKER=false $(BIN)/python -m app.worker & \
 	FASHION_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/0 FASHION_EMBEDDED_WORKER=false \
 		$(BIN)/python -m app --host $(HOST) --port $(PORT)
+
+# The compose stack in one command (docker/up.sh): .env with a generated admin key on first use,
+# the image built when missing (offline too), redis, the API and the worker, waiting for /readyz.
+# A first start indexes the catalogue by itself (CATALOGUE_DIR, default $(FASHION_DATA_DIR)/fashion-product).
+.PHONY: up down
+up:
+	bash docker/up.sh
+down:
+	bash docker/compose.sh down
 
 # Frozen-trunk training of the attention model and the global baseline, then the test report.
 train: install

@@ -2,7 +2,8 @@
 
     python -m app.bootstrap
 
-1. the data: $FASHION_DATA_DIR (CCP downloaded from its public repository when absent and online);
+1. the data: $FASHION_DATA_DIR (CCP downloaded from its public repository when absent and online),
+   when it is needed: to train the model, or to index when FASHION_CATALOGUE is not set;
 2. the model: frozen-trunk training on CCP when FASHION_CHECKPOINT does not exist yet;
 3. the bundle: the product catalogue (fashion-product/) indexed, else the CCP photos, when no bundle
    is live or the live one was built with another model. Only a first slice of it
@@ -41,9 +42,10 @@ def main(argv: list[str] | None = None) -> Path:
     configure_logging()
     settings = get_settings()
     root = data_dir(args.data)
-    ensure_ccp(root)
-
     checkpoint = settings.checkpoint
+    if not checkpoint.is_file() or not settings.catalogue:
+        ensure_ccp(root)  # not needed to index a given catalogue with a given model (a container's start)
+
     if not checkpoint.is_file():
         from model.train import main as train
 
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> Path:
         live, stale = None, True
     if stale:
         catalogue = settings.catalogue or default_catalogue(root)
-        log.info("indexing %s into %s", catalogue, settings.bundles_dir)
+        why = f"bundle {live.version} was built with another model" if live else "no readable bundle is live"
+        log.info("%s: indexing %s into %s", why, catalogue, settings.bundles_dir)
         build_bundle(
             store,
             checkpoint,

@@ -5,19 +5,38 @@ task inside the API in the embedded default) takes one at a time and runs the in
 saving progress as it goes. On success it announces the new bundle version; every API process then
 swaps to it. The bundle pointer on disk is the truth, so an announcement lost while Redis is away
 is caught up by the API's pointer poll.
+
+Jobs survive restarts. A worker holds its job under a lease that it renews every second
+(``FASHION_JOB_STALE_S`` long). Stopped (SIGTERM), it takes no new job and gives the running one
+``FASHION_WORKER_STOP_GRACE_S`` less ``HANDBACK_MARGIN_S`` to finish; past that, it stops the job's
+thread at its next progress report (nothing is published) and hands the job back to the head of the
+queue, which does not count as an attempt. A worker that vanished (kill -9, a lost machine) lets
+its lease run out: the next worker to look (or the API, when the job is read) re-queues the job, or
+fails it with the reason after ``FASHION_JOB_MAX_ATTEMPTS`` runs. A worker restarted under the same
+name (a container keeps its hostname and PID 1) re-queues the jobs it held at once. A re-run
+starts its build from scratch: embeddings are not kept between runs (a bundle is published whole
+or not at all).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import functools
 import logging
 import math
+import os
+import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import assert_never
 
 from app.coordination import CoordinationUnavailable, Coordinator
 from app.paths import confine, first_outside
+from app.reindex import reindex_source
 from app.schemas import Job, JobKind
 from app.settings import Settings
 from app.uploads import UploadStore
@@ -28,27 +47,65 @@ from indexer.errors import IndexerError
 
 log = logging.getLogger(__name__)
 FINAL_SAVE_RETRY_S = 600.0  # how long a worker keeps trying to record a finished job while Redis is away
+HEARTBEAT_S = 1.0  # a running job's lease is renewed (and its progress saved) this often
+RECOVER_EVERY_S = 5.0  # an idle worker looks for jobs whose worker vanished this often
+HANDBACK_MARGIN_S = 5.0  # a stopped worker hands its job back this long before its grace period ends
+JOB_THREAD = "job-"  # the name of a job's thread starts with this
 
 
-def execute_job(job: Job, settings: Settings, progress: dict[str, int]) -> str:
-    """Run one job to completion (blocking); returns the published bundle version."""
+class JobInterrupted(Exception):
+    """Raised in a job's thread at its next progress report, once its run is given up."""
+
+
+def worker_name() -> str:
+    """This worker's name in job leases: host and process id. A container keeps both across a
+    restart (its hostname, PID 1), so a restarted worker knows that the jobs it held were lost."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class JobRun:
+    """A job's progress as its thread reports it, and the one safe way to stop that thread: at its
+    next progress report, while it is still embedding (before anything is published)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.progress: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._interrupted = False
+
+    def report(self, done: int, total: int) -> None:
+        with self._lock:
+            if self._interrupted:
+                raise JobInterrupted(f"job {self.job.id} was given up at item {done} of {total}")
+            self.progress.update(done=done, total=total)
+
+    def interrupt(self) -> bool:
+        """Make the thread stop at its next report; False when it has none left to make (a delete,
+        or past its last item: indexing or publishing), so it must be left to finish."""
+        with self._lock:
+            total = self.progress.get("total")
+            if self.job.kind is JobKind.DELETE or (total is not None and self.progress.get("done", 0) >= total):
+                return False
+            self._interrupted = True
+            return True
+
+
+def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]) -> str:
+    """Run one job to completion (blocking); returns the published bundle version. ``report(done,
+    total)`` follows the embedding, item by item; an exception it raises stops the job there."""
     store = BundleStore(settings.bundles_dir)
     options = settings.index_options()
-
-    def report(done: int, total: int) -> None:
-        progress.update(done=done, total=total)
-
     params = job.params
     uploads = UploadStore(settings.uploads_dir)  # items added by upload join every full index
     roots = settings.allowed_roots()
     if job.kind is JobKind.REINDEX:
-        source = params.get("catalogue") or settings.catalogue
-        if not source:
-            raise IndexerError("no catalogue given and FASHION_CATALOGUE is not set")
-        outside = first_outside([source, params.get("metadata")], roots)
+        source = reindex_source(params, settings)  # the request's, the configured or the live bundle's own
+        roots += source.trusted
+        outside = first_outside([source.catalogue, source.metadata], roots)
         if outside:
             raise IndexerError(f"{outside} is outside the catalogue roots")
-        catalogue = confine(uploads.added_to(load_catalogue(source, params.get("metadata"))), roots)
+        catalogue = confine(uploads.added_to(load_catalogue(source.catalogue, source.metadata)), roots)
+        options = dataclasses.replace(options, category_map=source.category_map)
         return build_bundle(
             store, settings.checkpoint, catalogue, options, report, min_items=_min_items(store, job, settings)
         )
@@ -78,14 +135,54 @@ def _min_items(store: BundleStore, job: Job, settings: Settings) -> int:
     return max(1, math.ceil(settings.reindex_min_fraction * live_items))
 
 
-async def _save(coordinator: Coordinator, job: Job, retry_s: float = 0.0) -> None:
-    """Save the job's state; with ``retry_s``, keep trying that long (a final state must land, or
-    the job would read as failed once its reports stop)."""
-    deadline = time.monotonic() + retry_s
-    while True:
-        job.updated = time.time()
+def _in_thread(fn: Callable[[], str], name: str) -> asyncio.Future[str]:
+    """Run ``fn`` in a daemon thread: a worker that gave its job up may exit without waiting for it
+    (asyncio.to_thread's pool would hold the process until the thread ends)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an abandoned one logs nothing
+
+    def settle(result: str | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or "")
+
+    def run() -> None:
         try:
-            await coordinator.save_job(job)
+            outcome: tuple[str | None, BaseException | None] = (fn(), None)
+        except Exception as exc:  # the job's failure, or its interruption
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is exiting
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+async def _renew(coordinator: Coordinator, job: Job, lease_s: float) -> bool:
+    """Renew the job's lease and save its progress; False when its run no longer owns it. While
+    Redis is away nobody can take the job over, so the run goes on."""
+    try:
+        return await coordinator.renew_job(job, lease_s)
+    except CoordinationUnavailable as exc:
+        log.warning("job %s: progress not saved: %s", job.id, exc)
+        return True
+
+
+async def _finish(coordinator: Coordinator, job: Job) -> None:
+    """Record the job's final state, for up to FINAL_SAVE_RETRY_S while Redis is away (a final state
+    must land, or the job's lease would run out and it would run again)."""
+    deadline = time.monotonic() + FINAL_SAVE_RETRY_S
+    job.updated = time.time()
+    while True:
+        try:
+            if not await coordinator.finish_job(job):
+                log.warning(
+                    "job %s %s, but it had been re-queued meanwhile: this run's end is not recorded", job.id, job.state
+                )
             return
         except CoordinationUnavailable as exc:
             if time.monotonic() >= deadline:
@@ -94,37 +191,103 @@ async def _save(coordinator: Coordinator, job: Job, retry_s: float = 0.0) -> Non
         await asyncio.sleep(1.0)
 
 
-async def run_job(coordinator: Coordinator, settings: Settings, job: Job) -> None:
-    job.state = "running"
-    await _save(coordinator, job)
-    progress: dict[str, int] = {}
-    task = asyncio.create_task(asyncio.to_thread(execute_job, job, settings, progress))
-    while not task.done():
-        await asyncio.wait({task}, timeout=1.0)
-        job.progress = dict(progress)
-        await _save(coordinator, job)
+async def _hand_back(coordinator: Coordinator, job: Job, why: str) -> None:
+    try:
+        if await coordinator.hand_back_job(job, why):
+            log.info("job %s handed back to the queue: %s", job.id, why)
+    except CoordinationUnavailable as exc:  # its lease runs out instead, and it is re-queued then
+        log.warning("job %s not handed back (%s): it is re-queued when its lease runs out", job.id, exc)
+
+
+async def run_job(coordinator: Coordinator, settings: Settings, job: Job, stop: asyncio.Event | None = None) -> bool:
+    """Run a claimed job to its end, renewing its lease as it goes. With ``stop`` set, the job gets
+    the grace period (less HANDBACK_MARGIN_S) to finish, then is handed back. Returns False when the
+    job's thread may still be running (handed back; it stops at its next progress report)."""
+    run = JobRun(job)
+    task = _in_thread(functools.partial(execute_job, job, settings, run.report), JOB_THREAD + job.id[:8])
+    hand_back_at: float | None = None
+    lost = False
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=HEARTBEAT_S)
+            if task.done():
+                break
+            job.progress = dict(run.progress)
+            if not lost and not await _renew(coordinator, job, settings.job_stale_s):
+                lost = True  # re-queued after its lease ran out: another run owns it now
+                interrupted = run.interrupt()
+                log.warning(
+                    "job %s was re-queued while this worker ran it: %s",
+                    job.id,
+                    "stopping" if interrupted else "finishing",
+                )
+            if lost or stop is None or not stop.is_set():
+                continue
+            if hand_back_at is None:
+                drain = max(0.0, settings.worker_stop_grace_s - HANDBACK_MARGIN_S)
+                hand_back_at = time.monotonic() + drain
+                log.info("stopping: job %s has %.0f s to finish before it is handed back", job.id, drain)
+            if time.monotonic() >= hand_back_at and run.interrupt():
+                await _hand_back(coordinator, job, f"worker {job.worker} was stopped before the job finished")
+                await asyncio.wait({task}, timeout=HANDBACK_MARGIN_S / 2)  # it stops at its next report
+                return task.done()
+    except asyncio.CancelledError:  # the process is shutting down (the embedded worker)
+        if run.interrupt():
+            await _hand_back(coordinator, job, f"worker {job.worker} shut down before the job finished")
+        raise
+    job.progress = dict(run.progress)
     try:
         job.version = task.result()
         job.state = "succeeded"
+    except JobInterrupted:
+        return True  # given up after it was lost: its new run records the end
     except Exception as exc:  # the job fails; the worker and the live bundle carry on
         log.exception("job %s failed", job.id)
         job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
-    await _save(coordinator, job, retry_s=FINAL_SAVE_RETRY_S)
+    if lost:
+        log.warning("job %s %s after it was re-queued: this run's end is not recorded", job.id, job.state)
+    else:
+        await _finish(coordinator, job)
     if job.version:
         try:
             await coordinator.announce(job.version)
         except CoordinationUnavailable as exc:
             log.warning("could not announce %s (%s); API processes will find it by polling", job.version, exc)
+    return True
+
+
+async def _recover(coordinator: Coordinator, settings: Settings, restarted: str | None) -> None:
+    for job in await coordinator.recover_jobs(settings.job_max_attempts, restarted):
+        what = job.error if job.state == "failed" else job.requeued[-1]
+        log.warning("job %s %s: %s", job.id, job.state, what)
 
 
 async def worker_loop(coordinator: Coordinator, settings: Settings, stop: asyncio.Event) -> None:
-    log.info("indexer worker ready")
+    """Take jobs one at a time until ``stop`` is set, and look for jobs whose worker vanished."""
+    name = worker_name()
+    log.info("indexer worker %s ready", name)
+    restarted: str | None = name  # at start: jobs leased under this name were lost with its last process
+    next_recovery = 0.0
     while not stop.is_set():
         try:
-            job = await coordinator.next_job(timeout_s=1.0)
+            if time.monotonic() >= next_recovery:
+                await _recover(coordinator, settings, restarted)
+                restarted, next_recovery = None, time.monotonic() + RECOVER_EVERY_S
+            job = await coordinator.claim_job(name, timeout_s=1.0, lease_s=settings.job_stale_s)
         except CoordinationUnavailable as exc:
             log.warning("waiting for the job queue: %s", exc)
             await asyncio.sleep(1.0)
             continue
-        if job is not None:
-            await run_job(coordinator, settings, job)
+        if job is None:
+            continue
+        if stop.is_set():
+            await _hand_back(coordinator, job, f"worker {name} was stopped as it took the job")
+            break
+        log.info("job %s (%s): attempt %d on %s", job.id, job.kind, job.attempts, name)
+        if not await run_job(coordinator, settings, job, stop):
+            return  # handed back; its thread stops at its next progress report
+
+
+def job_thread_running() -> bool:
+    """Whether a job's thread is still running (one given up, winding down)."""
+    return any(thread.name.startswith(JOB_THREAD) and thread.is_alive() for thread in threading.enumerate())

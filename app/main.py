@@ -19,6 +19,7 @@ from app.routes import admin, health, items, page, recommend
 from app.schemas import Job, JobKind
 from app.settings import Settings, get_settings
 from indexer.bundle import Bundle
+from indexer.category_map import CategoryMapError, read_category_map
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime_cache=settings.runtime_cache,
         limits=settings.image_limits(),
         threshold=settings.part_threshold,
+        floor=settings.part_floor,
         batching=settings.batch_options(),
         cache=ResponseCache(coordinator, settings.cache_ttl_s, metrics) if settings.cache_ttl_s else None,
         search_threads=settings.search_threads,
     )
     app.state.recommender, app.state.coordinator = recommender, coordinator
+    if settings.category_map is not None:  # read with the settings; its labels are the model's to check
+        try:
+            read_category_map(settings.category_map).check_labels(recommender.model.config.labels)
+        except CategoryMapError as exc:
+            raise RuntimeError(f"FASHION_CATEGORY_MAP: {exc}") from None
     await recommender.bundles.swap_to()
     if recommender.bundles.current is None:
         log.warning("no bundle in %s yet: /recommend answers 503 until one is published", settings.bundles_dir)

@@ -42,7 +42,7 @@ from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPa
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import ImageLimits, Placement, load_input
 from model.labels import group_of
-from model.network import NetworkOutput, PartAttentionNetwork, query_parts
+from model.network import DEFAULT_PART_FLOOR, NetworkOutput, PartAttentionNetwork, query_parts
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Forward, Runtime, make_forward
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,11 @@ class BundleHolder:
             try:
                 bundle = await asyncio.to_thread(self.store.open, version)
                 if bundle.model_sha256 != self.model_sha256:
-                    raise BundleError(f"it was built with another model ({bundle.model_sha256[:12]}…)")
+                    raise BundleError(
+                        f"it was built with another model ({bundle.model_sha256[:12]}…, this service runs "
+                        f"{self.model_sha256[:12]}…): rebuild it, e.g. POST /admin/reindex with no body indexes its "
+                        "catalogue again"
+                    )
             except BundleError as exc:  # it will not get better: refused once, and said so
                 self._refused_version, self.refused = version, f"bundle {version} refused ({exc}); serving {keeping}"
                 log.error("%s", self.refused)
@@ -169,12 +173,13 @@ class Recommender:
         limits: ImageLimits,
         threshold: float,
         batching: BatchOptions,
+        floor: float | None = DEFAULT_PART_FLOOR,  # below it a photo has nothing to wear (query_parts)
         cache: ResponseCache | None = None,  # None: every request is answered afresh
         search_threads: int = 1,  # FAISS's OpenMP threads for one photo's search
     ) -> None:
         self.model, self.forward, self.bundles, self.metrics, self.cache = model, forward, bundles, metrics, cache
         self.model_version = model_sha256[:12]
-        self.limits, self.threshold, self.search_threads = limits, threshold, search_threads
+        self.limits, self.threshold, self.floor, self.search_threads = limits, threshold, floor, search_threads
         self.size = (model.config.image_height, model.config.image_width)
         self.batcher: MicroBatcher[PhotoJob, PhotoAnswer] = MicroBatcher(
             self._answer_batch, batching, on_batch=metrics.batch_size.observe
@@ -301,14 +306,16 @@ class Recommender:
         searchable = bundle.searchable_labels
         if options.labels is not None:
             searchable &= set(options.labels)
-        found = query_parts(self.model, out, 0, placement, self.threshold, options.max_parts, searchable)
-        query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in found]
+        found = query_parts(self.model, out, 0, placement, self.threshold, options.max_parts, searchable, self.floor)
+        query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box, p.index_label, p.confident) for p in found]
         results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, options.labels)
         return [
             PartRecommendation(
                 label=r.part.label,
+                index_label=r.part.answered_from,
                 group=group_of(r.part.label),
                 score=round(r.part.score, 4),
+                confident=r.part.confident,
                 box=[round(v, 1) for v in r.part.box] if r.part.box else None,
                 item=_item(r.match) if r.match else None,
             )

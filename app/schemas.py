@@ -17,10 +17,22 @@ class Item(BaseModel):
 
 
 class PartRecommendation(BaseModel):
-    label: str | None = Field(description="the part's label (whose index was searched); null in global mode")
+    label: str | None = Field(
+        description="the part's label: the model's most probable one in its group; null in global"
+    )
+    index_label: str | None = Field(
+        None,
+        description="the label whose catalogue index answered the part: `label` itself, or the most probable "
+        "label of its group that the catalogue has products for (a blouse answered from the tops); null in global",
+    )
     group: str | None = Field(None, description="the part's item group (footwear, bags, tops…); null in global mode")
     score: float | None = Field(
         description="probability that the photo has an item of the part's group (one part per group); null in global"
+    )
+    confident: bool | None = Field(
+        None,
+        description="false when no group reached the part threshold and this is the photo's most probable group, "
+        "answered anyway (a photo with nothing to wear gets no part); null in global mode",
     )
     box: list[float] | None = Field(description="x0, y0, x1, y1 in the photo's pixels")
     item: Item | None = Field(description="the part's catalogue item; null when none is left")
@@ -66,10 +78,23 @@ class ErrorResponse(BaseModel):
 class ReindexRequest(BaseModel):
     model_config = ConfigDict(strict=True)  # `force: 0` is not a yes or a no
 
-    catalogue: str | None = Field(None, description="catalogue folder or list file on the worker's disk")
+    catalogue: str | None = Field(
+        None,
+        description="catalogue folder or list file on the worker's disk (default: FASHION_CATALOGUE, else the "
+        "catalogue the live bundle was built from)",
+    )
     metadata: str | None = Field(None, description="CSV or JSON-lines metadata file")
     force: bool = Field(
         False, description="publish even when far fewer items than the live bundle's are indexed (never zero)"
+    )
+    category_map: str | None = Field(
+        None,
+        min_length=1,
+        pattern=r"\.([cC][sS][vV]|[yY][aA]?[mM][lL])$",
+        description="the shop's names for the FASHION_LABELS_FROM field's values: a CSV (category,label) or YAML "
+        "(category: label) file on the worker's disk, each label a part label of the model or `none`. A bad map is "
+        "refused (422) with its problem. Default: FASHION_CATEGORY_MAP, else the live bundle's map when its own "
+        "catalogue is indexed again",
     )
 
 
@@ -121,23 +146,41 @@ class Job(BaseModel):
     error: str | None = None
     created: float
     updated: float
+    attempts: int = Field(
+        0,
+        description="runs started and not handed back: a run whose worker was lost counts; after "
+        "FASHION_JOB_MAX_ATTEMPTS of them the job fails",
+    )
+    worker: str | None = Field(None, description="the worker running the job, or the last one that ran it")
+    requeued: list[str] = Field(
+        default_factory=list,
+        description="each time the job went back to the queue, why: its worker was stopped (handed back) or lost",
+    )
 
     @classmethod
     def new(cls, kind: JobKind, params: dict[str, Any]) -> Job:
         now = time.time()
         return cls(id=uuid.uuid4().hex, kind=kind, state="queued", params=params, created=now, updated=now)
 
-    def fail_if_silent(self, stale_s: float, now: float | None = None) -> bool:
-        """Mark a running job failed when its worker has not saved it for ``stale_s`` (a worker
-        saves every second while it runs, so it was killed or lost); True when it changed."""
-        if self.state != "running" or (now or time.time()) - self.updated <= stale_s:
-            return False
-        self.state = "failed"
-        self.error = (
-            f"the worker running this job stopped reporting {stale_s:.0f} s ago (killed or lost); "
-            "bundles are published whole or not at all, so the live one still serves"
-        )
-        return True
+    def requeue_lost(self, why: str, max_attempts: int) -> None:
+        """Its worker vanished mid-run (killed, lost): back to the queue, or failed once it has had
+        ``max_attempts`` runs (a job that keeps killing its worker must not loop for ever)."""
+        self.updated = time.time()
+        if self.attempts >= max_attempts:
+            self.state = "failed"
+            self.error = (
+                f"{why}; failed after {self.attempts} attempts (FASHION_JOB_MAX_ATTEMPTS={max_attempts}); "
+                "bundles are published whole or not at all, so the live one still serves"
+            )
+        else:
+            self.state = "queued"
+            self.requeued.append(f"{why}; re-queued for attempt {self.attempts + 1} of {max_attempts}")
+
+    def hand_back(self, why: str) -> None:
+        """Its worker was stopped before the job finished: back to the queue; this run does not count."""
+        self.state, self.updated = "queued", time.time()
+        self.attempts = max(0, self.attempts - 1)
+        self.requeued.append(why)
 
 
 class Readiness(BaseModel):

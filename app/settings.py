@@ -11,10 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.batching import BatchOptions
 from indexer.build import DEFAULT_LABELS_FROM, IndexEngine, IndexOptions
+from indexer.category_map import CategoryMapError, read_category_map
 from indexer.ray_embed import RayOptions
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
 from model.imaging import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageLimits
-from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, DEFAULT_PART_THRESHOLD
+from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, DEFAULT_PART_FLOOR, DEFAULT_PART_THRESHOLD
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Runtime
 
 DEFAULT_ADMIN_KEY = "change-me"
@@ -35,7 +36,13 @@ class Settings(BaseSettings):
     # A reindex that would index fewer than this share of the live bundle's items fails (a mistyped
     # catalogue must not wipe the service); a request's `force` overrides it. An empty one always fails.
     reindex_min_fraction: float = Field(0.5, ge=0, le=1)
-    job_stale_s: float = Field(60.0, gt=0)  # a running job not heard of for this long is failed (worker died)
+    # A running job's lease: its worker renews it every second; one not renewed for this long (the
+    # worker was killed or lost) is re-queued, and failed after `job_max_attempts` runs.
+    job_stale_s: float = Field(60.0, gt=0)
+    job_max_attempts: int = Field(3, ge=1)
+    # How long a stopped worker (SIGTERM) may take: its running job gets this less a few seconds to
+    # finish, else it is handed back to the queue. Compose's stop_grace_period is this same variable.
+    worker_stop_grace_s: float = Field(30.0, ge=0)
     redis_url: str | None = None  # None: single-process in-memory coordination (the embedded default)
     embedded_worker: bool = True  # run reindex jobs in this process (no separate indexer worker)
     device: str = "cpu"
@@ -63,13 +70,30 @@ class Settings(BaseSettings):
     default_max_parts: int = Field(DEFAULT_MAX_PARTS, gt=0)
     default_candidates: int = Field(DEFAULT_CANDIDATES, gt=0)
     labels_from: str | None = DEFAULT_LABELS_FROM  # metadata field placing each product ("": the model)
+    # The shop's names for that field's values (indexer.category_map: CSV or YAML, category -> a part
+    # label or none); read at start and again by every reindex, so an edited map needs no restart.
+    category_map: Path | None = None
     part_threshold: float = Field(DEFAULT_PART_THRESHOLD, ge=0, le=1)  # a query part's group probability at least
+    # Below the threshold, the most probable group is answered anyway (marked not confident) if it
+    # reaches this floor; a photo whose groups are all below it has nothing to wear: an empty answer.
+    part_floor: float = Field(DEFAULT_PART_FLOOR, ge=0, le=1)
     # a catalogue item placed by its predicted labels (no category known): a label's probability at least
     item_label_threshold: float = Field(DEFAULT_ITEM_LABEL_THRESHOLD, ge=0, le=1)
     # Who embeds a reindex job's catalogue: the worker's own process, or Ray Data (a cluster at
     # `ray_address`, or a local Ray the job starts and stops).
     index_engine: IndexEngine = IndexOptions.engine
     ray_address: str | None = RayOptions.address
+    # Ray Serve (python -m app --engine ray-serve): replicas of this same app on a Ray cluster (the
+    # cluster at `ray_address`, RAY_ADDRESS, or a local one), each with its own model copy and
+    # micro-batcher. A fixed count, or autoscaling between a min and a max when the max is set.
+    serve_num_replicas: int = Field(1, ge=1)
+    serve_autoscaling_min: int | None = Field(None, ge=0)
+    serve_autoscaling_max: int | None = Field(None, ge=1)
+    serve_target_ongoing_requests: float = Field(16.0, gt=0)  # autoscaling: requests in hand per replica
+    serve_max_ongoing_requests: int = Field(32, ge=1)  # one replica's requests at once; more wait at the router
+    serve_max_queued_requests: int = Field(-1, ge=-1)  # waiting at the router at most (503, Retry-After); -1: any
+    serve_num_cpus: float = Field(1.0, ge=0)  # reserved per replica
+    serve_num_gpus: float = Field(0.0, ge=0)  # per replica, with FASHION_DEVICE=cuda
 
     def index_options(self) -> IndexOptions:
         """The indexer's options under this configuration (the run command and the jobs alike)."""
@@ -79,6 +103,7 @@ class Settings(BaseSettings):
             runtime_cache=self.runtime_cache,
             threshold=self.item_label_threshold,
             labels_from=self.labels_from,
+            category_map=read_category_map(self.category_map) if self.category_map else None,
             limits=self.image_limits(),
             engine=self.index_engine,
             ray=RayOptions(address=self.ray_address),
@@ -98,6 +123,26 @@ class Settings(BaseSettings):
     def batch_options(self) -> BatchOptions:
         """How the model's micro-batcher groups photos under this configuration."""
         return BatchOptions(max_batch=self.max_batch, max_wait_s=self.max_wait_ms / 1000, queue_limit=self.queue_limit)
+
+    @model_validator(mode="after")
+    def _category_map_readable(self) -> Settings:
+        if self.category_map is not None:
+            if not self.labels_from:
+                raise ValueError("FASHION_CATEGORY_MAP names the values of FASHION_LABELS_FROM, which is empty")
+            try:
+                read_category_map(self.category_map)  # its labels are checked against the model at start
+            except CategoryMapError as exc:
+                raise ValueError(f"FASHION_CATEGORY_MAP: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _serve_autoscaling_bounds(self) -> Settings:
+        if self.serve_autoscaling_min is not None and self.serve_autoscaling_max is None:
+            raise ValueError("FASHION_SERVE_AUTOSCALING_MIN needs FASHION_SERVE_AUTOSCALING_MAX")
+        low, high = self.serve_autoscaling_min or 0, self.serve_autoscaling_max
+        if high is not None and low > high:
+            raise ValueError("FASHION_SERVE_AUTOSCALING_MIN is above FASHION_SERVE_AUTOSCALING_MAX")
+        return self
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:

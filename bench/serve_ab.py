@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--b", type=Path, required=True, help="the checkout under test")
     parser.add_argument("--checkpoint", type=Path, default=Path("weights/ccp-attention.pt"))
     parser.add_argument("--bundles", type=Path, default=Path("bundles"))
+    parser.add_argument("--a-checkpoint", type=Path, default=None, help="A's own model (default: --checkpoint)")
+    parser.add_argument("--a-bundles", type=Path, default=None, help="A's own bundle, built with its model")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=8769)
     parser.add_argument("--out", type=Path, default=Path("reports/serve_ab.json"))
@@ -48,12 +50,18 @@ def main() -> None:
     _, test = ClothingCoParsing(data_dir() / "ccp").split()
     photos = [s.image.read_bytes() for s in test[:160]]
     env = {"FASHION_CHECKPOINT": str(args.checkpoint.resolve()), "FASHION_BUNDLES_DIR": str(args.bundles.resolve())}
-    env["FASHION_RUNTIME_CACHE"] = str(DEFAULT_CACHE.resolve())  # one export for both, made once
+    env["FASHION_RUNTIME_CACHE"] = str(DEFAULT_CACHE.resolve())  # one export per model, made once
+    # A may serve its own model and bundle (a release that changes the model: each side as shipped).
+    env_a = dict(env)
+    if args.a_checkpoint is not None:
+        env_a["FASHION_CHECKPOINT"] = str(args.a_checkpoint.resolve())
+    if args.a_bundles is not None:
+        env_a["FASHION_BUNDLES_DIR"] = str(args.a_bundles.resolve())
     rounds: list[dict[str, Any]] = []
     for number in range(args.rounds):
         row: dict[str, Any] = {}
-        for name, root in (("a", args.a), ("b", args.b)):
-            with serving(root.resolve(), env, args.port, photos) as (url, server):
+        for name, root, side_env in (("a", args.a, env_a), ("b", args.b, env)):
+            with serving(root.resolve(), side_env, args.port, photos) as (url, server):
                 row[name] = [http_level(url, photos, c, n, server.pid) for c, n in CLIENT_LEVELS]
         rounds.append(row)
         print(f"round {number}:", json.dumps(row), flush=True)
@@ -72,8 +80,8 @@ def main() -> None:
         }
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "a": {"checkout": str(args.a), "commit": commit(args.a)},
-        "b": {"checkout": str(args.b), "commit": commit(args.b)},
+        "a": {"checkout": str(args.a), "commit": commit(args.a), "checkpoint": env_a["FASHION_CHECKPOINT"]},
+        "b": {"checkout": str(args.b), "commit": commit(args.b), "checkpoint": env["FASHION_CHECKPOINT"]},
         "rounds": rounds,
         "summary": summary,
     }

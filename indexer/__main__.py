@@ -3,6 +3,8 @@
     python -m indexer build --catalogue ../shared/data/fashion-product \
         --checkpoint checkpoints/attention/best.pt --bundles bundles
     python -m indexer build --engine ray [--ray-address auto] --catalogue ... --checkpoint ...
+    python -m indexer build --catalogue my_shop/ --labels-from category --map categories.csv ...
+    python -m indexer categories --catalogue my_shop/ --labels-from category [--map categories.csv]
     python -m indexer add --catalogue new_items/ --checkpoint ... --bundles bundles
     python -m indexer delete --ids 10000,10001 --bundles bundles
     python -m indexer list --bundles bundles
@@ -20,16 +22,25 @@ from pathlib import Path
 from indexer.build import INDEX_ENGINES, IndexOptions, add_items, build_bundle, delete_items
 from indexer.bundle import BundleStore
 from indexer.catalogue import load_catalogue
+from indexer.categories import DEFAULT_SAMPLE, category_report, format_report
+from indexer.category_map import read_category_map
 from indexer.errors import IndexerError
 from indexer.ray_embed import RayOptions
+from model.checkpoint import load_checkpoint
 from model.errors import ModelError, run_command
 from model.progress import configure_logging
 from model.runtime import RUNTIMES
+
+DEFAULT_CHECKPOINT = Path("weights/ccp-attention.pt")  # the committed model, as the service's default
 
 
 def _options(args: argparse.Namespace) -> IndexOptions:
     """IndexOptions from the parsed flags: every field that has a flag of its name."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(IndexOptions) if hasattr(args, f.name)}
+    if getattr(args, "map", None) is not None:
+        if not args.labels_from:
+            raise IndexerError("--map names the values of a metadata field: give it with --labels-from FIELD")
+        given["category_map"] = read_category_map(args.map)
     if hasattr(args, "ray_address"):
         given["ray"] = RayOptions(
             address=args.ray_address,
@@ -68,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
             help="metadata field that decides each item's part index (default %(default)s; items without "
             "it, or with --labels-from '', are placed by the model's predicted labels)",
         )
+        if name == "build":  # items added later are placed by the map their bundle was built with
+            p.add_argument(
+                "--map",
+                type=Path,
+                default=None,
+                metavar="FILE",
+                help="the shop's category map for the --labels-from field: CSV (category,label) or YAML "
+                "(category: label), each label a part label of the model or none",
+            )
         p.add_argument(
             "--engine",
             choices=INDEX_ENGINES,
@@ -91,10 +111,61 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="versions, the live one marked")
     for p in sub.choices.values():
         p.add_argument("--bundles", type=Path, default=Path("bundles"), help="the bundle store folder")
+    _categories_parser(sub, defaults)
     return parser
 
 
+def _categories_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], defaults: IndexOptions) -> None:
+    p = sub.add_parser(
+        "categories",
+        help="dry run: where each category value's products would go (map, built-in names or the model)",
+    )
+    p.add_argument("--catalogue", type=Path, required=True, help="image folder, Kaggle layout, or list file")
+    p.add_argument("--metadata", type=Path, default=None, help="CSV or JSON lines with an id column")
+    p.add_argument(
+        "--labels-from", default=defaults.labels_from, metavar="FIELD", help="the category field (default %(default)s)"
+    )
+    p.add_argument("--map", type=Path, default=None, metavar="FILE", help="the shop's category map (CSV or YAML)")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="the model (default %(default)s)")
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=DEFAULT_SAMPLE,
+        help="products per value left to the model that it places, to show where (default %(default)s; 0: none)",
+    )
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--workers", type=int, default=defaults.workers)
+    p.add_argument("--device", default=defaults.device)
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+
+
+def _categories(args: argparse.Namespace) -> int:
+    if not args.labels_from:
+        raise IndexerError("the dry run reads a category field: give it with --labels-from FIELD")
+    if args.sample < 0:
+        raise IndexerError("--sample is a count of products, 0 or more")
+    category_map = read_category_map(args.map) if args.map else None  # the file checked before the model loads
+    model, _ = load_checkpoint(args.checkpoint, args.device)
+    if category_map is not None:
+        category_map.check_labels(model.config.labels)
+    report = category_report(
+        load_catalogue(args.catalogue, args.metadata),
+        args.labels_from,
+        model,
+        str(args.checkpoint),
+        category_map,
+        sample=args.sample,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+    )
+    print(report.to_json() if args.json else format_report(report))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "categories":
+        return _categories(args)
     store = BundleStore(args.bundles)
     if args.command == "list":
         current = store.current_version()

@@ -24,6 +24,7 @@ import numpy as np
 
 from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
 from indexer.catalogue import Catalogue, CatalogueItem
+from indexer.category_map import CategoryMap, CategoryMapError, destination
 from indexer.embed import DEFAULT_WORKER_TIMEOUT_S, ItemParts, KnownLabels, Skipped, embed_items
 from indexer.errors import IndexerError
 from indexer.faiss_index import (
@@ -36,7 +37,6 @@ from indexer.faiss_index import (
     tune_on_own_vectors,
 )
 from indexer.ray_embed import RayOptions, embed_items_ray
-from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import ImageLimits
 from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, PartAttentionNetwork
@@ -67,6 +67,7 @@ class IndexOptions:
     keep: int = 3  # published versions kept
     limits: ImageLimits = ImageLimits()  # what a catalogue photo may be (others are skipped)
     labels_from: str | None = DEFAULT_LABELS_FROM  # a metadata field that decides the part indexes; None: the model
+    category_map: CategoryMap | None = None  # the shop's names for that field's values (indexer.category_map)
     worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S  # a decode worker silent this long fails the build
     exact_below: int = EXACT_BELOW  # vectors in one index under which it is exact (above: compact)
     runtime: Runtime = DEFAULT_RUNTIME  # where the forward pass runs (model.runtime)
@@ -135,7 +136,9 @@ def _embed(
     parts, whole = _Vectors(), _Vectors()
     key = first_key
     done = 0
-    known = _known_labels(options.labels_from, model.config.labels) if options.labels_from else None
+    known = (
+        _known_labels(options.labels_from, model.config.labels, options.category_map) if options.labels_from else None
+    )
     for result in _results(model, checkpoint, items, options, known):
         done += 1
         if progress:
@@ -154,18 +157,20 @@ def _embed(
     return records, parts, whole, skipped
 
 
-def _known_labels(field: str, labels: list[str]) -> KnownLabels:
-    """An item's part labels from its metadata field, mapped by the article-type table (or taken as a
-    label name). A value that maps to no label gives no part (the item stays in the global index);
-    an item without the field falls back to the predicted labels."""
+def _known_labels(field: str, labels: list[str], category_map: CategoryMap | None = None) -> KnownLabels:
+    """An item's part labels from its metadata field: by the shop's category map, else the built-in
+    names (indexer.category_map.destination). A value mapped to no label gives no part (the item
+    stays in the global index); an item without the field, or with a value neither knows, is placed
+    by the model."""
     wanted = set(labels)
 
     def known(item: CatalogueItem) -> list[str] | None:
         if field not in item.metadata:
             return None  # nothing known: the model's predictions decide
-        value = str(item.metadata[field])
-        label = ARTICLE_TYPE_TO_LABEL.get(value, value)
-        return [label] if label in wanted else []
+        where = destination(item.metadata[field], wanted, category_map)
+        if where.route == "model":
+            return None
+        return [where.label] if where.label else []
 
     return known
 
@@ -178,7 +183,8 @@ def _model_manifest(checkpoint: Path, model: PartAttentionNetwork) -> dict[str, 
         "labels": list(cfg.labels),
         "architecture": cfg.architecture,
         "trunk": cfg.trunk,
-        "embedding_dim": cfg.embedding_dim,
+        "embedding_dim": cfg.global_dim,
+        "part_dim": cfg.part_dim,
     }
 
 
@@ -345,6 +351,7 @@ def build_bundle(
                 "max_parts": options.max_parts,
                 "factory": options.factory or "auto",
                 "labels_from": options.labels_from,
+                "category_map": options.category_map.record() if options.category_map else None,
                 "engine": options.engine,
                 "runtime": options.runtime,
             },
@@ -358,21 +365,22 @@ def _too_few(catalogue: Catalogue, count: int, needed: int, what: str) -> str:
     return f"nothing published: the catalogue {catalogue.source} {what} {count} items, fewer than the {needed} required"
 
 
-def _embedding_dim(model: PartAttentionNetwork) -> int:
-    return model.config.embedding_dim if model.config.architecture == "attention" else model.config.channels
-
-
 def _empty(model: PartAttentionNetwork) -> faiss.Index:
-    return faiss.index_factory(_embedding_dim(model), choose_factory(0))
+    return faiss.index_factory(model.config.global_dim, choose_factory(0))
 
 
 def _load_model(checkpoint: Path, options: IndexOptions) -> PartAttentionNetwork:
     """The checkpoint's model, after checking it and the index factory: both fail in one line here,
     before minutes of embedding, not in a traceback after them."""
     model, _ = load_checkpoint(checkpoint, options.device)
+    if options.category_map is not None:
+        if not options.labels_from:
+            raise CategoryMapError("a category map needs the metadata field whose values it names: --labels-from FIELD")
+        options.category_map.check_labels(model.config.labels)
     if options.factory is not None:
         try:
-            faiss.index_factory(_embedding_dim(model), options.factory)
+            for dim in {model.config.global_dim, model.config.part_dim}:
+                faiss.index_factory(dim, options.factory)
         except RuntimeError as exc:
             reason = str(exc).strip().splitlines()[-1].rsplit(": ", 1)[-1]  # past faiss's C++ location
             raise IndexerError(f"bad FAISS index factory {options.factory!r}: {reason}") from exc
@@ -414,6 +422,9 @@ def add_items(
             threshold=built.get("threshold", options.threshold),
             max_parts=built.get("max_parts", options.max_parts),
             labels_from=built.get("labels_from", options.labels_from),
+            category_map=CategoryMap.from_record(built["category_map"])
+            if "category_map" in built
+            else options.category_map,
         )
         model = _load_model(Path(checkpoint), options)
         part_indexes, global_index, records = _changed(base, {item.id for item in items})

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from indexer.catalogue import CatalogueItem
 from indexer.errors import IndexerError
 from model.imaging import DEFAULT_LIMITS, ImageDecodeError, ImageLimits, load_input
-from model.network import NetworkOutput, PartAttentionNetwork, product_parts, select_parts
+from model.network import NetworkOutput, Part, PartAttentionNetwork, product_parts, select_parts
 from model.runtime import Forward, make_forward
 
 log = logging.getLogger(__name__)
@@ -163,14 +163,24 @@ def item_parts(
     ``fixed``: the item's labels from its metadata, None when it names none."""
     if model.config.architecture != "attention":
         return []
-    whole = out.global_embedding[row].float().cpu().numpy()
     if fixed is None:  # nothing known from metadata: the product head, where there is one
         fixed = product_parts(model, out, row)
     chosen = select_parts(model, out, row, None, threshold, max_parts, labels=fixed)
-    # A product photo of a known category shows that one product: its whole photo describes it
-    # better than the crop of its category (colour agreement 0.259 against 0.185 on validation,
-    # bench/product_embedding.py).
-    return [(p.label, p.score, whole if fixed is not None else p.embedding.float().cpu().numpy()) for p in chosen]
+    if fixed is None:  # placed by its predicted labels: each part by its own crop
+        return [(p.label, p.score, p.embedding.float().cpu().numpy()) for p in chosen]
+    return [(p.label, p.score, product_vector(model, out, row, p)) for p in chosen]
+
+
+def product_vector(model: PartAttentionNetwork, out: NetworkOutput, row: int, part: Part) -> np.ndarray:
+    """The vector of a product photo of known category (``part``: its category's part). With a look
+    head, the look of its category's crop or of the whole photo (model.config.look_product_region,
+    chosen on validation: bench/look_validation.py). Without, the whole photo's texture encoding:
+    a product photo shows that one product, and its whole photo described it better than the crop
+    of its category (colour agreement 0.259 against 0.185 on validation, bench/product_embedding.py)."""
+    if out.whole_look is not None:
+        whole_look = model.config.look_product_region == "whole"
+        return (out.whole_look[row] if whole_look else part.embedding).float().cpu().numpy()
+    return out.global_embedding[row].float().cpu().numpy()
 
 
 class _RateLog:

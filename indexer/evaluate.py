@@ -35,7 +35,14 @@ from model.data import ClothingCoParsing, Sample, data_dir
 from model.errors import run_command
 from model.imaging import Placement, load_input
 from model.labels import group_of
-from model.network import DEFAULT_PART_THRESHOLD, NetworkOutput, PartAttentionNetwork, query_parts, select_parts
+from model.network import (
+    DEFAULT_PART_FLOOR,
+    DEFAULT_PART_THRESHOLD,
+    NetworkOutput,
+    PartAttentionNetwork,
+    query_parts,
+    select_parts,
+)
 from model.progress import configure_logging
 from model.visualize import PALETTE, draw_boxes, tile
 
@@ -156,8 +163,35 @@ def summarise(
     out["across_queries"] = {
         "distinct_products": len(counts),
         "top_product_share": max(counts.values()) / total if counts else 0.0,
+        **group_hubs(results),
     }
     return out
+
+
+HUB_MIN_ANSWERS = 20  # a group's top share is counted where the group has this many answers
+
+
+def group_hubs(results: Sequence[QueryResult]) -> dict[str, Any]:
+    """Per item group of the returned products (with HUB_MIN_ANSWERS answers at least): the share
+    of the group's answers its most returned product takes, and the largest of those shares."""
+    by_group: dict[str, Counter[str]] = {}
+    for result in results:
+        for r in result.returned:
+            if r.product_label is not None:
+                by_group.setdefault(group_of(r.product_label), Counter())[r.item_id] += 1
+    shares = {
+        group: {
+            "answers": sum(counts.values()),
+            "distinct": len(counts),
+            "top_share": round(max(counts.values()) / sum(counts.values()), 4),
+        }
+        for group, counts in sorted(by_group.items())
+        if sum(counts.values()) >= HUB_MIN_ANSWERS
+    }
+    return {
+        "max_group_top_share": max((g["top_share"] for g in shares.values()), default=0.0),
+        "groups": shares,
+    }
 
 
 def returned(match: Match, part_label: str | None) -> Returned:
@@ -231,9 +265,11 @@ def run_queries(
     threshold: float,
     candidates: int,
     rule: str = "group",
+    floor: float | None = DEFAULT_PART_FLOOR,
 ) -> Runs:
-    """``rule``: how a photo's parts are chosen: "group", as served (query_parts), or "label", one
-    part per label by label probability (the service's rule before, kept for comparison)."""
+    """``rule``: how a photo's parts are chosen: "group", as served (query_parts, with ``floor``),
+    or "label", one part per label by label probability (the service's rule before, kept for
+    comparison)."""
     if rule not in PART_RULES:
         raise ValueError(f"unknown part rule {rule!r}; choose one of {', '.join(PART_RULES)}")
     searchable = bundle.searchable_labels
@@ -241,22 +277,23 @@ def run_queries(
     for photo in photos:
         sample, out, placement, colours = photo.sample, photo.out, photo.placement, photo.colours
         if rule == "group":
-            parts = query_parts(model, out, 0, placement, threshold, max_parts, searchable)
+            parts = query_parts(model, out, 0, placement, threshold, max_parts, searchable, floor)
         else:
             parts = select_parts(model, out, 0, placement, threshold=threshold, max_parts=max_parts)
-        query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box) for p in parts]
+        query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box, p.index_label, p.confident) for p in parts]
         matches = [m for m in recommend_parts(bundle, query, candidates) if m.match is not None]
         runs.parts.append(
             QueryResult(sample.labels, [returned(m.match, m.part.label) for m in matches if m.match], colours)
         )
         runs.shown.append([(m.part, m.match) for m in matches])
-        whole = out.global_embedding[0].numpy()
-        control = [QueryPart(p.label, p.score, whole, p.box) for p in parts]
+        # the control: the whole photo's vector (its look, with a look head) in each part's index
+        whole = (out.whole_look if out.whole_look is not None else out.global_embedding)[0].numpy()
+        control = [QueryPart(p.label, p.score, whole, p.box, p.index_label, p.confident) for p in parts]
         control_matches = [m for m in recommend_parts(bundle, control, candidates) if m.match is not None]
         runs.control.append(
             QueryResult(sample.labels, [returned(m.match, m.part.label) for m in control_matches if m.match], colours)
         )
-        nearest = recommend_global(bundle, whole, max(1, len(matches)))
+        nearest = recommend_global(bundle, out.global_embedding[0].numpy(), max(1, len(matches)))
         runs.whole.append(QueryResult(sample.labels, [returned(m, None) for m in nearest], colours))
     return runs
 

@@ -76,14 +76,14 @@ class _Embedder:
         self.forward = make_forward(self.model, runtime, file_sha256(checkpoint), Path(runtime_cache), device)
         self.threshold, self.max_parts = threshold, max_parts
         cfg = self.model.config
-        self.dim = cfg.embedding_dim if cfg.architecture == "attention" else cfg.channels  # whole and parts alike
+        self.whole_dim, self.part_dim = cfg.global_dim, cfg.part_dim
 
     @torch.inference_mode()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         count = len(batch["row"])
         good = [n for n in range(count) if not batch["error"][n]]
-        whole = np.zeros((count, self.dim), dtype=np.float32)
-        vectors = np.zeros((count, self.max_parts, self.dim), dtype=np.float32)
+        whole = np.zeros((count, self.whole_dim), dtype=np.float32)
+        vectors = np.zeros((count, self.max_parts, self.part_dim), dtype=np.float32)
         described = ["[]"] * count
         if good:
             out = self.forward(to_input(batch["pixels"][good]))

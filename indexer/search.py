@@ -26,6 +26,12 @@ class QueryPart:
     score: float
     embedding: np.ndarray  # (E,)
     box: tuple[float, float, float, float] | None = None
+    index_label: str | None = None  # the label whose index answers it (None: ``label``'s)
+    confident: bool = True  # its group reached the part threshold (model.network.query_parts)
+
+    @property
+    def answered_from(self) -> str:
+        return self.index_label or self.label
 
 
 @dataclass
@@ -69,13 +75,14 @@ def recommend_parts(
     exclude_ids: Collection[str] = (),
     labels: Collection[str] | None = None,
 ) -> list[PartMatch]:
-    """One distinct item per part; parts whose label has no index (or is filtered out) are dropped."""
+    """One distinct item per part, from the index of its ``answered_from`` label; parts whose
+    label has no index (or is filtered out by ``labels``) are dropped."""
     blocked = set(exclude_ids)
     out = []
     for part in parts:
-        if labels is not None and part.label not in labels:
+        if labels is not None and part.answered_from not in labels:
             continue
-        index = bundle.part_indexes.get(part.label)
+        index = bundle.part_indexes.get(part.answered_from)
         if index is None or index.ntotal == 0:
             continue
         match = _first_free(bundle, index, part.embedding, candidates, blocked)

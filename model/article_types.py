@@ -74,3 +74,18 @@ ARTICLE_TYPE_TO_LABEL = {
     "Trunk": "panties",
     "Boxers": "panties",
 }
+
+# The product set's article types known to have no CCP counterpart: a product of one of them joins
+# no part index (it is not left to the model, which would file a perfume bottle somewhere).
+ARTICLE_TYPES_WITHOUT_LABEL = (
+    "Accessory Gift Set",
+    "Cufflinks",
+    "Deodorant",
+    "Footballs",
+    "Fragrance Gift Set",
+    "Free Gifts",
+    "Perfume and Body Mist",
+    "Shoe Accessories",
+    "Travel Accessory",
+    "Umbrellas",
+)

@@ -51,6 +51,13 @@ class ModelConfig:
     # fuse: s = (s_whole + max_k s_k) / 2. The part of a label is still the crop that scores it highest.
     whole_scores: bool = True
     product_labels: list[str] = field(default_factory=list)  # product-photo categories (model.products); [] none
+    # The look head (model.look): > 0 gives the part vectors (learnt part of this length, trained by
+    # model.look_training, and a colour histogram with this share of the squared length); 0: the
+    # crops' texture encodings are the part vectors, as in the paper.
+    look_dim: int = 0
+    look_hidden: int = 1024
+    look_colour_weight: float = 0.0
+    look_product_region: str = "crop"  # a catalogue photo's look: at its category's crop ("crop") or "whole"
     # "sigmoid": BCE per label (chosen on validation); "softmax": the paper's L_cls; "asymmetric":
     # sigmoid scores trained with the asymmetric loss (model.losses.asymmetric_loss)
     classification: str = "sigmoid"
@@ -77,8 +84,22 @@ class ModelConfig:
 
     @property
     def embedding_dim(self) -> int:
-        """Length of one part embedding (and of the global embedding)."""
+        """Length of one texture encoding: the global embedding's (and the part vector's without a look head)."""
         return self.codewords * self.channels
+
+    @property
+    def global_dim(self) -> int:
+        """Length of the whole-image embedding the global baseline searches."""
+        return self.embedding_dim if self.architecture == "attention" else self.channels
+
+    @property
+    def part_dim(self) -> int:
+        """Length of a part vector: the look vector's (model.look), else the crop's texture encoding."""
+        if self.look_dim > 0:
+            from model.look import PALETTE_LEVELS
+
+            return self.look_dim + PALETTE_LEVELS**3
+        return self.embedding_dim
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,41 +31,71 @@ ASYMMETRIC_FOCUS = 4.0  # γ− of the asymmetric loss: easy negatives fade
 ASYMMETRIC_MARGIN = 0.05  # m: negatives scored below it cost nothing
 
 
-def asymmetric_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def masked_mean(values: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
+    """The mean of ``values`` over the entries whose target is known (all when ``known`` is None)."""
+    if known is None:
+        return values.mean()
+    known = known.to(values)
+    return (values * known).sum() / known.sum().clamp_min(1.0)
+
+
+def asymmetric_loss(scores: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
     """Ben-Baruch, Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021, with
-    γ+ = 0: −y log p − (1 − y) p_m^γ− log(1 − p_m), p_m = max(p − m, 0); mean over labels and photos.
+    γ+ = 0: −y log p − (1 − y) p_m^γ− log(1 − p_m), p_m = max(p − m, 0); mean over the known labels.
     A photo has ~5 of 56 labels: most negatives are easy, and BCE spends its gradient on them."""
     p = scores.sigmoid()
     shifted = (p - ASYMMETRIC_MARGIN).clamp_min(0)
     positive = targets * F.logsigmoid(scores)
     negative = (1 - targets) * shifted.pow(ASYMMETRIC_FOCUS) * torch.log1p(-shifted.clamp_max(1 - 1e-6))
-    return -(positive + negative).mean()
+    return masked_mean(-(positive + negative), known)
 
 
-def classification_loss(scores: torch.Tensor, targets: torch.Tensor, kind: str = "softmax") -> torch.Tensor:
+def classification_loss(
+    scores: torch.Tensor, targets: torch.Tensor, kind: str = "softmax", known: torch.Tensor | None = None
+) -> torch.Tensor:
     """softmax: (1/N) Σ_i Σ_c (p_i^c − p̂_i^c)², p = softmax(s), p̂ = y/‖y‖₁ (RDAR). sigmoid: BCE.
-    asymmetric: model.losses.asymmetric_loss."""
+    asymmetric: model.losses.asymmetric_loss. ``known`` (B, C): 1 where a target is known (partial
+    labels: a reframed photo, a product photo); the sigmoid losses average over those only."""
     if kind == "sigmoid":
-        return F.binary_cross_entropy_with_logits(scores, targets)
+        return masked_mean(F.binary_cross_entropy_with_logits(scores, targets, reduction="none"), known)
     if kind == "asymmetric":
-        return asymmetric_loss(scores, targets)
+        return asymmetric_loss(scores, targets, known)
     if kind != "softmax":
         raise ValueError(f"unknown classification loss {kind!r}")
+    if known is not None and not bool(known.all()):
+        raise ValueError("the softmax loss needs every label known: train partial labels with sigmoid scores")
     target_dist = targets / targets.sum(-1, keepdim=True).clamp_min(1.0)
     return ((scores.softmax(-1) - target_dist) ** 2).sum(-1).mean()
 
 
-def group_presence_loss(scores: torch.Tensor, targets: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+def group_targets(
+    targets: torch.Tensor, membership: torch.Tensor, known: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, G) group presence and whether it is known: a group is present where one of its labels is
+    known present, absent where all of its labels are known absent, unknown otherwise."""
+    targets, membership = targets.float(), membership.float()
+    known = torch.ones_like(targets) if known is None else known.float()
+    present = ((targets * known) @ membership).clamp_max(1.0)
+    all_absent = ((1 - targets) * known) @ membership >= membership.sum(0) - 0.5
+    return present, ((present > 0) | all_absent).float()
+
+
+def group_presence_loss(
+    scores: torch.Tensor, targets: torch.Tensor, membership: torch.Tensor, known: torch.Tensor | None = None
+) -> torch.Tensor:
     """BCE of each item group's presence, the group's probability being that any of its labels is
     present: P_g = 1 − Π_{c∈g} (1 − σ(s_c)) (what the service ranks a photo's parts by,
     model.labels.group_probabilities). ``membership`` is the (C, G) 0/1 label-to-group matrix.
-    CCP's labels often name one item in two ways (`shoes`, `heels`); its group is the same."""
+    CCP's labels often name one item in two ways (`shoes`, `heels`); its group is the same. With
+    partial labels (``known``), groups whose presence is unknown add nothing (group_targets)."""
     scores, membership = scores.float(), membership.float()  # bfloat16 under CUDA autocast
     log_absent = F.logsigmoid(-scores) @ membership  # (B, G) log(1 − P_g), stable for confident scores
     # Clamped only where P_g underflows to 0, so a confidently missed group still has a gradient.
     log_present = torch.log(-torch.expm1(log_absent.clamp_max(-torch.finfo(torch.float32).tiny)))
-    group_targets = (targets.float() @ membership).clamp_max(1.0)
-    return -(group_targets * log_present + (1 - group_targets) * log_absent).mean()
+    present, group_known = group_targets(targets, membership, known)
+    return masked_mean(
+        -(present * log_present + (1 - present) * log_absent), group_known if known is not None else None
+    )
 
 
 def codeword_usage_loss(share: torch.Tensor) -> torch.Tensor:
@@ -159,22 +189,24 @@ def total_loss(
     centre_weight: float = 0.0,
     group_weight: float = 0.0,
     group_membership: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All terms and their weighted sum under ``"loss"``; the baseline has only L_cls. L_box is
     added where ``box_weight`` > 0 and ``items`` gives some photos' item boxes; the codeword-usage
     term where ``usage_weight`` > 0; the groups' presence (of the fused sigmoid scores) where
-    ``group_weight`` > 0, given the (C, G) ``group_membership``."""
-    terms = {"cls": classification_loss(out.scores, targets, kind)}
+    ``group_weight`` > 0, given the (C, G) ``group_membership``. ``known`` (B, C) marks the targets
+    that are known (None: all); the classification terms skip the others."""
+    terms = {"cls": classification_loss(out.scores, targets, kind, known)}
     loss = terms["cls"]
     if group_weight > 0:
         if kind == "softmax" or group_membership is None:
             raise ValueError("the group presence term needs sigmoid scores and the label-to-group matrix")
-        terms["group"] = group_presence_loss(out.scores, targets, group_membership.to(out.scores))
+        terms["group"] = group_presence_loss(out.scores, targets, group_membership.to(out.scores), known)
         loss = loss + group_weight * terms["group"]
     if out.whole_scores is not None and out.crop_scores is not None:
         # Fused scores: each branch also classifies on its own, so the crops still name their parts.
-        terms["crop_cls"] = classification_loss(out.crop_scores, targets, kind)
-        terms["whole_cls"] = classification_loss(out.whole_scores, targets, kind)
+        terms["crop_cls"] = classification_loss(out.crop_scores, targets, kind, known)
+        terms["whole_cls"] = classification_loss(out.whole_scores, targets, kind, known)
         loss = loss + terms["crop_cls"] + terms["whole_cls"]
     if out.maps is not None and out.transforms is not None and out.step_scores is not None:
         if anchors is None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from model.labels import GROUP_SCORE, group_names, group_probabilities, to_groups
+from model.labels import GROUP_SCORE, group_names, group_of, group_probabilities, to_groups
 
 
 def ap_all(targets: np.ndarray, scores: np.ndarray) -> float:
@@ -53,3 +53,19 @@ def multilabel_report(
         if not np.isnan(ap)
     }
     return report
+
+
+def own_group_report(
+    scores: np.ndarray, categories: Sequence[str], labels: Sequence[str], classification: str = "sigmoid"
+) -> dict[str, float]:
+    """Product photos, each of a known category: the share whose most probable group is the
+    category's own (``top1``), and the own group's mean probability (``own_probability``)."""
+    groups = group_names(labels)
+    grouped = group_probabilities(scores, labels, classification)
+    own = np.array([groups.index(group_of(category)) for category in categories])
+    rows = np.arange(len(own))
+    return {
+        "top1": float(np.mean(grouped.argmax(1) == own)),
+        "own_probability": float(np.mean(grouped[rows, own])),
+        "products": len(own),
+    }

@@ -22,6 +22,7 @@ from model.backbones import build_trunk
 from model.config import ModelConfig
 from model.imaging import Placement
 from model.labels import group_names, group_of, group_probabilities
+from model.look import LookHead
 
 
 @dataclass
@@ -36,6 +37,8 @@ class NetworkOutput:
     maps: torch.Tensor | None = None  # (B, K, h, w) attention maps
     codeword_share: torch.Tensor | None = None  # (codewords,) mean soft assignment of the cells
     product_scores: torch.Tensor | None = None  # (B, P) a product photo's category logits (model.products)
+    part_looks: torch.Tensor | None = None  # (B, K, L) the crops' look vectors (model.look), the part vectors
+    whole_look: torch.Tensor | None = None  # (B, L) the whole photo's look vector
 
     def per_photo(self) -> list[NetworkOutput]:
         """One output per photo of the batch (batch dim kept, of size 1), float32 on the CPU: what a
@@ -127,6 +130,8 @@ class PartAttentionNetwork(nn.Module):
         self.head = AttentionHead(config) if config.architecture == "attention" else GlobalPoolHead(config)
         # A product photo's category, from the trunk's last map pooled (fitted by model.products).
         self.product_head = nn.Linear(trunk_channels[-1], len(config.product_labels)) if config.product_labels else None
+        # The part vectors that describe the item's look (model.look), trained after the rest.
+        self.look = LookHead(config, trunk_channels) if config.look_dim > 0 else None
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 
@@ -145,7 +150,11 @@ class PartAttentionNetwork(nn.Module):
         return out
 
     def forward(self, images: torch.Tensor) -> NetworkOutput:
-        return self.head_forward(self.trunk_forward(images))
+        trunk_maps = self.trunk_forward(images)
+        out = self.head_forward(trunk_maps)
+        if self.look is not None and out.transforms is not None:
+            out.part_looks, out.whole_look = self.look(trunk_maps, images, out.transforms)
+        return out
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Label probabilities in the form the model was trained with."""
@@ -171,6 +180,10 @@ class Part:
     box: tuple[float, float, float, float] | None  # x0, y0, x1, y1 in the photo's pixels (None: no placement)
     step: int  # which attention step found it (0-based, over steps 1..K)
     embedding: torch.Tensor  # (E,)
+    # query_parts: the label whose index answers the part (``label`` itself, or the most probable
+    # label of its group that the catalogue has), and whether its group reached the part threshold.
+    index_label: str | None = None
+    confident: bool = True
 
 
 def transform_to_box(transform: torch.Tensor, width: float, height: float) -> tuple[float, float, float, float]:
@@ -187,8 +200,12 @@ def part_box(transform: torch.Tensor, placement: Placement) -> tuple[float, floa
 
 
 # A shopper's photo's part: its group's probability at least (FASHION_PART_THRESHOLD; chosen on
-# validation with bench/part_threshold.py).
-DEFAULT_PART_THRESHOLD = 0.6
+# validation with the model, by bench/any_photo.py --choose: CCP's photos and the product set's).
+DEFAULT_PART_THRESHOLD = 0.55
+# When no group reaches the threshold, the most probable one is still answered, marked not
+# confident, unless even it is below this floor: then the photo has nothing to wear in it and the
+# answer is empty (FASHION_PART_FLOOR; chosen on validation with bench/any_photo.py).
+DEFAULT_PART_FLOOR = 0.1
 # A catalogue item placed by its predicted street labels (no category known): a label's probability
 # at least (FASHION_ITEM_LABEL_THRESHOLD); low, since max fusion over crops makes present labels score high.
 DEFAULT_ITEM_LABEL_THRESHOLD = 0.05
@@ -226,6 +243,7 @@ def query_parts(
     threshold: float = DEFAULT_PART_THRESHOLD,
     max_parts: int | None = None,
     searchable: Collection[str] | None = None,
+    floor: float | None = DEFAULT_PART_FLOOR,
 ) -> list[Part]:
     """The parts of a shopper's photo: one per item group (footwear, bags, tops…), best first.
 
@@ -234,27 +252,41 @@ def query_parts(
     two label sets call the same shoes `heels` and `shoes`), so ranking labels one by one spends
     several parts on one item and splits its evidence; one part per group does neither (on
     validation, group P@1 / coverage 0.822 / 0.612 with 3.8 parts a photo, against 0.728 / 0.578
-    with 4.5 by labels: bench/part_threshold.py). Groups scoring at least
-    ``threshold`` are kept, ``max_parts`` at most; a group's part is its most probable label among
-    ``searchable`` (those the catalogue has products for; None: all), found by that label's crop.
+    with 4.5 by labels: bench/part_threshold.py). Groups scoring at least ``threshold`` are kept,
+    ``max_parts`` at most. A group's part is its most probable label, found by that label's crop;
+    its ``index_label`` is its most probable label among ``searchable`` (those the catalogue has
+    products for; None: all): a "blouse" is answered from the "top" index of a shop that files its
+    blouses as tops. A group with no searchable label is left out.
+
+    When no group reaches ``threshold``, the most probable group is still answered, marked not
+    ``confident``, if its probability is at least ``floor`` (None: no fallback).
     """
     probs = _label_probabilities(model, out, index).float().cpu().numpy()
     names = model.config.labels
     grouped = group_probabilities(probs[None], names, model.config.classification)[0]
     scored = []
     for group, group_probability in zip(group_names(names), grouped.tolist(), strict=True):
-        usable = [
-            c for c, name in enumerate(names) if group_of(name) == group and (searchable is None or name in searchable)
-        ]
-        if usable and group_probability >= threshold:
-            scored.append((group_probability, max(usable, key=lambda c: float(probs[c]))))
+        members = [c for c, name in enumerate(names) if group_of(name) == group]
+        usable = [c for c in members if searchable is None or names[c] in searchable]
+        if usable:
+            best = max(members, key=lambda c: float(probs[c]))
+            scored.append((group_probability, best, max(usable, key=lambda c: float(probs[c]))))
     scored.sort(reverse=True)
-    chosen = scored[:max_parts] if max_parts is not None else scored
-    return [_part(model, out, index, c, min(score, 1.0), placement) for score, c in chosen]
+    chosen = [entry for entry in scored if entry[0] >= threshold]
+    confident = bool(chosen)
+    if not chosen and floor is not None and scored and scored[0][0] >= floor:
+        chosen = scored[:1]
+    chosen = chosen[:max_parts] if max_parts is not None else chosen
+    parts = []
+    for score, c, answering in chosen:
+        part = _part(model, out, index, c, min(score, 1.0), placement)
+        part.index_label, part.confident = names[answering], confident
+        parts.append(part)
+    return parts
 
 
 def _label_probabilities(model: PartAttentionNetwork, out: NetworkOutput, index: int) -> torch.Tensor:
-    if out.step_scores is None or out.part_embeddings is None or out.transforms is None:
+    if out.step_scores is None or (out.part_embeddings is None and out.part_looks is None) or out.transforms is None:
         raise ValueError("parts need the attention architecture")
     return model.probabilities(out.scores[index]).detach()
 
@@ -263,14 +295,16 @@ def _part(
     model: PartAttentionNetwork, out: NetworkOutput, index: int, c: int, score: float, placement: Placement | None
 ) -> Part:
     """Label c's part: the crop k* = argmax_k s_k[c], its box and embedding."""
-    assert out.step_scores is not None and out.part_embeddings is not None and out.transforms is not None
+    assert out.step_scores is not None and out.transforms is not None
+    vectors = out.part_looks if out.part_looks is not None else out.part_embeddings
+    assert vectors is not None
     k = int(out.step_scores[index, :, c].argmax())
     return Part(
         label=model.config.labels[c],
         score=score,
         box=part_box(out.transforms[index, k], placement) if placement is not None else None,
         step=k,
-        embedding=out.part_embeddings[index, k],
+        embedding=vectors[index, k],
     )
 
 

@@ -18,7 +18,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -42,14 +42,27 @@ C_VALUES = (0.01, 0.1, 1.0)
 SEED = 0
 
 
-def read_products(root: Path) -> list[tuple[str, Path, str]]:
-    """(id, image, category) of every product with an image, category = its CCP label or ``other``."""
+# The product set's master categories whose photos show the product alone (shoes, bags, watches on
+# white; checked by eye on 64 random ones), not worn with other clothes as apparel is.
+ALONE = ("Footwear", "Accessories")
+
+
+class Product(NamedTuple):
+    id: str
+    image: Path
+    category: str  # its CCP label, or OTHER
+    alone: bool  # the photo shows the product alone (ALONE)
+
+
+def read_products(root: Path) -> list[Product]:
+    """Every product with an image, its category its CCP label or ``other``."""
     out = []
     with open(root / "styles.csv", newline="", encoding="utf-8", errors="replace") as handle:
         for row in csv.DictReader(handle):
             image = root / "images" / f"{row['id']}.jpg"
             if image.is_file():
-                out.append((row["id"], image, ARTICLE_TYPE_TO_LABEL.get(row.get("articleType", ""), OTHER)))
+                category = ARTICLE_TYPE_TO_LABEL.get(row.get("articleType", ""), OTHER)
+                out.append(Product(row["id"], image, category, row.get("masterCategory", "") in ALONE))
     return out
 
 
@@ -58,6 +71,17 @@ def split_products(count: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray
     order = np.random.default_rng(seed).permutation(count)
     held, val = int(round(count * HELD_OUT)), int(round(count * VALIDATION))
     return order[held + val :], order[held : held + val], order[:held]
+
+
+SPLITS = ("train", "validation", "held_out")
+
+
+def product_split(root: Path, labels: list[str], split: str) -> list[Product]:
+    """The products of one tenth of ``split_products`` ("train": the other eight) whose category
+    is one of the model's ``labels``."""
+    products = read_products(root)
+    rows = split_products(len(products))[SPLITS.index(split)]
+    return [products[i] for i in sorted(rows.tolist()) if products[i].category in labels]
 
 
 def accuracy(categories: list[str], truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -76,11 +100,9 @@ def fit_product_head(
 ) -> tuple[PartAttentionNetwork, dict[str, Any]]:
     """A copy of ``model`` with a product head fitted on ``root``'s products, and its figures."""
     products = read_products(root)
-    categories = sorted({category for _, _, category in products})
-    y = np.array([categories.index(category) for _, _, category in products])
-    pooled = trunk_features(
-        model, [image for _, image, _ in products], cache_dir, workers=workers, device=device, pooled=True
-    )
+    categories = sorted({p.category for p in products})
+    y = np.array([categories.index(p.category) for p in products])
+    pooled = trunk_features(model, [p.image for p in products], cache_dir, workers=workers, device=device, pooled=True)
     x = pooled[-1][:, 0].float().numpy()  # the last level, unmirrored
     train, val, held = split_products(len(products))
     scaler = StandardScaler().fit(x[train])

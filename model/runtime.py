@@ -43,8 +43,17 @@ Forward = Callable[[torch.Tensor], NetworkOutput]  # (B, 3, H, W) photos in [0, 
 
 # What serving and indexing read (query_parts, select_parts, product_parts, the global search); the training-only
 # outputs (attention maps, codeword share, per-head scores) are not exported.
-SERVED_FIELDS = ("scores", "global_embedding", "step_scores", "part_embeddings", "transforms", "product_scores")
-_FORWARD_CODE = ("network.py", "attention.py", "encoding.py", "backbones.py", "config.py", "runtime.py")
+SERVED_FIELDS = (
+    "scores",
+    "global_embedding",
+    "step_scores",
+    "part_embeddings",
+    "transforms",
+    "product_scores",
+    "part_looks",
+    "whole_look",
+)
+_FORWARD_CODE = ("network.py", "attention.py", "encoding.py", "backbones.py", "config.py", "look.py", "runtime.py")
 
 
 class RuntimeUnavailable(ModelError):
@@ -64,10 +73,13 @@ class _Served(nn.Module):
 
 
 def served_fields(model: PartAttentionNetwork) -> list[str]:
-    """The SERVED_FIELDS this model produces (the global baseline has no parts, not every model a product head)."""
+    """The SERVED_FIELDS this model produces (the global baseline has no parts, not every model a
+    product head); a model whose parts are searched by their looks does not serve the crops'
+    texture encodings."""
     with torch.inference_mode():
         out = model(torch.zeros(1, 3, model.config.image_height, model.config.image_width))
-    return [name for name in SERVED_FIELDS if getattr(out, name) is not None]
+    unused = {"part_embeddings"} if out.part_looks is not None else set()
+    return [name for name in SERVED_FIELDS if getattr(out, name) is not None and name not in unused]
 
 
 def code_digest() -> str:

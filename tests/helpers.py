@@ -60,3 +60,17 @@ def make_catalogue(folder: Path, count: int = 12, bad: bool = False, prefix: str
         writer.writeheader()
         writer.writerows(rows)
     return folder
+
+
+def add_field(folder: Path, name: str, values: list[str]) -> Path:
+    """Give a ``make_catalogue`` catalogue's items a metadata field, one value per item in order."""
+    metadata = folder / "metadata.csv"
+    with open(metadata, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row, value in zip(rows, values, strict=True):
+        row[name] = value
+    with open(metadata, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0]])
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, status
@@ -12,10 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.coordination import CoordinationUnavailable, Coordinator
-from app.deps import AdminDep, CoordinatorDep, SettingsDep
+from app.deps import AdminDep, CoordinatorDep, RecommenderDep, SettingsDep
 from app.errors import ServiceError, error_responses
 from app.multipart import read_body, read_image_form
 from app.paths import first_outside
+from app.reindex import NoCatalogue, reindex_source
 from app.schemas import (
     IMAGE_TYPES,
     ITEM_ID_PATTERN,
@@ -30,6 +32,7 @@ from app.schemas import (
 from app.settings import Settings
 from app.uploads import UploadStore
 from indexer.catalogue import CatalogueItem
+from indexer.category_map import CategoryMapError, read_category_map
 from model.imaging import ImageDecodeError, decode_image
 
 router = APIRouter(
@@ -59,14 +62,36 @@ def _check_paths(settings: Settings, *paths: str | None) -> None:
 
 @router.post("/reindex", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
 async def reindex(
-    request: Request, coordinator: CoordinatorDep, settings: SettingsDep, body: ReindexRequest | None = None
+    request: Request,
+    coordinator: CoordinatorDep,
+    settings: SettingsDep,
+    recommender: RecommenderDep,
+    body: ReindexRequest | None = None,
 ) -> JobAccepted:
-    """Rebuild the whole bundle from a catalogue (the configured one by default). The job fails, and
-    the live bundle stays, when it would index none or far fewer items than the live bundle holds
+    """Rebuild the whole bundle from a catalogue: the request's, else FASHION_CATALOGUE, else the one
+    the live bundle was built from (422 when there is none). The category map (the request's,
+    FASHION_CATEGORY_MAP, or the live bundle's when its catalogue is indexed again) is checked
+    before the job is queued: a bad one is refused (422) with its problem. The job fails, and the
+    live bundle stays, when it would index none or far fewer items than the live bundle holds
     (FASHION_REINDEX_MIN_FRACTION) unless ``force`` is set."""
     body = body or ReindexRequest()
-    _check_paths(settings, body.catalogue, body.metadata)
-    return await _enqueue(request, coordinator, JobKind.REINDEX, body.model_dump())
+    _check_paths(settings, body.catalogue, body.metadata, body.category_map)
+    params = body.model_dump()
+    try:
+        labels = recommender.model.config.labels
+        if body.category_map is not None:
+            given = await asyncio.to_thread(read_category_map, body.category_map)
+            params["category_map"] = given.check_labels(labels).record()  # the job indexes with the map checked here
+        source = await asyncio.to_thread(reindex_source, params, settings)
+        if source.category_map is not None:
+            if not settings.labels_from:
+                raise CategoryMapError("a category map names the values of FASHION_LABELS_FROM, which is empty")
+            source.category_map.check_labels(labels)  # FASHION_CATEGORY_MAP's or the live bundle's
+    except CategoryMapError as exc:
+        raise ServiceError(422, "invalid_category_map", str(exc)) from exc
+    except NoCatalogue as exc:
+        raise ServiceError(422, "no_catalogue", str(exc)) from exc
+    return await _enqueue(request, coordinator, JobKind.REINDEX, params)
 
 
 @router.post(
@@ -131,7 +156,16 @@ async def _store_upload(request: Request, settings: Settings) -> CatalogueItem:
         await asyncio.to_thread(decode_image, form.data, settings.image_limits())
     except ImageDecodeError as exc:
         raise ServiceError(422, "undecodable_image", str(exc)) from exc
-    item_id = form.fields.get("id") or "upload-" + hashlib.sha256(form.data).hexdigest()[:16]  # same photo, same id
+    item_id = form.fields.get("id")
+    if item_id is None:
+        item_id = "upload-" + hashlib.sha256(form.data).hexdigest()[:16]  # same photo, same id
+    elif not re.fullmatch(ITEM_ID_PATTERN, item_id):  # an empty id too: the schema says one character at least
+        raise ServiceError(
+            422,
+            "invalid_item",
+            f"id {item_id[:40]!r}: an item id is 1-128 letters, digits, '_', '.' or '-', starting with a letter "
+            "or digit (leave the field out for one made from the photo)",
+        )
     try:
         metadata = json.loads(form.fields.get("metadata") or "{}")
     except json.JSONDecodeError as exc:
@@ -156,10 +190,11 @@ async def delete(request: Request, coordinator: CoordinatorDep, body: DeleteItem
 
 @router.get("/jobs/{job_id}", response_model=Job, name="get_job", responses=error_responses(404))
 async def get_job(job_id: str, coordinator: CoordinatorDep, settings: SettingsDep) -> Job:
-    """The job's state and progress. A running job whose worker stopped reporting (killed, lost) is
-    marked failed here, so no job stays "running" for ever."""
+    """The job's state and progress. A running job whose worker stopped renewing its lease (killed,
+    lost) is re-queued here, or failed after FASHION_JOB_MAX_ATTEMPTS runs, so no job stays
+    "running" for ever."""
     try:
-        job = await coordinator.settle_stale_job(job_id, settings.job_stale_s)
+        job = await coordinator.settle_job(job_id, settings.job_max_attempts)
     except CoordinationUnavailable as exc:
         raise ServiceError(503, "coordination_unavailable", str(exc), {"Retry-After": "5"}) from exc
     if job is None:

@@ -1,12 +1,17 @@
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from app.main import create_app
+from app.reindex import NO_CATALOGUE
 from app.settings import Settings
-from tests.app.conftest import ADMIN_KEY, photo_bytes
-from tests.helpers import make_catalogue
+from indexer.bundle import BundleStore
+from tests.app.conftest import ADMIN_KEY, make_settings, photo_bytes
+from tests.helpers import add_field, make_catalogue
+from tests.indexer.bad_maps import BAD_MAPS
 
 KEY = {"X-API-Key": ADMIN_KEY}
 
@@ -88,3 +93,99 @@ def test_default_key_refused_outside_development() -> None:
     with pytest.raises(ValidationError, match="FASHION_ADMIN_API_KEY"):
         Settings(environment="production")
     assert Settings(environment="production", admin_api_key="s3cret").environment == "production"
+
+
+def test_a_bare_reindex_indexes_the_catalogue_the_live_bundle_was_built_from(
+    tiny_checkpoint: Path, bundles_dir: Path, catalogue_dir: Path
+) -> None:
+    # As under `make serve`: no FASHION_CATALOGUE, no catalogue roots (only the uploads folder).
+    settings = make_settings(tiny_checkpoint, bundles_dir, None, catalogue_roots=[])
+    with TestClient(create_app(settings)) as client:
+        before = client.get("/readyz").json()["bundle_version"]
+        accepted = client.post("/admin/reindex", headers=KEY)
+        assert accepted.status_code == 202, accepted.text
+        job = wait_for_job(client, accepted.json()["job_id"])
+        assert job["state"] == "succeeded", job
+        assert job["progress"]["total"] == 12 and job["version"] != before
+        wait_for_version(client, job["version"])
+        manifest = client.app.state.recommender.bundles.current.manifest  # type: ignore[attr-defined]
+        assert manifest["catalogue"]["root"] == str(catalogue_dir)
+        # the roots still guard what a request names: the same folder, named, is outside them
+        named = client.post("/admin/reindex", headers=KEY, json={"catalogue": str(catalogue_dir)})
+        assert named.status_code == 403 and named.json()["code"] == "forbidden_path"
+
+
+def test_a_reindex_with_no_catalogue_anywhere_is_refused_at_once(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tiny_checkpoint, tmp_path / "empty"))) as client:
+        refused = client.post("/admin/reindex", headers=KEY)
+        assert refused.status_code == 422 and refused.json() == {"detail": NO_CATALOGUE, "code": "no_catalogue"}
+
+
+def shop_catalogue(tmp_path: Path) -> Path:
+    return add_field(make_catalogue(tmp_path / "shop", count=5), "category", ["Tee", "Tee", "Top", "Gift", "Hat"])
+
+
+def test_a_reindex_takes_the_shops_category_map(tiny_checkpoint: Path, bundles_dir: Path, tmp_path: Path) -> None:
+    shop = shop_catalogue(tmp_path)
+    settings = make_settings(tiny_checkpoint, bundles_dir, None, labels_from="category")
+    (tmp_path / "map.csv").write_text("category,label\nTee,red\nTop,Blue\nGift,none\n")
+    with TestClient(create_app(settings)) as client:
+        body = {"catalogue": str(shop), "category_map": str(tmp_path / "map.csv"), "force": True}
+        job = wait_for_job(client, client.post("/admin/reindex", headers=KEY, json=body).json()["job_id"])
+        assert job["state"] == "succeeded", job
+        wait_for_version(client, job["version"])
+        bundle = client.app.state.recommender.bundles.current  # type: ignore[attr-defined]
+        parts = {r.id: r.metadata["parts"] for r in bundle.items.values()}
+        assert [parts[f"p{i}"] for i in range(4)] == [["red"], ["red"], ["blue"], []]  # Hat: the model's
+        record = {"source": str(tmp_path / "map.csv"), "entries": {"Tee": "red", "Top": "blue", "Gift": "none"}}
+        assert bundle.manifest["options"]["category_map"] == record
+
+        # a bare reindex builds the live bundle's catalogue again, with the map it was built with
+        job = wait_for_job(client, client.post("/admin/reindex", headers=KEY).json()["job_id"])
+        assert job["state"] == "succeeded", job
+        assert BundleStore(bundles_dir).manifest(job["version"])["options"]["category_map"] == record
+
+
+def test_a_bad_category_map_is_refused_with_its_line_before_any_job(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    before = client.get("/readyz").json()["bundle_version"]
+    for bad in BAD_MAPS:
+        path = bad.write(tmp_path)
+        refused = client.post("/admin/reindex", headers=KEY, json={"category_map": str(path)})
+        assert refused.status_code == 422, refused.text
+        if bad.kind == "unknown part label":  # the tests' model has three labels, not CCP's
+            assert refused.json()["detail"].startswith(f"{path}:2: 't-shirt' (for 'T-Shirt') is not a part label")
+        elif bad.kind == "not a map file type":  # the request's schema says .csv, .yaml or .yml
+            assert refused.json()["code"] == "invalid_request" and "category_map" in refused.json()["detail"]
+        else:
+            assert refused.json() == {"detail": bad.expected(path), "code": "invalid_category_map"}
+    (tmp_path / "rouge.yaml").write_text("Tee: rouge\n")
+    refused = client.post("/admin/reindex", headers=KEY, json={"category_map": str(tmp_path / "rouge.yaml")})
+    assert refused.status_code == 422 and refused.json()["detail"] == (
+        f"{tmp_path / 'rouge.yaml'}:1: 'rouge' (for 'Tee') is not a part label of the model nor 'none'; "
+        "its labels: blue, green, red"
+    )
+    (tmp_path / "labels.csv").write_text("category,label\nTee,redd\n")
+    refused = client.post("/admin/reindex", headers=KEY, json={"category_map": str(tmp_path / "labels.csv")})
+    assert refused.json()["detail"].startswith(f"{tmp_path / 'labels.csv'}:2: 'redd' (for 'Tee') is not a part label")
+    outside = client.post("/admin/reindex", headers=KEY, json={"category_map": "/etc/passwd.csv"})
+    assert outside.status_code == 403 and outside.json()["code"] == "forbidden_path"
+    assert client.get("/readyz").json()["bundle_version"] == before
+
+
+def test_the_services_category_map_is_checked_at_start(tiny_checkpoint: Path, bundles_dir: Path) -> None:
+    shop_map = bundles_dir.parent / "map.yaml"
+    shop_map.write_text("Tee: red\nTee: blue\n")
+    with pytest.raises(ValidationError, match=rf"FASHION_CATEGORY_MAP: {shop_map}:2: 'Tee' is mapped twice"):
+        make_settings(tiny_checkpoint, bundles_dir, category_map=shop_map)
+    with pytest.raises(ValidationError, match="FASHION_LABELS_FROM, which is empty"):
+        shop_map.write_text("Tee: red\n")
+        make_settings(tiny_checkpoint, bundles_dir, category_map=shop_map, labels_from="")
+    shop_map.write_text("Tee: t-shirt\n")  # read fine; the model has no such label: found at start
+    settings = make_settings(tiny_checkpoint, bundles_dir, category_map=shop_map)
+    refused = rf"^FASHION_CATEGORY_MAP: {shop_map}:1: 't-shirt' \(for 'Tee'\)"
+    with pytest.raises(RuntimeError, match=refused), TestClient(create_app(settings)):
+        pass
+    shop_map.write_text("Tee: red\n")
+    assert make_settings(tiny_checkpoint, bundles_dir, category_map=shop_map).index_options().category_map

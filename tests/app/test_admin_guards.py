@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -19,9 +20,11 @@ from app.settings import Settings
 from indexer.build import IndexOptions, build_bundle
 from indexer.bundle import GLOBAL_INDEX, BundleStore
 from indexer.catalogue import load_catalogue
+from model.checkpoint import file_sha256, save_checkpoint
+from model.network import PartAttentionNetwork
 from tests.app.conftest import make_settings, photo_bytes
 from tests.app.test_admin import KEY, wait_for_job
-from tests.helpers import make_catalogue
+from tests.helpers import make_catalogue, tiny_config
 
 
 def reindex(client: TestClient, **body: object) -> dict:  # type: ignore[type-arg]
@@ -91,23 +94,35 @@ def test_a_reindex_that_would_empty_or_shrink_the_service_fails_and_keeps_the_li
     assert live(client)[1] == 3
 
 
-def test_a_running_job_whose_worker_stopped_reporting_is_failed() -> None:
+def test_a_job_whose_worker_was_lost_is_requeued_until_its_attempts_are_used_up() -> None:
     job = Job.new(JobKind.REINDEX, {})
-    job.state, job.updated = "running", time.time() - 120
-    fresh = job.model_copy(update={"updated": time.time()})
-    assert job.fail_if_silent(stale_s=60) and job.state == "failed" and "stopped reporting" in (job.error or "")
-    assert not fresh.fail_if_silent(stale_s=60) and fresh.state == "running"
-    done = job.model_copy(update={"state": "succeeded"})
-    assert not done.fail_if_silent(stale_s=60) and done.state == "succeeded"  # a finished job is never changed
+    job.state, job.attempts = "running", 1
+    job.requeue_lost("worker w1 stopped renewing the job's lease (killed or lost)", max_attempts=2)
+    assert job.state == "queued" and job.error is None and "attempt 2 of 2" in job.requeued[-1]
+    job.state, job.attempts = "running", 2
+    job.requeue_lost("worker w2 stopped renewing the job's lease (killed or lost)", max_attempts=2)
+    assert job.state == "failed" and "w2" in (job.error or "") and "failed after 2 attempts" in (job.error or "")
+    handed = Job.new(JobKind.REINDEX, {})
+    handed.state, handed.attempts = "running", 1
+    handed.hand_back("worker w3 was stopped before the job finished")
+    assert (handed.state, handed.attempts, handed.requeued) == (
+        "queued",
+        0,
+        ["worker w3 was stopped before the job finished"],
+    )
 
 
-def test_a_stale_job_is_reported_failed_by_the_api(client: TestClient) -> None:
+def test_a_job_whose_worker_was_lost_too_often_is_reported_failed_by_the_api(
+    client: TestClient, settings: Settings
+) -> None:
     coordinator = client.app.state.coordinator  # type: ignore[attr-defined]
     job = Job.new(JobKind.REINDEX, {})
-    job.state, job.updated = "running", time.time() - 3600  # its worker was killed an hour ago
+    # running, with no lease (its worker was killed), on its last attempt
+    job.state, job.worker, job.attempts = "running", "gone:1", settings.job_max_attempts
     client.portal.call(coordinator.save_job, job)  # type: ignore[union-attr]
     answer = client.get(f"/admin/jobs/{job.id}", headers=KEY).json()
-    assert answer["state"] == "failed" and "stopped reporting" in answer["error"]
+    assert answer["state"] == "failed" and "gone:1 stopped renewing" in answer["error"], answer
+    assert f"failed after {settings.job_max_attempts} attempts" in answer["error"]
 
 
 def test_a_refusal_is_forgotten_once_the_pointer_is_back_on_the_served_bundle(
@@ -175,3 +190,28 @@ def test_a_full_disk_fails_the_job_publishes_nothing_and_leaves_no_staging(
             assert reindex(client, catalogue=str(bigger))["state"] == "succeeded"  # the store is usable again
     finally:
         subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_a_bundle_built_by_another_model_is_refused_said_so_and_rebuilt_by_a_bare_reindex(
+    tmp_path: Path, bundles_dir: Path, catalogue_dir: Path
+) -> None:
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other.pt", PartAttentionNetwork(tiny_config()).eval())
+    built_with = BundleStore(bundles_dir).open().model_sha256
+    with TestClient(create_app(make_settings(other, bundles_dir, None))) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["bundle_version"] is None
+        detail = ready.json()["detail"]
+        assert f"built with another model ({built_with[:12]}…, this service runs {file_sha256(other)[:12]}…)" in detail
+        assert "POST /admin/reindex with no body" in detail
+        answer = client.post("/recommend", files={"image": ("x.jpg", photo_bytes(), "image/jpeg")})
+        assert answer.status_code == 503 and answer.json()["code"] == "not_ready"
+
+        job = reindex(client)  # no body: the refused bundle's own catalogue, embedded by this model
+        assert job["state"] == "succeeded", job
+        assert BundleStore(bundles_dir).open().model_sha256 == file_sha256(other)
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").text
+            time.sleep(0.05)
+        assert live(client) == (job["version"], 12)

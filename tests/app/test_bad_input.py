@@ -2,14 +2,19 @@
 
 import io
 import struct
+import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
 from tests.app.conftest import make_settings, photo_bytes
+from tests.app.live import serving
 
 
 def post(client: TestClient, data: bytes, kind: str = "image/jpeg"):  # type: ignore[no-untyped-def]
@@ -140,3 +145,36 @@ def test_overload_gets_503_not_unbounded_latency(tiny_checkpoint, bundles_dir) -
 def test_unknown_routes_are_json(client: TestClient, path: str) -> None:
     response = client.get(path, headers={"X-API-Key": "test-admin-key"})
     assert response.status_code == 404 and response.json()["code"] == "http_error"
+
+
+def test_a_full_queue_answers_503_with_retry_after_over_http(tiny_checkpoint, bundles_dir) -> None:  # type: ignore[no-untyped-def]
+    """The real batcher and its real queue, over a socket: one photo held in the model, one waiting
+    (the queue holds one), and the next is refused at once."""
+    app = create_app(make_settings(tiny_checkpoint, bundles_dir, queue_limit=1, max_batch=1))
+    with serving(app) as url:
+        recommender = app.state.recommender
+        in_model, release = threading.Event(), threading.Event()
+        forward = recommender.forward
+
+        def held(images):  # type: ignore[no-untyped-def]
+            in_model.set()
+            release.wait(60)
+            return forward(images)
+
+        recommender.forward = held
+        files = {"image": ("x.jpg", photo_bytes(), "image/jpeg")}
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(httpx.post, url + "/recommend", files=files, timeout=60)
+            assert in_model.wait(30), "the first photo never reached the model"
+            second = pool.submit(httpx.post, url + "/recommend", files=files, timeout=60)
+            deadline = time.monotonic() + 30
+            while recommender.batcher.depth < 1:
+                assert time.monotonic() < deadline, "the second photo never queued"
+                time.sleep(0.01)
+            refused = httpx.post(url + "/recommend", files=files, timeout=10)
+            release.set()
+            answered = [first.result(), second.result()]
+        expect(refused, 503, "overloaded")
+        assert refused.headers["retry-after"] == "1"
+        assert [r.status_code for r in answered] == [200, 200]  # the queued photos are answered in the end
+        assert 'fashion_requests_total{code="503",route="/recommend"} 1.0' in httpx.get(url + "/metrics").text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -24,8 +25,9 @@ from tests.app.conftest import photo_bytes
 from tests.conftest import free_port
 
 
-@pytest.fixture
-def live_url(settings: Settings) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """The app on a free port, in a thread, until the block ends."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -34,9 +36,17 @@ def live_url(settings: Settings) -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_url(settings: Settings) -> Iterator[str]:
+    with serving(settings) as url:
+        yield url
 
 
 @pytest.fixture
@@ -88,3 +98,26 @@ def test_page_says_why_an_upload_is_rejected(live_url: str, browser: webdriver.C
     )
     assert "rejected" in status.text and "JPEG, PNG and WebP" in status.text
     assert not browser.find_elements(By.CSS_SELECTOR, "#parts-cards .card")
+
+
+@pytest.fixture
+def unsure_url(tiny_checkpoint: Path, bundles_dir: Path, catalogue_dir: Path) -> Iterator[str]:
+    """A live server whose part threshold no group reaches: every answer is one unsure part."""
+    from tests.app.conftest import make_settings
+
+    settings = make_settings(tiny_checkpoint, bundles_dir, catalogue_dir, part_threshold=1.0, part_floor=0.0)
+    with serving(settings) as url:
+        yield url
+
+
+def test_page_marks_a_low_confidence_part(unsure_url: str, browser: webdriver.Chrome, tmp_path: Path) -> None:
+    photo = tmp_path / "outfit.jpg"
+    photo.write_bytes(photo_bytes(size=(240, 360)))
+    browser.get(unsure_url)
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#parts-cards .card")) > 0)
+    (card,) = browser.find_elements(By.CSS_SELECTOR, "#parts-cards .card")
+    assert card.find_element(By.CSS_SELECTOR, ".unsure").text == "low confidence"
+    (box,) = browser.find_elements(By.CSS_SELECTOR, "#boxes .box")
+    assert "unsure" in (box.get_attribute("class") or "") and box.text.endswith("?")

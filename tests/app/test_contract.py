@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.app.conftest import ADMIN_KEY
+import httpx
+
+from tests.app.conftest import ADMIN_KEY, photo_bytes
 from tests.app.live import ROOT, Processes, service_env
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -32,3 +34,36 @@ def test_schemathesis_finds_no_contract_failure(
     counts = re.search(r"(\d+) generated, (\d+) passed", report)
     assert counts and int(counts[2]) >= 300, report[-2000:]  # a real run: hundreds of cases, all passed
     print(f"schemathesis: {counts[0]}")  # shown with pytest -s
+
+
+def test_the_upload_forms_published_id_rules_are_enforced(
+    tmp_path: Path, tiny_checkpoint: Path, bundles_dir: Path, processes: Processes
+) -> None:
+    """The multipart form's fields travel as text, so schemathesis generates few negative forms (and
+    none of its string bounds): each rule the document publishes for the upload's ``id`` is broken
+    here on purpose, with a real photo, and must be refused (an empty id once got a made-up one)."""
+    api = processes.api(service_env(tiny_checkpoint, bundles_dir, None), tmp_path / "api.log")
+    document = httpx.get(f"{api}/openapi.json").json()
+    content = document["paths"]["/admin/items"]["post"]["requestBody"]["content"]
+    rules = content["multipart/form-data"]["schema"]["properties"]["id"]
+    broken = {
+        "minLength": "x" * (rules["minLength"] - 1),
+        "maxLength": "x" * (rules["maxLength"] + 1),
+        "pattern": "-x",
+    }
+    assert broken["minLength"] == "" and not re.search(rules["pattern"], broken["pattern"])
+    for rule, item_id in broken.items():
+        response = httpx.post(
+            f"{api}/admin/items",
+            headers={"X-API-Key": ADMIN_KEY},
+            data={"id": item_id},
+            files={"image": ("p.jpg", photo_bytes(), "image/jpeg")},
+        )
+        assert (response.status_code, response.json()["code"]) == (422, "invalid_item"), (rule, response.text)
+    valid = httpx.post(
+        f"{api}/admin/items",
+        headers={"X-API-Key": ADMIN_KEY},
+        data={"id": "x" * rules["maxLength"]},
+        files={"image": ("p.jpg", photo_bytes(), "image/jpeg")},
+    )
+    assert valid.status_code == 202, valid.text

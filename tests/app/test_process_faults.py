@@ -1,5 +1,5 @@
 """Faults in real processes, caused on purpose: the worker killed (kill -9) in the middle of a
-reindex, and the API killed and restarted under load."""
+reindex (its job is re-queued and completed), and the API killed and restarted under load."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ def job_state(api: str, job_id: str) -> dict:  # type: ignore[type-arg]
     return httpx.get(f"{api}/admin/jobs/{job_id}", headers=KEY, timeout=5).json()  # type: ignore[no-any-return]
 
 
-def test_a_worker_killed_mid_reindex_fails_its_job_and_the_next_worker_carries_on(
+def test_a_worker_killed_mid_reindex_has_its_job_requeued_after_its_lease_and_completed(
     tmp_path: Path, tiny_checkpoint: Path, bundles_dir: Path, redis_server: RedisServer, processes: Processes
 ) -> None:
-    env = {**service_env(tiny_checkpoint, bundles_dir, redis_server.url), "FASHION_JOB_STALE_S": "3"}
+    env = service_env(tiny_checkpoint, bundles_dir, redis_server.url)
     api = processes.api(env, tmp_path / "api.log")
-    worker = processes.start(["-m", "app.worker"], env, tmp_path / "worker.log")
+    # The first worker holds its job under a 3 s lease, the next one under the default (a loaded
+    # machine may pause a healthy worker's renewals for more than 3 s).
+    worker = processes.start(["-m", "app.worker"], {**env, "FASHION_JOB_STALE_S": "3"}, tmp_path / "worker.log")
     before = bundle_version(api)
     catalogue = make_catalogue(tmp_path / "big", count=300, prefix="k")
 
@@ -34,22 +36,18 @@ def test_a_worker_killed_mid_reindex_fails_its_job_and_the_next_worker_carries_o
     wait_until(lambda: job_state(api, job_id)["state"] == "running", "the worker to start the job", 60)
     worker.send_signal(signal.SIGKILL)  # in the middle: decode workers starting, nothing written yet
     worker.wait(10)
-
-    job = wait_job(api, job_id, timeout=60)  # settled as failed once its reports stop
-    assert job["state"] == "failed" and "stopped reporting" in job["error"], job
-    assert bundle_version(api) == before
     photo = {"image": ("x.jpg", photo_bytes(), "image/jpeg")}
     answer = httpx.post(api + "/recommend", files=photo, timeout=30)
     assert answer.status_code == 200 and answer.json()["bundle_version"] == before
 
-    # The next worker carries on; an API with the default patience (a loaded machine may pause a
-    # healthy worker's reports for more than the 3 s above) follows its job to the end.
-    api = processes.api(service_env(tiny_checkpoint, bundles_dir, redis_server.url), tmp_path / "api2.log")
+    # Its lease runs out; the job is re-queued (by the API reading it, or the next worker looking)
+    # and the next worker runs it to the end: no resubmission.
     processes.start(["-m", "app.worker"], env, tmp_path / "worker2.log")
-    job_id = httpx.post(api + "/admin/reindex", headers=KEY, json={"catalogue": str(catalogue)}).json()["job_id"]
     job = wait_job(api, job_id, timeout=180)
     assert job["state"] == "succeeded", job
+    assert job["attempts"] == 2 and len(job["requeued"]) == 1 and "stopped renewing" in job["requeued"][0], job
     wait_until(lambda: bundle_version(api) == job["version"], "the new bundle to be served", 30)
+    assert BundleStore(bundles_dir).versions() == sorted([before, job["version"]]), "one bundle published"
 
 
 def test_an_api_restarted_under_load_gives_connection_errors_never_a_wrong_answer(

@@ -1,11 +1,17 @@
 import io
+import time
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.recommender import PhotoJob, RecommendOptions
+from indexer.build import IndexOptions, build_bundle
+from indexer.bundle import BundleStore
+from indexer.catalogue import load_catalogue
 from model.imaging import ImageDecodeError
 from tests.app.conftest import make_settings, photo_bytes
+from tests.helpers import make_catalogue
 
 
 def post(client: TestClient, data: bytes, name: str = "photo.jpg", kind: str = "image/jpeg", **params: object):  # type: ignore[no-untyped-def]
@@ -134,3 +140,54 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
     # the one photo posted, not the warm-up's blank batch
     assert 'fashion_stage_seconds_count{stage="decode"} 1.0' in text
     assert client.get("/openapi.json").json()["paths"]["/recommend"]["post"]["requestBody"]
+
+
+def test_a_photo_with_no_sure_part_gets_its_likeliest_marked_and_nothing_below_the_floor(
+    tiny_checkpoint, bundles_dir
+) -> None:  # type: ignore[no-untyped-def]
+    from app.main import create_app
+
+    sure = make_settings(tiny_checkpoint, bundles_dir, part_threshold=0.0)
+    with TestClient(create_app(sure)) as client:
+        parts = post(client, photo_bytes(), max_parts=3).json()["parts"]
+    assert parts and all(p["confident"] and p["index_label"] == p["label"] for p in parts)
+
+    unsure = make_settings(tiny_checkpoint, bundles_dir, part_threshold=1.0, part_floor=0.0)
+    with TestClient(create_app(unsure)) as client:
+        (part,) = post(client, photo_bytes(), max_parts=3).json()["parts"]
+        assert part["confident"] is False and part["label"] == parts[0]["label"] and part["item"]
+        schema = client.get("/openapi.json").json()["components"]["schemas"]["PartRecommendation"]["properties"]
+        assert {"confident", "index_label"} <= set(schema)
+
+    nothing = make_settings(tiny_checkpoint, bundles_dir, part_threshold=1.0, part_floor=1.0)
+    with TestClient(create_app(nothing)) as client:
+        assert post(client, photo_bytes()).json()["parts"] == []
+
+
+@pytest.mark.parametrize("coordination", ["memory", "redis"])
+def test_a_cached_answer_never_outlives_a_bundle_swap(  # type: ignore[no-untyped-def]
+    coordination: str, tiny_checkpoint, bundles_dir, tmp_path, request: pytest.FixtureRequest
+) -> None:
+    from app.main import create_app
+
+    redis_url = request.getfixturevalue("redis_server").url if coordination == "redis" else None
+    settings = make_settings(tiny_checkpoint, bundles_dir, cache_ttl_s=600, redis_url=redis_url)
+    with TestClient(create_app(settings)) as client:
+        data = photo_bytes(colour="blue")
+        first, again = post(client, data).json(), post(client, data).json()
+        assert not first["cached"] and again["cached"] and again["bundle_version"] == first["bundle_version"]
+        assert {p["item"]["id"][0] for p in first["parts"] if p["item"]} == {"p"}
+
+        # a new catalogue is published (every item id now starts with q) and the service swaps to it
+        catalogue = load_catalogue(make_catalogue(tmp_path / "new", count=6, prefix="q"))
+        new = build_bundle(BundleStore(bundles_dir), tiny_checkpoint, catalogue, IndexOptions(threshold=0.0, workers=0))
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").json()["bundle_version"] != new:
+            assert time.monotonic() < deadline, "the service did not swap to the new bundle"
+            time.sleep(0.05)
+
+        after = post(client, data).json()
+        assert not after["cached"] and after["bundle_version"] == new  # answered afresh, by the new bundle
+        assert {p["item"]["id"][0] for p in after["parts"] if p["item"]} == {"q"}
+        cached = post(client, data).json()
+        assert cached["cached"] and cached["bundle_version"] == new and cached["parts"] == after["parts"]

@@ -124,17 +124,18 @@ def test_a_silent_job_is_settled_once_and_a_finished_one_never(redis_server: Red
         coordinator = RedisCoordinator(redis_server.url)
         try:
             silent, finished = Job.new(JobKind.REINDEX, {}), Job.new(JobKind.REINDEX, {})
-            silent.state, finished.state = "running", "succeeded"
+            silent.state, finished.state = "running", "succeeded"  # running with no lease: its worker is gone
+            silent.attempts = 3
             for job in (silent, finished):
-                job.updated -= 3600
                 await coordinator.save_job(job)
-            settled = await coordinator.settle_stale_job(silent.id, stale_s=60)
+            settled = await coordinator.settle_job(silent.id, max_attempts=3)
             assert settled is not None and settled.state == "failed"
             stored = await coordinator.get_job(silent.id)
-            assert stored is not None and stored.state == "failed" and "stopped reporting" in (stored.error or "")
-            kept = await coordinator.settle_stale_job(finished.id, stale_s=60)
+            assert stored is not None and stored.state == "failed" and "stopped renewing" in (stored.error or "")
+            assert (await coordinator.settle_job(silent.id, max_attempts=3)) == stored  # settled once
+            kept = await coordinator.settle_job(finished.id, max_attempts=3)
             assert kept is not None and kept.state == "succeeded"
-            assert await coordinator.settle_stale_job("no-such-job", stale_s=60) is None
+            assert await coordinator.settle_job("no-such-job", max_attempts=3) is None
         finally:
             await coordinator.close()
 

@@ -71,6 +71,7 @@ def test_bad_uploads_get_clear_errors_and_keep_nothing(client: TestClient, setti
         (upload(client, "x7", photo_bytes(), {"path": "/etc/passwd"}), 422, "invalid_item"),
         (upload(client, "../x8", photo_bytes()), 422, "invalid_item"),
         (upload(client, "-x", photo_bytes()), 422, "invalid_item"),
+        (upload(client, "", photo_bytes()), 422, "invalid_item"),  # the schema's minLength 1, not a made-up id
         (client.post("/admin/items", headers=KEY, data={"id": "x9"}), 415, "unsupported_media_type"),
         (client.post("/admin/items", headers=KEY, files={"other": ("a", b"b")}), 422, "missing_image"),
     ]

@@ -16,7 +16,7 @@ from indexer.bundle import BundleError, BundleStore
 from indexer.catalogue import CatalogueItem, load_catalogue
 from indexer.errors import IndexerError
 from indexer.search import QueryPart, recommend_parts
-from tests.helpers import make_catalogue
+from tests.helpers import add_field, make_catalogue
 
 OPTIONS = IndexOptions(threshold=0.0, max_parts=2, batch_size=4, workers=0)
 
@@ -195,6 +195,32 @@ def test_labels_from_metadata_choose_the_part_indexes(tmp_path: Path, tiny_check
     bundle = store.open()
     assert bundle.items[bundle.keys_by_id["extra"]].metadata["parts"] == ["green"]
     assert bundle.manifest["index"]["counts"]["green"] == 2
+
+
+def test_real_article_types_land_in_their_labels_index_through_the_built_in_map(
+    tmp_path: Path, shop_checkpoint: Path
+) -> None:
+    # The product set's own names, not label names: the table of model/article_types.py runs.
+    types = ["Handbags", "Jeans", "Casual Shoes", "Tshirts", "Backpacks", "Caps", "Dresses", "Perfume and Body Mist"]
+    folder = add_field(make_catalogue(tmp_path / "cat", count=len(types)), "articleType", types)
+    store = BundleStore(tmp_path / "bundles")
+    options = IndexOptions(threshold=0.0, max_parts=3, batch_size=4, workers=0)  # labels_from: articleType
+    build_bundle(store, shop_checkpoint, load_catalogue(folder), options)
+    bundle = store.open()
+    parts = {bundle.items[key].metadata["articleType"]: bundle.items[key].metadata["parts"] for key in bundle.items}
+    assert parts == {
+        "Handbags": ["bag"],
+        "Jeans": ["jeans"],
+        "Casual Shoes": ["shoes"],
+        "Tshirts": ["t-shirt"],
+        "Backpacks": ["bag"],
+        "Caps": ["hat"],
+        "Dresses": ["dress"],
+        "Perfume and Body Mist": [],  # no item label: the global index only, not the model's guess
+    }
+    assert bundle.manifest["index"]["counts"] == {"bag": 2, "dress": 1, "hat": 1, "jeans": 1, "shoes": 1, "t-shirt": 1}
+    bag_ids = {bundle.items[int(key)].id for key in faiss_ids(bundle.part_indexes["bag"])}
+    assert bag_ids == {"p0", "p4"}
 
 
 def test_items_without_the_field_fall_back_to_predictions(tmp_path: Path, tiny_checkpoint: Path) -> None:

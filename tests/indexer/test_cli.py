@@ -3,7 +3,7 @@ from pathlib import Path
 
 from indexer.__main__ import main
 from indexer.bundle import BundleStore
-from tests.helpers import make_catalogue
+from tests.helpers import add_field, make_catalogue
 
 
 def test_cli_build_passes_every_option(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -39,6 +39,7 @@ def test_cli_build_passes_every_option(tmp_path: Path, tiny_checkpoint: Path, ca
         "max_parts": 2,
         "factory": "auto",
         "labels_from": "kind",
+        "category_map": None,
         "engine": "local",
         "runtime": "pytorch",
     }
@@ -64,3 +65,37 @@ def test_cli_refuses_a_bad_factory_or_checkpoint_in_one_line_before_embedding(
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: cannot load the checkpoint {not_ours}:") and "\n" not in error
     assert BundleStore(tmp_path / "b").current_version() is None  # nothing was published
+
+
+def test_cli_build_takes_a_category_map(tmp_path: Path, shop_checkpoint: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = add_field(make_catalogue(tmp_path / "cat", count=4), "category", ["Tee", "Hat", "Pants", "Gift"])
+    shop_map = tmp_path / "map.yaml"
+    shop_map.write_text("Tee: t-shirt\nPants: pants\nGift: none\n")
+    common = [
+        "build",
+        "--catalogue",
+        str(folder),
+        "--checkpoint",
+        str(shop_checkpoint),
+        "--bundles",
+        str(tmp_path / "b"),
+    ]
+    common += ["--workers", "0", "--runtime", "pytorch"]
+    assert main([*common, "--labels-from", "category", "--map", str(shop_map)]) == 0
+    manifest = BundleStore(tmp_path / "b").open().manifest
+    assert manifest["options"]["category_map"] == {
+        "source": str(shop_map),
+        "entries": {"Tee": "t-shirt", "Pants": "pants", "Gift": "none"},
+    }
+    assert manifest["index"]["counts"] == {"hat": 1, "pants": 1, "t-shirt": 1}  # Hat: the built-in name
+    capsys.readouterr()
+
+    assert main([*common, "--labels-from", "", "--map", str(shop_map)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --map names the values of a metadata field: give it with --labels-from FIELD"
+    )
+    shop_map.write_text("Tee: t-shirt\nPants: trousers\n")
+    assert main([*common, "--labels-from", "category", "--map", str(shop_map)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {shop_map}:2: 'trousers' (for 'Pants') is not a part label of the model")
+    assert len(BundleStore(tmp_path / "b").versions()) == 1  # nothing more was published

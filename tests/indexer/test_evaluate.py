@@ -1,7 +1,7 @@
 import numpy as np
 
 from indexer.colours import NAME_TO_FAMILY, family_of_name, family_of_pixels
-from indexer.evaluate import ARTICLE_TYPE_TO_LABEL, QueryResult, Returned, product_label, summarise
+from indexer.evaluate import ARTICLE_TYPE_TO_LABEL, HUB_MIN_ANSWERS, QueryResult, Returned, product_label, summarise
 from model.labels import LABEL_TO_GROUP
 
 
@@ -46,9 +46,19 @@ def test_summary_and_colour_agreement() -> None:
     assert summary["groups"]["precision_at_1_micro"] == 3 / 4  # type: ignore[index]
     # colour pairs: bag black/black, hat red/blue, jeans grey/blue; the top has no item in the photo
     assert summary["colour"] == {"pairs": 3.0, "agreement": 1 / 3}  # type: ignore[comparison-overlap]
-    assert summary["across_queries"] == {"distinct_products": 4, "top_product_share": 1 / 4}
-    hub = summarise([QueryResult(["shoes"], [part("7", "shoes", "shoes")]) for _ in range(3)] + [a])
-    assert hub["across_queries"] == {"distinct_products": 2, "top_product_share": 3 / 4}  # one shoe for all
+    assert summary["across_queries"] == {
+        "distinct_products": 4,
+        "top_product_share": 1 / 4,
+        "max_group_top_share": 0.0,  # no group has HUB_MIN_ANSWERS answers
+        "groups": {},
+    }
+    shoes = [QueryResult(["shoes"], [part(str(i % 4), "shoes", "shoes")]) for i in range(HUB_MIN_ANSWERS * 2)]
+    hub = summarise([QueryResult(["shoes"], [part("7", "shoes", "shoes")]) for _ in range(HUB_MIN_ANSWERS)] + shoes)
+    across = hub["across_queries"]
+    assert across["distinct_products"] == 5 and across["top_product_share"] == 1 / 3  # type: ignore[index]
+    # one shoe answers a third of the footwear answers; the bag's group has too few answers to count
+    assert across["max_group_top_share"] == round(1 / 3, 4)  # type: ignore[index]
+    assert across["groups"] == {"footwear": {"answers": 60, "distinct": 5, "top_share": round(1 / 3, 4)}}  # type: ignore[index]
 
 
 def test_colour_families() -> None:

@@ -1,6 +1,8 @@
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,13 +72,18 @@ def test_trunk_features_run_the_trunk_once_per_key(tmp_path: Path, monkeypatch: 
     photos = sorted((make_catalogue(tmp_path / "catalogue", count=3) / "images").glob("*.jpg"))
     model = model_of()
     runs: list[int] = []
-    trunk_forward = model.trunk_forward
 
-    def counted(images: torch.Tensor) -> list[torch.Tensor]:
-        runs.append(len(images))
-        return trunk_forward(images)
+    def counted(model: PartAttentionNetwork, device: str = "cpu") -> Callable[[torch.Tensor], list[np.ndarray]]:
+        model.eval()  # as the real runner: the trunk's statistics stay
 
-    monkeypatch.setattr(model, "trunk_forward", counted)
+        def run(images: torch.Tensor) -> list[np.ndarray]:
+            runs.append(len(images))
+            with torch.inference_mode():
+                return [level.half().numpy() for level in model.trunk_forward(images)]
+
+        return run
+
+    monkeypatch.setattr("model.features.trunk_runner", counted)
     cache = tmp_path / "cache"
 
     first = trunk_features(model, photos, cache, flips=True, workers=0)

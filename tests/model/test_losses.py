@@ -10,6 +10,7 @@ from model.losses import (
     classification_loss,
     diversity_loss,
     group_presence_loss,
+    group_targets,
     localisation_loss,
     total_loss,
 )
@@ -147,3 +148,42 @@ def test_total_loss_adds_the_weighted_group_term_and_refuses_softmax() -> None:
     torch.testing.assert_close(terms["loss"], terms["cls"] + 0.5 * terms["group"])
     with pytest.raises(ValueError, match="sigmoid"):
         total_loss(out, targets, "softmax", group_weight=0.5, group_membership=membership)
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "asymmetric"])
+def test_unknown_targets_cost_nothing_and_give_no_gradient(kind: str) -> None:
+    scores = torch.tensor([[2.0, -1.0, 0.5], [0.3, 0.2, -2.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    known = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    loss = classification_loss(scores, targets, kind, known)
+    loss.backward()
+    assert scores.grad is not None and float(scores.grad[0, 2]) == 0.0 and float(scores.grad[0, 0]) != 0.0
+    # the mean over the five known entries: what the loss of those entries alone gives
+    flat = classification_loss(scores[known.bool()][None], targets[known.bool()][None], kind)
+    torch.testing.assert_close(loss, flat)
+    torch.testing.assert_close(
+        classification_loss(scores, targets, kind, torch.ones_like(known)), classification_loss(scores, targets, kind)
+    )
+    with pytest.raises(ValueError, match="every label known"):
+        classification_loss(scores, targets, "softmax", known)
+
+
+def test_a_groups_presence_is_known_from_one_present_label_or_all_absent_ones() -> None:
+    # labels shoes, heels (footwear), top (tops), bag (bags)
+    membership = torch.tensor([[1.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    targets = torch.tensor([[0.0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]])
+    known = torch.tensor(
+        [
+            [0.0, 1, 0, 0],  # heels present, nothing else known: footwear present, the rest unknown
+            [1, 0, 1, 1],  # shoes alone on white: footwear present, tops and bags absent
+            [1, 1, 1, 0],  # footwear's labels both absent: footwear absent; bags unknown
+        ]
+    )
+    present, group_known = group_targets(targets, membership, known)
+    assert present.tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 0]]
+    assert group_known.tolist() == [[1, 0, 0], [1, 1, 1], [1, 1, 0]]
+    scores = torch.zeros(3, 4, requires_grad=True)
+    group_presence_loss(scores, targets, membership, known).backward()
+    assert scores.grad is not None
+    assert float(scores.grad[0, 2]) == 0.0 and float(scores.grad[0, 3]) == 0.0  # unknown groups: no gradient
+    assert float(scores.grad[1, 2]) > 0  # a known absent top is pushed down

@@ -298,17 +298,35 @@ def test_query_parts_take_one_part_per_group_ranked_by_the_group_probability() -
     # by label, two of the top three parts would name the same shoes; footwear's probability is
     # 1 - 0.69 * 0.7 = 0.517, above the bag's 0.45; jeans (0.2) is under the threshold
     parts = query_parts(model, out, 0, threshold=0.4)
-    assert [(p.label, round(p.score, 3)) for p in parts] == [("shoes", 0.517), ("bag", 0.45)]
+    assert [(p.label, p.index_label, round(p.score, 3)) for p in parts] == [
+        ("shoes", "shoes", 0.517),
+        ("bag", "bag", 0.45),
+    ]
+    assert all(p.confident for p in parts)
     assert [p.step for p in parts] == [0, 2]  # each found by its own label's crop
     torch.testing.assert_close(parts[1].embedding, out.part_embeddings[0, 2])  # type: ignore[index]
-    # a catalogue without "shoes" products: the footwear part is searched as heels, still first,
-    # by the crop that scored heels
+    # a catalogue without "shoes" products: the footwear part is still the shoes the model saw (its
+    # crop), answered from the heels index, still first
     substituted = query_parts(model, out, 0, threshold=0.4, searchable={"heels", "bag"})
-    assert [(p.label, p.step) for p in substituted] == [("heels", 1), ("bag", 2)]
+    assert [(p.label, p.index_label, p.step) for p in substituted] == [("shoes", "heels", 0), ("bag", "bag", 2)]
     assert round(substituted[0].score, 3) == 0.517  # the group's probability, whichever label is searched
     assert query_parts(model, out, 0, threshold=0.0, searchable=set()) == []
     assert [p.label for p in query_parts(model, out, 0, threshold=0.0, max_parts=1)] == ["shoes"]
-    assert query_parts(model, out, 0, threshold=0.4, searchable={"jeans"}) == []
+    assert query_parts(model, out, 0, threshold=0.4, searchable={"jeans"}, floor=None) == []
+
+
+def test_a_photo_with_no_sure_part_gets_its_likeliest_one_unless_nothing_is_there() -> None:
+    model = PartAttentionNetwork(tiny_config(labels=["shoes", "heels", "bag", "jeans"], steps=4)).eval()
+    out = _output_with_probabilities([0.1, 0.05, 0.3, 0.2])
+    (part,) = query_parts(model, out, 0, threshold=0.6, floor=0.2)
+    assert (part.label, part.confident, round(part.score, 2)) == ("bag", False, 0.3)
+    # only searchable groups compete: without bags, the jeans are the likeliest
+    (part,) = query_parts(model, out, 0, threshold=0.6, floor=0.15, searchable={"jeans", "shoes"})
+    assert (part.label, part.confident) == ("jeans", False)
+    assert query_parts(model, out, 0, threshold=0.6, floor=0.31) == []  # below the floor: nothing to wear
+    assert query_parts(model, out, 0, threshold=0.6, floor=None) == []  # no fallback at all
+    # one sure part: no unsure ones beside it
+    assert [(p.label, p.confident) for p in query_parts(model, out, 0, threshold=0.25, floor=0.0)] == [("bag", True)]
 
 
 def test_query_parts_sum_softmax_probabilities_of_a_group() -> None:

@@ -43,7 +43,7 @@ def product_set(root: Path, per_type: int = 40) -> Path:
 
 def test_products_are_read_and_split_without_overlap(tmp_path: Path) -> None:
     products = read_products(product_set(tmp_path / "products", per_type=10))
-    assert {category for _, _, category in products} == {"bag", "belt", "jeans", OTHER}
+    assert {p.category for p in products} == {"bag", "belt", "jeans", OTHER}
     train, val, held = split_products(len(products))
     assert len(held) == 3 and len(val) == 3 and len(train) == 25
     assert not (set(train) & set(held)) and not (set(val) & set(held))

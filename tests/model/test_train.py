@@ -9,9 +9,8 @@ from PIL import Image
 
 from model.checkpoint import load_checkpoint
 from model.data import Sample
-from model.imaging import letterbox_placement
 from model.network import NetworkOutput, PartAttentionNetwork
-from model.train import TrainConfig, Trainer, cosine_lr, photo_items, region_on_frame, train, with_offset
+from model.train import TrainConfig, Trainer, cosine_lr, train, with_offset
 from tests.helpers import tiny_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
@@ -51,7 +50,7 @@ def test_short_training_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
     assert len(history) == 10
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert payload["metrics"]["validation"]["labels"]["map"] >= max(h["val_map"] for h in history) - 1e-9
-    assert list((tmp_path / "cache").glob("trunk-*.pt")), "frozen mode caches trunk maps"
+    assert list((tmp_path / "cache").glob("views-*/done.json")), "frozen mode caches trunk maps"
 
     # a longer run resumes from epoch 10 instead of starting again
     cfg.epochs, cfg.resume = 12, True
@@ -116,26 +115,6 @@ def test_cosine_schedule() -> None:
     assert abs(cosine_lr(100, 100, 1.0, 10)) < 1e-12
 
 
-def test_item_regions_land_where_the_letterbox_puts_the_photo(tmp_path: Path) -> None:
-    # A 200 x 100 photo in a 256 x 384 input sits in rows 128-255 (cells 16-31 of 48); its item
-    # fills the photo's left half (cells 0-15 of 32 across).
-    region = np.zeros((13, 25), dtype=np.float32)  # 8-pixel cells of the 100 x 200 photo
-    region[:, :12] = 1.0
-    placement = letterbox_placement(200, 100, (384, 256))[0]
-    on_frame = region_on_frame(region, placement, (384, 256))
-    assert on_frame.shape == (48, 32)
-    assert float(on_frame[:15].sum()) == 0 and float(on_frame[33:].sum()) == 0  # the padding (edges blend)
-    assert float(on_frame[17:31, 1:14].min()) == 1 and float(on_frame[17:31, 17:].max()) == 0
-
-    path = tmp_path / "photo.png"
-    Image.new("RGB", (200, 100)).save(path)
-    sample = Sample(path, ["bag"], boxes={"bag": (0.0, 0.0, 96.0, 100.0)}, regions={"bag": region})
-    (label, box, plain), (_, mirrored_box, mirrored) = (items[0] for items in photo_items(sample, ["bag"], (384, 256)))
-    assert label == 0 and plain is not None and mirrored is not None
-    assert torch.equal(mirrored, plain.flip(-1))
-    assert float(mirrored_box[0]) == -float(box[2])
-
-
 def test_init_seed_changes_the_start_and_keeps_the_validation_split(tmp_path: Path) -> None:
     samples = generated_samples(tmp_path, count=24)
     runs = []
@@ -162,3 +141,35 @@ def test_init_seed_changes_the_start_and_keeps_the_validation_split(tmp_path: Pa
         torch.equal(a, b)
         for a, b in zip(first, [p for n, p in runs[2]["state_dict"].items() if "encoding" in n], strict=True)
     )
+
+
+def test_the_second_stage_adds_product_photos_and_reframed_views(tmp_path: Path) -> None:
+    from model.products import product_split
+    from tests.model.test_products import product_set
+
+    samples = generated_samples(tmp_path, 24)
+    root = product_set(tmp_path / "products", per_type=10)
+    labels = [*COLOURS, "bag", "jeans"]
+    cfg = quick_config(tmp_path, epochs=2, adapt_epochs=1, products=root, products_per_epoch=12, reframes=2, look=False)
+    best = train(tiny_config(classification="sigmoid", pretrained=True, labels=labels), cfg, samples)
+    first = load_checkpoint(tmp_path / "run" / "first-stage" / "last.pt")[1]
+    second = load_checkpoint(tmp_path / "run" / "last.pt")[1]
+    assert len(first["history"]) == 2 and "val_products" not in first["history"][-1]  # CCP as shot only
+    assert second["training"]["init_from"] == str(tmp_path / "run" / "first-stage" / "best.pt")
+    validation_products = len(product_split(root, labels, "validation"))
+    assert second["history"][-1]["val_products"]["products"] == validation_products > 0
+    assert load_checkpoint(best)[0].config.product_labels  # the product head, fitted after
+
+
+def test_a_second_stage_starts_from_a_checkpoint(tmp_path: Path) -> None:
+    samples = generated_samples(tmp_path, 24)
+    model_cfg = tiny_config(classification="sigmoid", pretrained=True)
+    first = train(model_cfg, quick_config(tmp_path, epochs=2), samples)
+    start = load_checkpoint(first)[0].state_dict()
+    cfg = quick_config(tmp_path, out=tmp_path / "second", epochs=1, lr=1e-9, warmup_epochs=0, init_from=first)
+    second = load_checkpoint(train(model_cfg, cfg, samples))[0].state_dict()
+    learnt = [k for k in start if "head." in k and "running" not in k and "num_batches" not in k]
+    moved = max(float((second[k].float() - start[k].float()).abs().max()) for k in learnt)
+    assert moved < 1e-2  # a step of almost nothing from where the first stage ended, not from afresh
+    with pytest.raises(ValueError, match="other labels"):
+        train(tiny_config(classification="sigmoid", pretrained=True, labels=["a", "b"]), cfg, samples)

@@ -1,0 +1,202 @@
+"""The service on Ray Serve: the same FastAPI app, replicated over the nodes of a Ray cluster.
+
+    python -m app --engine ray-serve [--address auto] [--host 0.0.0.0] [--port 8000]   # or python -m app.serve
+    serve run app.serve:application serve_num_replicas=2     # Serve's own CLI; a KubeRay RayService's import_path
+
+Each replica runs the app ``app.main.create_app`` builds for uvicorn, behind Serve's FastAPI ingress
+(``@serve.deployment`` + ``@serve.ingress``): the same routes, answers, errors and OpenAPI document,
+and the same lifespan, so a replica loads the same recommender and runs the same coordination as a
+uvicorn process. Batching: the project's micro-batcher, inside each replica, groups the requests
+that replica has in hand (``FASHION_SERVE_MAX_ONGOING_REQUESTS``) into one forward, exactly as it
+does under uvicorn; Serve's router balances requests between replicas.
+
+Bundle swaps reach every replica through the coordination the uvicorn service already has: with
+``FASHION_REDIS_URL``, the Redis announcement channel (at once) and the bundle pointer poll
+(``FASHION_BUNDLE_POLL_S``, the safety net); without Redis, each replica's poll of the bundle
+store's pointer on disk. Replicas already share the bundle store (the path they all mount), and the
+admin jobs, their states and the response cache need one shared place: so more than one replica
+needs Redis, as several uvicorn processes do. A request takes its replica's live bundle once and
+keeps it to the end (``Recommender.recommend``): a swap never mixes two bundles in one answer.
+
+Settings are read once, here (from FASHION_* and ``.env``), and handed to every replica whole, with
+paths made absolute: a replica's working directory and environment are its Ray worker's, not this
+shell's. Every node must read the checkpoint, the bundle store and the catalogue at those paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import ray
+from fastapi import FastAPI, Request, Response
+from ray import serve
+from ray.serve import Application
+
+from app.main import create_app
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("app.serve")
+
+APP_NAME = "fashion"
+DEPLOYMENT = "FashionService"
+REPLICA_HEADER = "X-Serve-Replica"  # which replica answered: Serve's replica id (serve status lists them)
+
+
+class ServeSettingsError(ValueError):
+    """The settings cannot run on Serve as they are."""
+
+
+@serve.deployment(name=DEPLOYMENT, graceful_shutdown_timeout_s=30, health_check_period_s=10)
+@serve.ingress()
+class FashionService:
+    """One replica: the uvicorn service's app, built in the replica (its model and bundle load in the
+    app's lifespan, which Serve runs before the replica takes requests)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = Settings(**settings)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        app = create_app(self.settings)
+        replica = serve.get_replica_context().replica_id.unique_id
+
+        @app.middleware("http")
+        async def name_the_replica(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            response = await call_next(request)
+            response.headers[REPLICA_HEADER] = replica
+            return response
+
+        return app
+
+
+def replica_settings(settings: Settings) -> dict[str, Any]:
+    """Every field of ``settings``, paths absolute, as the replicas' constructor argument."""
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, Path):
+            return value.absolute()
+        if isinstance(value, list):
+            return [absolute(v) for v in value]
+        return value
+
+    return {name: absolute(getattr(settings, name)) for name in Settings.model_fields}
+
+
+def most_replicas(settings: Settings) -> int:
+    return settings.serve_autoscaling_max or settings.serve_num_replicas
+
+
+def deployment_options(settings: Settings) -> dict[str, Any]:
+    """Serve's options for the deployment: replicas (fixed or autoscaled), requests per replica, and
+    the resources each replica reserves (one GPU each where FASHION_SERVE_NUM_GPUS=1)."""
+    options: dict[str, Any] = {
+        "max_ongoing_requests": settings.serve_max_ongoing_requests,
+        "max_queued_requests": settings.serve_max_queued_requests,
+        "ray_actor_options": {"num_cpus": settings.serve_num_cpus, "num_gpus": settings.serve_num_gpus},
+    }
+    if settings.serve_autoscaling_max is not None:
+        low = settings.serve_autoscaling_min
+        options["autoscaling_config"] = {
+            "min_replicas": 1 if low is None else low,
+            "max_replicas": settings.serve_autoscaling_max,
+            "target_ongoing_requests": settings.serve_target_ongoing_requests,
+        }
+    else:
+        options["num_replicas"] = settings.serve_num_replicas
+    return options
+
+
+def check(settings: Settings) -> None:
+    """Refuse what cannot serve as the uvicorn service does (ServeSettingsError says why)."""
+    if most_replicas(settings) > 1 and not settings.redis_url:
+        raise ServeSettingsError(
+            "more than one replica needs FASHION_REDIS_URL: admin jobs, their states and the response cache "
+            "must be shared by the replicas (bundle swaps alone would reach them through the bundle pointer)"
+        )
+
+
+def build(settings: Settings) -> Application:
+    """The Serve application of the service under ``settings``."""
+    check(settings)
+    if settings.serve_num_gpus > 0 and not settings.device.startswith("cuda"):
+        log.warning("FASHION_SERVE_NUM_GPUS with FASHION_DEVICE=%s: each replica's GPU is idle", settings.device)
+    deployment = FashionService.options(**deployment_options(settings))  # type: ignore[attr-defined]
+    return deployment.bind(replica_settings(settings))
+
+
+def application(args: dict[str, str] | None = None) -> Application:
+    """Serve's application builder (``serve run app.serve:application``, ``serve deploy``, a KubeRay
+    RayService's ``import_path``): settings from this process's environment, ``args`` (setting names,
+    e.g. ``serve_num_replicas=2``) on top."""
+    return build(Settings(**args) if args else get_settings())  # type: ignore[arg-type]
+
+
+def deploy(settings: Settings, name: str = APP_NAME) -> None:
+    """Deploy (or update in place) the application on the Ray cluster this process is connected to,
+    at the route ``/``; returns once every replica is up (its model and bundle loaded)."""
+    serve.run(build(settings), name=name, route_prefix="/", blocking=False)
+
+
+def run(
+    settings: Settings,
+    address: str | None,
+    host: str,
+    port: int,
+    proxy_location: str = "EveryNode",
+    detach: bool = False,
+) -> None:
+    """Connect to the cluster at ``address`` (else FASHION_RAY_ADDRESS, else RAY_ADDRESS, else start
+    a local one), start Serve's HTTP proxies on ``host:port`` and deploy. Then wait for SIGTERM or
+    Ctrl-C, and delete the application (a local Ray stops with this process); ``detach`` leaves it
+    running on the cluster and returns."""
+    try:
+        check(settings)
+    except ServeSettingsError as exc:
+        raise SystemExit(str(exc)) from None
+    address = address or settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if detach and not address:
+        raise SystemExit("--detach leaves the application on a running cluster: give its --address")
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)  # a container's PID 1 would otherwise ignore SIGTERM
+    signal.signal(signal.SIGINT, _stop)
+    ray.init(address=address, logging_level=logging.WARNING)
+    try:
+        # Serve's HTTP options hold from its first start on a cluster; a running Serve keeps its own.
+        serve.start(proxy_location=proxy_location, http_options={"host": host, "port": port})
+        deploy(settings)
+        log.info("serving %s with Ray Serve at http://%s:%d (%s)", APP_NAME, host, port, describe(settings))
+        if detach:
+            return
+        stop.wait()
+        log.info("stopping: deleting the application %s", APP_NAME)
+        serve.delete(APP_NAME)
+    finally:
+        ray.shutdown()
+
+
+def describe(settings: Settings) -> str:
+    options = deployment_options(settings)
+    scale = options.get("autoscaling_config") or f"{options['num_replicas']} replica(s)"
+    return f"{scale}, {options['ray_actor_options']} each"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m app.serve ...``: ``python -m app --engine ray-serve ...``."""
+    from app.__main__ import main as serve_main
+
+    serve_main(["--engine", "ray-serve", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""A part's look: the vector a part is searched by, describing its item (colour, pattern, material,
+shape) so that the nearest product looks like it, not only is of its kind.
+
+For each attended crop, and for the whole photo:
+- the frozen trunk's maps sampled inside the crop (both levels, on a small grid) and pooled (mean
+  and max), projected by a small network trained instance-level on product photos (InfoNCE between
+  a product's catalogue photo and its re-shot views, model.look_training), L2-normalised;
+- a colour histogram of the crop's pixels: each pixel softly assigned to a fixed palette in CIELAB,
+  weighted towards the crop's centre, the white studio backdrop (and the letterbox padding) left
+  out; square-rooted (Hellinger) and L2-normalised;
+- the two concatenated, the colour with ``look_colour_weight`` of the squared length.
+
+The vectors are unit length: FAISS's L2 distance between two is 2 − 2·cosine, as before.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.attention import crop_grid
+from model.config import ModelConfig
+
+FEATURE_GRID = (6, 4)  # samples of each trunk map per crop (rows, columns): a crop is a portrait window
+COLOUR_GRID = (24, 16)  # pixels of the photo sampled per crop for its colours
+PALETTE_LEVELS = 4  # palette: this many levels of each of R, G, B (64 colours)
+COLOUR_SIGMA = 12.0  # CIELAB units: how softly a pixel is shared between palette colours
+BACKDROP = 0.93  # a pixel at least this bright in every channel is backdrop (catalogue white, padding)
+CENTRE_SIGMA = 0.6  # the centre weighting's spread, in the crop's half-sizes
+
+
+def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) sRGB in [0, 1] -> CIELAB (D65), in torch (so it exports with the network)."""
+    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(1e-6) ** 2.4, rgb / 12.92)
+    matrix = torch.tensor(
+        [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]], dtype=rgb.dtype
+    )
+    xyz = linear @ matrix.t() / torch.tensor([0.95047, 1.0, 1.08883], dtype=rgb.dtype)
+    delta = 6 / 29
+    f = torch.where(xyz > delta**3, xyz.clamp_min(1e-9) ** (1 / 3), xyz / (3 * delta**2) + 4 / 29)
+    return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def palette() -> torch.Tensor:
+    """(P, 3) CIELAB anchors: an even grid of sRGB colours."""
+    levels = (torch.arange(PALETTE_LEVELS, dtype=torch.float32) + 0.5) / PALETTE_LEVELS
+    rgb = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    return srgb_to_lab(rgb)
+
+
+def colour_histogram(images: torch.Tensor, transforms: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) photos in [0, 1] and (B, K, 4) crops -> (B, K, P) unit-length colour
+    histograms of each crop's pixels (square-rooted shares of the palette)."""
+    B, K, _ = transforms.shape
+    rows, cols = COLOUR_GRID
+    grid = crop_grid(transforms.flatten(0, 1), rows, cols)  # (B*K, rows, cols, 2)
+    photos = images.repeat_interleave(K, 0)
+    pixels = F.grid_sample(photos, grid, align_corners=False, padding_mode="border")  # (B*K, 3, rows, cols)
+    pixels = pixels.flatten(2).transpose(1, 2)  # (B*K, N, 3)
+    lab = srgb_to_lab(pixels.clamp(0, 1))
+    distance = (lab.unsqueeze(-2) - anchors).pow(2).sum(-1)  # (B*K, N, P)
+    share = torch.softmax(-distance / (2 * COLOUR_SIGMA**2), -1)
+    ys = ((torch.arange(rows, dtype=images.dtype) * 2 + 1) / rows - 1).view(rows, 1)
+    xs = ((torch.arange(cols, dtype=images.dtype) * 2 + 1) / cols - 1).view(1, cols)
+    centre = torch.exp(-(ys**2 + xs**2) / (2 * CENTRE_SIGMA**2)).flatten()  # (N,)
+    visible = ((BACKDROP - pixels.amin(-1)) / 0.01).clamp(0, 1)  # (B*K, N): 1 below the backdrop's brightness
+    # Weighted by each factor in turn: OpenVINO's saved model computes a reduction over their
+    # product (centre * visible, one tensor) wrongly. The sum needs no division: the vector is
+    # normalised after.
+    histogram = (share * visible.unsqueeze(-1) * centre.view(1, -1, 1)).sum(1) + 1e-9  # (B*K, P)
+    return F.normalize(histogram.clamp_min(0).sqrt(), dim=-1).view(B, K, -1)
+
+
+def pooled_crop_features(trunk_maps: list[torch.Tensor], transforms: torch.Tensor) -> torch.Tensor:
+    """Trunk maps and (B, K, 4) crops -> (B, K, 2 * sum(C)) each level's mean and max inside each crop."""
+    B, K, _ = transforms.shape
+    rows, cols = FEATURE_GRID
+    grid = crop_grid(transforms.flatten(0, 1), rows, cols)  # (B*K, rows, cols, 2)
+    pooled = []
+    for level in trunk_maps:
+        samples = F.grid_sample(level.float().repeat_interleave(K, 0), grid, align_corners=False)  # (B*K, C, r, c)
+        pooled += [samples.mean((-2, -1)), samples.amax((-2, -1))]
+    return torch.cat(pooled, -1).view(B, K, -1)
+
+
+WHOLE = (1.0, 1.0, 0.0, 0.0)  # the transform of the whole photo: (s_x, s_y, t_x, t_y)
+
+
+class LookHead(nn.Module):
+    """Trunk maps, photos and crops -> unit-length look vectors, (B, K, look_dim + P)."""
+
+    anchors: torch.Tensor
+
+    def __init__(self, config: ModelConfig, trunk_channels: list[int]) -> None:
+        super().__init__()
+        if config.look_dim < 1:
+            raise ValueError("a look head needs look_dim >= 1")
+        if not 0 <= config.look_colour_weight < 1:
+            raise ValueError("look_colour_weight is a share of the vector: in [0, 1)")
+        features = 2 * sum(trunk_channels)
+        self.project = nn.Sequential(
+            nn.BatchNorm1d(features),
+            nn.Linear(features, config.look_hidden),
+            nn.ReLU(),
+            nn.Linear(config.look_hidden, config.look_dim),
+        )
+        self.colour_weight = config.look_colour_weight
+        self.register_buffer("anchors", palette(), persistent=False)
+
+    @property
+    def colours(self) -> int:
+        return int(self.anchors.shape[0])
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., F) pooled crop features -> (..., look_dim) unit-length learnt part of the vector."""
+        shape = features.shape[:-1]
+        return F.normalize(self.project(features.reshape(-1, features.shape[-1])), dim=-1).view(*shape, -1)
+
+    def combine(self, learnt: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+        """The look vector: the learnt part and the colour histogram, weighted (unit length)."""
+        return torch.cat([learnt * math.sqrt(1 - self.colour_weight), colour * math.sqrt(self.colour_weight)], -1)
+
+    def forward(
+        self, trunk_maps: list[torch.Tensor], images: torch.Tensor, transforms: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, L) look vectors of the crops and (B, L) of the whole photo."""
+        B = transforms.shape[0]
+        whole = torch.tensor(WHOLE, dtype=transforms.dtype, device=transforms.device).expand(B, 1, 4)
+        crops = torch.cat([transforms, whole], 1)  # (B, K + 1, 4)
+        looks = self.combine(
+            self.embed(pooled_crop_features(trunk_maps, crops)), colour_histogram(images, crops, self.anchors)
+        )
+        return looks[:, :-1], looks[:, -1]

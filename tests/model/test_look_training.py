@@ -1,0 +1,79 @@
+"""Instance-level training of the look head: InfoNCE pulls a product's views together."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.look import LookHead
+from model.look_training import LookConfig, info_nce, label_pools, ranks, train_projection
+from model.products import Product
+from tests.helpers import tiny_config
+
+
+def test_info_nce_is_low_when_each_view_is_nearest_its_own_product() -> None:
+    anchors = torch.eye(3)
+    index = torch.tensor([0, 1, 2, 2])
+    right = info_nce(torch.eye(3)[index], anchors, index, temperature=0.1)
+    wrong = info_nce(torch.eye(3)[torch.tensor([1, 2, 0, 0])], anchors, index, temperature=0.1)
+    assert float(right) < 0.01 < 5 < float(wrong)
+
+
+def test_training_brings_views_to_their_products() -> None:
+    # 40 products, each a random feature vector; its re-shot views are noisy copies
+    torch.manual_seed(0)
+    products = torch.randn(40, 20)
+    owner = torch.arange(40).repeat(3)
+    views = products[owner] + 0.8 * torch.randn(120, 20)
+    config = tiny_config(look_dim=8, look_hidden=32)
+    head = LookHead(config, [4, 6])  # 2 * (4 + 6) = 20 features
+    cfg = LookConfig(epochs=40, batch_size=32, lr=3e-3)
+    history = train_projection(head, products, views, owner, cfg)
+    assert history[-1] < history[0]
+    with torch.inference_mode():
+        found = ranks(
+            head.embed(views).numpy(), head.embed(products).numpy(), owner.numpy(), [np.arange(40)] * len(views)
+        )
+    assert float(np.mean(found == 0)) > 0.8
+
+
+def test_label_pools_hold_each_categorys_products(tmp_path: Path) -> None:
+    products = [Product(str(i), tmp_path / f"{i}.jpg", label, False) for i, label in enumerate(["top", "bag", "top"])]
+    pools = label_pools(products)
+    assert pools["top"].tolist() == [0, 2] and pools["bag"].tolist() == [1]
+
+
+def test_a_look_head_is_trained_on_a_product_set_and_written_into_the_checkpoint(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.look_training import add_trained_look_head
+    from model.network import PartAttentionNetwork, select_parts
+    from tests.model.test_products import product_set
+
+    root = product_set(tmp_path / "products", per_type=12)
+    streets = []
+    for i in range(3):
+        streets.append(tmp_path / f"street{i}.jpg")
+        Image.new("RGB", (60, 90), (90 + 40 * i, 90, 90)).save(streets[-1])
+    model = PartAttentionNetwork(tiny_config(labels=["bag", "jeans", "belt"], pretrained=True)).eval()
+    checkpoint = save_checkpoint(tmp_path / "best.pt", model, with_trunk=False, metrics={"validation": {"x": 1}})
+    cfg = LookConfig(reshots=2, epochs=3, batch_size=16, look_dim=8, hidden=16)
+
+    import model.look_training as look_training
+
+    original = look_training.street_photos
+    look_training.street_photos = lambda data=None: streets  # type: ignore[assignment]
+    try:
+        add_trained_look_head(checkpoint, root, cache=tmp_path / "cache", workers=0, cfg=cfg)
+    finally:
+        look_training.street_photos = original  # type: ignore[assignment]
+    loaded, payload = load_checkpoint(checkpoint)
+    assert loaded.config.look_dim == 8 and loaded.config.look_colour_weight == cfg.colour_weight
+    assert payload["metrics"]["validation"] == {"x": 1}  # what was there is kept
+    look = payload["metrics"]["look"]
+    assert len(look["history"]) == 3 and 0 <= look["validation_reshot"]["r1"] <= 1
+    with torch.inference_mode():
+        out = loaded(torch.rand(1, 3, 64, 48))
+    (part,) = select_parts(loaded, out, 0, labels=["bag"])
+    assert part.embedding.shape == (8 + 64,)
