@@ -155,7 +155,11 @@ class RayCluster:
             ]
         else:
             where = [f"--address={self.address}"]
-        self.nodes.append(self.started.start(name, [tool("ray"), "start", *where, *common]))
+        # The clients all enter through the head's proxy here; Serve's proxy prefers replicas on its own
+        # node (while they have room), which would leave the second node's replica idle. A cluster with a
+        # load balancer over every node's proxy keeps the preference.
+        env = {**os.environ, "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
+        self.nodes.append(self.started.start(name, [tool("ray"), "start", *where, *common], env))
         wanted = len(self.nodes)
         wait_for(lambda: len(self.alive_nodes()) >= wanted, f"Ray node {name} to join", 120)
 
@@ -280,10 +284,14 @@ def side_by_side(
         results.append(this_round)
         print(json.dumps(this_round), flush=True)
 
+    return results, summarise_rounds(results)
+
+
+def summarise_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
     def mean(engine: str, level: int, key: str) -> float:
         return round(statistics.mean(r[engine][level][key] for r in results), 2)
 
-    summary = {
+    return {
         "one_replica_ratio": round(mean("ray_serve", 1, "photos_per_s") / mean("uvicorn", 1, "photos_per_s"), 3),
         "p50_1_client_ms": {"uvicorn": mean("uvicorn", 0, "p50_ms"), "ray_serve": mean("ray_serve", 0, "p50_ms")},
         "photos_per_s_16_clients": {
@@ -292,7 +300,6 @@ def side_by_side(
         },
         "failed_requests": sum(level["failed"] for r in results for e in ("uvicorn", "ray_serve") for level in r[e]),
     }
-    return results, summary
 
 
 class Load:
@@ -567,6 +574,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="side-by-side rounds (alternating which goes first)")
     parser.add_argument("--slice", type=int, default=300, help="products the reindex under load indexes")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "ray_serve.json")
+    parser.add_argument(
+        "--side-by-side-from", type=Path, default=None, help="reuse the side-by-side rounds of this run's log"
+    )
     args = parser.parse_args()
 
     _, test = ClothingCoParsing(data_dir() / "ccp").split()
@@ -588,10 +598,18 @@ def main() -> None:
         "logs": str(work / "logs"),
     }
     try:
-        rounds, summary = side_by_side(started, env, photos, args.rounds)
-        report |= summary
+        if args.side_by_side_from is not None:
+            lines = args.side_by_side_from.read_text().splitlines()
+            rounds = [json.loads(line) for line in lines if line.startswith('{"round"')]
+            report["side_by_side_from"] = str(args.side_by_side_from)
+        else:
+            rounds, _ = side_by_side(started, env, photos, args.rounds)
+        report |= summarise_rounds(rounds)
         report["side_by_side_rounds"] = rounds
-        report["two_node_cluster"] = two_nodes(started, env, photos, work, args.bundles.resolve(), args.slice)
+        try:
+            report["two_node_cluster"] = two_nodes(started, env, photos, work, args.bundles.resolve(), args.slice)
+        except Exception as error:  # recorded: the side-by-side figures stand on their own
+            report["two_node_cluster"] = {"error": f"{type(error).__name__}: {error}"}
     finally:
         started.stop_all()
         report["commands"] = started.commands
