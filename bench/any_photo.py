@@ -47,10 +47,9 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serve_latency import serving  # noqa: E402
 
-from indexer.colours import family_of_name  # noqa: E402
-from indexer.evaluate import QueryResult, Returned, item_colours, summarise, type_colours  # noqa: E402
+from indexer.evaluate import QueryResult, item_colours, summarise, type_colours  # noqa: E402
+from indexer.evaluate import returned as evaluated  # noqa: E402
 from indexer.search import DEFAULT_MAX_PARTS, Match  # noqa: E402
-from model.article_types import ARTICLE_TYPE_TO_LABEL  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data import ClothingCoParsing, Sample, data_dir  # noqa: E402
 from model.framing import EVAL_FRAMINGS, eval_reframe  # noqa: E402
@@ -256,17 +255,7 @@ def as_results(queries: Sequence[Query], answers: Sequence[dict[str, Any]]) -> l
             item = part.get("item")
             if item is None:
                 continue
-            match = Match(item["id"], item["distance"], item["metadata"])
-            metadata = match.metadata
-            returned.append(
-                Returned(
-                    match.item_id,
-                    part["label"],
-                    ARTICLE_TYPE_TO_LABEL.get(str(metadata.get("articleType", ""))),
-                    family_of_name(metadata.get("baseColour", "")),
-                    str(metadata.get("articleType", "")),
-                )
-            )
+            returned.append(evaluated(Match(item["id"], item["distance"], item["metadata"]), part["label"]))
         results.append(QueryResult(q.labels, returned, q.colours))
     return results
 

@@ -45,18 +45,18 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.bundle import Bundle, BundleStore  # noqa: E402
-from indexer.colours import family_of_name  # noqa: E402
 from indexer.evaluate import (  # noqa: E402
     QueryPhoto,
     QueryResult,
-    Returned,
     query_photos,
     run_queries,
     summarise,
     type_colours,
 )
-from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS  # noqa: E402
-from model.article_types import ARTICLE_TYPE_TO_LABEL  # noqa: E402
+from indexer.evaluate import (
+    returned as evaluated,
+)
+from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
 from model.features import trunk_features  # noqa: E402
@@ -260,16 +260,8 @@ def rival_ccp(
             for row in rival.ranked(str(part.index_label), query):
                 if int(row) not in taken:
                     taken.add(int(row))
-                    meta = metadata.get(products[int(row)].id, {})
-                    returned.append(
-                        Returned(
-                            products[int(row)].id,
-                            part.label,
-                            ARTICLE_TYPE_TO_LABEL.get(meta.get("articleType", "")),
-                            family_of_name(meta.get("baseColour", "")),
-                            meta.get("articleType", ""),
-                        )
-                    )
+                    product = products[int(row)].id
+                    returned.append(evaluated(Match(product, 0.0, metadata.get(product, {})), part.label))
                     break
         results.append(QueryResult(photo.sample.labels, returned, photo.colours))
     return results

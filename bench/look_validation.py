@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from indexer.colours import family_of_name
-from indexer.evaluate import QueryResult, Returned, item_colours, summarise
-from indexer.search import DEFAULT_MAX_PARTS
-from model.article_types import ARTICLE_TYPE_TO_LABEL
+from indexer.evaluate import QueryResult, item_colours, summarise
+from indexer.evaluate import returned as evaluated
+from indexer.search import DEFAULT_MAX_PARTS, Match
 from model.checkpoint import load_checkpoint
 from model.data import ClothingCoParsing, Sample, data_dir
 from model.evaluate import validation_split
@@ -122,16 +121,8 @@ def shop_the_look(
                 for row in pool[np.argsort(-(catalogue[pool] @ query))]:
                     if int(row) not in taken:
                         taken.add(int(row))
-                        meta = metadata[int(row)]
-                        returned.append(
-                            Returned(
-                                products[int(row)].id,
-                                part.label,
-                                ARTICLE_TYPE_TO_LABEL.get(meta.get("articleType", "")),
-                                family_of_name(meta.get("baseColour", "")),
-                                meta.get("articleType", ""),
-                            )
-                        )
+                        match = Match(products[int(row)].id, 0.0, metadata[int(row)])
+                        returned.append(evaluated(match, part.label))
                         break
         results.append(QueryResult(sample.labels, returned, photo_colours))
     report = summarise(results)
