@@ -15,8 +15,8 @@ category's group is model.labels.group_of (``other`` its own group),
   never trained on;
 - ``ccp_crops_group_top1``: on item crops of the even-numbered (test) CCP pixel-level photos, as
   products of an unseen photography: one crop per item label of a photo whose mask gives it at
-  least MIN_CROP_PIXELS pixels, cut by the box of those pixels grown by CROP_MARGIN of its size on
-  each side (clipped to the photo); the truth is the label's group.
+  least MIN_CROP_PIXELS (model.data) pixels, cut by the box of those pixels grown by CROP_MARGIN of its
+  size on each side (clipped to the photo); the truth is the label's group.
 ``--before CKPT`` measures a second checkpoint (the committed head) the same way, beside it.
 """
 
@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,9 +53,6 @@ from model.progress import configure_logging  # noqa: E402
 from tests.indexer.bad_maps import BAD_MAPS  # noqa: E402  (the bad maps the tests feed the loader)
 
 log = logging.getLogger("bench.new_shop")
-
-MIN_CROP_PIXELS = 2000  # an item's mask pixels in a CCP photo for its crop to count
-CROP_MARGIN = 0.10  # of the item box's width and height, added on each side
 
 
 def bad_maps_tried(labels: Sequence[str]) -> dict[str, Any]:
@@ -119,22 +115,15 @@ def held_out_products(root: Path) -> tuple[list[Path], list[str]]:
 
 
 def ccp_item_crops(ccp_root: Path) -> Iterator[tuple[bytes, str]]:
-    """(PNG crop, item label) of every item of the even-numbered pixel-level photos."""
+    """(PNG crop, item label) of every item of the even-numbered pixel-level photos
+    (ClothingCoParsing.item_crops), encoded as a shop's upload would be."""
     ccp = ClothingCoParsing(ccp_root)
     for mask_path in sorted((ccp_root / "annotations" / "pixel-level").glob("*.mat")):
         if int(mask_path.stem) % 2:
             continue  # odd-numbered: training photos
-        mask = ccp.read_mask(mask_path)
-        photo = Image.open(ccp_root / "photos" / f"{mask_path.stem}.jpg").convert("RGB")
-        for label in ccp.mask_labels(mask):
-            ys, xs = np.nonzero(ccp.item_mask(mask, label))
-            if len(xs) < MIN_CROP_PIXELS:
-                continue
-            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-            dx, dy = CROP_MARGIN * (x1 - x0), CROP_MARGIN * (y1 - y0)
-            box = (max(0, x0 - dx), max(0, y0 - dy), min(photo.width, x1 + dx), min(photo.height, y1 + dy))
+        for crop, label in ccp.item_crops(mask_path):
             buffer = io.BytesIO()
-            photo.crop(tuple(round(v) for v in box)).save(buffer, "PNG")
+            crop.save(buffer, "PNG")
             yield buffer.getvalue(), label
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import torch
+from PIL import Image
 
 from model.errors import ModelError
 from model.imaging import ImageDecodeError, load_input
@@ -27,6 +28,9 @@ from model.labels import NON_ITEMS, item_labels
 DATA_DIR_ENV = "FASHION_DATA_DIR"
 MIN_LABEL_PIXELS = 100  # a label counts in a mask where it covers at least this many pixels
 REGION_CELL = 8  # photo pixels per side of one cell of an item's coarse region (Sample.regions)
+VALIDATION_FRACTION = 0.3  # of the pixel-level training photos: held out to choose on (fit_and_validation)
+MIN_CROP_PIXELS = 2000  # an item's mask pixels in a photo for its crop to count as a product photo
+CROP_MARGIN = 0.10  # of an item crop's box width and height, added on each side
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo's pixels
 
 
@@ -92,6 +96,27 @@ class ClothingCoParsing:
     def item_mask(self, mask: np.ndarray, label: str) -> np.ndarray:
         """(H, W) bool: the pixels of ``label`` in a pixel-level annotation."""
         return mask == self.all_labels.index(label)
+
+    def item_crops(self, mask_path: Path) -> list[tuple[Image.Image, str]]:
+        """(crop, label) of each item of a pixel-level photo seen as a product photo: an item with at
+        least MIN_CROP_PIXELS pixels, cut by the box of its pixels grown by CROP_MARGIN of its size on
+        each side (clipped to the photo)."""
+        mask = self.read_mask(mask_path)
+        with Image.open(self._photo(mask_path.stem)) as opened:
+            photo = opened.convert("RGB")
+        crops = []
+        for label in self.mask_labels(mask):
+            ys, xs = np.nonzero(self.item_mask(mask, label))
+            if len(xs) < MIN_CROP_PIXELS:
+                continue
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            dx, dy = CROP_MARGIN * (x1 - x0), CROP_MARGIN * (y1 - y0)
+            box = (max(0, x0 - dx), max(0, y0 - dy), min(photo.width, x1 + dx), min(photo.height, y1 + dy))
+            crops.append((photo.crop(tuple(round(v) for v in box)), label))
+        return crops
+
+    def mask_path(self, photo: Path) -> Path:
+        return self.root / "annotations" / "pixel-level" / f"{photo.stem}.mat"
 
     def item_boxes(self, mask: np.ndarray) -> dict[str, Box]:
         """The box of every item label of a mask (all of the label's pixels, e.g. both shoes)."""

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from model.attention import config_anchors
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
-from model.data import ClothingCoParsing, Sample, data_dir, fit_and_validation, label_vector
+from model.data import VALIDATION_FRACTION, ClothingCoParsing, Sample, data_dir, fit_and_validation, label_vector
 from model.encoding import map_descriptors
 from model.errors import run_command
 from model.framing import Strength
@@ -82,7 +82,7 @@ class TrainConfig:
     trunk_lr: float = 1e-4  # finetune mode only
     weight_decay: float = 1e-4
     warmup_epochs: int = 1
-    val_fraction: float = 0.3  # of the pixel-level (mask-labelled) training photos
+    val_fraction: float = VALIDATION_FRACTION  # of the pixel-level (mask-labelled) training photos
     box_weight: float = 2.0  # λ_box: > 0 trains the box-supervised variant on photos with item boxes (0: weak)
     localiser_lr_scale: float = 10.0  # the localiser's learning rate, as a multiple of lr
     usage_weight: float = 0.1  # > 0 keeps the codewords in use (model.losses.codeword_usage_loss)
@@ -516,7 +516,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
     best = train_stage(model_cfg, second, train_samples, adapt=True)
     from model.products import add_product_head
 
-    add_product_head(best, cfg.products, cfg.cache_dir, cfg.workers, cfg.device)
+    add_product_head(best, cfg.products, cfg.cache_dir, cfg.workers, cfg.device, cfg.data)
     if cfg.look and model_cfg.architecture == "attention":
         from model.look_training import add_trained_look_head
 
@@ -604,7 +604,7 @@ def train_stage(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sa
     if cfg.products is not None:
         from model.products import add_product_head
 
-        add_product_head(cfg.out / "best.pt", cfg.products, cfg.cache_dir, cfg.workers, cfg.device)
+        add_product_head(cfg.out / "best.pt", cfg.products, cfg.cache_dir, cfg.workers, cfg.device, cfg.data)
         if cfg.look and model_cfg.architecture == "attention":
             from model.look_training import add_trained_look_head
 

@@ -74,3 +74,39 @@ def add_field(folder: Path, name: str, values: list[str]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return folder
+
+
+TINY_CCP_LABELS = ["null", "bag", "skin", "shoes", "jeans"]
+
+
+def tiny_ccp(root: Path, photos: int = 10) -> Path:
+    """A Clothing Co-Parsing folder in miniature: ``photos`` pixel-level photos (160 x 120, a street
+    of their own, a 45 x 50 bag in the upper right and 60 x 38 shoes at the bottom, placed anew in
+    each, a 100-pixel patch of skin) with their masks, and two image-level photos. Returns ``root``."""
+    import scipy.io
+
+    for folder in ("photos", "annotations/image-level", "annotations/pixel-level"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    names = np.empty((1, len(TINY_CCP_LABELS)), dtype=object)
+    names[0, :] = TINY_CCP_LABELS
+    scipy.io.savemat(root / "label_list.mat", {"label_list": names})
+    rng = np.random.default_rng(0)
+    for n in range(1, photos + 1):
+        # each photo its own street (a gradient of its own, noise) and its own placing of the items,
+        # so that none is a near-copy of another (model.data.drop_near_copies)
+        ramp = np.linspace(0, 1, 160)[None, :, None] * rng.integers(-120, 120, 3) + rng.integers(60, 190, 3)
+        pixels = np.clip(ramp + rng.integers(-30, 30, (120, 160, 3)), 0, 255).astype(np.uint8)
+        mask = np.zeros((120, 160), dtype=np.uint16)
+        bx, by, sx = int(rng.integers(60, 115)), int(rng.integers(0, 30)), int(rng.integers(0, 50))
+        mask[by : by + 50, bx : bx + 45] = TINY_CCP_LABELS.index("bag")  # 2,250 pixels
+        mask[80:118, sx : sx + 60] = TINY_CCP_LABELS.index("shoes")  # 2,280 pixels
+        mask[100:110, 140:150] = TINY_CCP_LABELS.index("skin")  # 100: a non-item
+        pixels[mask == TINY_CCP_LABELS.index("bag")] = COLOURS[0]
+        pixels[mask == TINY_CCP_LABELS.index("shoes")] = COLOURS[2]
+        Image.fromarray(pixels).save(root / "photos" / f"{n:04d}.jpg")
+        scipy.io.savemat(root / "annotations" / "pixel-level" / f"{n:04d}.mat", {"groundtruth": mask})
+    for n in range(photos + 1, photos + 3):
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(root / "photos" / f"{n:04d}.jpg")
+        tags = np.array([[TINY_CCP_LABELS.index("bag")]])
+        scipy.io.savemat(root / "annotations" / "image-level" / f"{n:04d}.mat", {"tags": tags})
+    return root

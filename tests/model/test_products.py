@@ -13,8 +13,18 @@ from indexer.catalogue import CatalogueItem
 from indexer.embed import ItemParts, embed_items
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.network import PartAttentionNetwork
-from model.products import OTHER, add_product_head, read_products, split_products
-from tests.helpers import tiny_config
+from model.products import (
+    C_VALUES,
+    CCP_WEIGHTS,
+    OTHER,
+    SOURCE_CHOICES,
+    SOURCES,
+    add_product_head,
+    choose,
+    read_products,
+    split_products,
+)
+from tests.helpers import tiny_ccp, tiny_config
 
 # articleType -> the colour of its generated product photo
 TYPES = {"Handbags": (200, 30, 30), "Jeans": (30, 60, 200), "Perfume and Body Mist": (40, 180, 40)}
@@ -52,16 +62,26 @@ def test_products_are_read_and_split_without_overlap(tmp_path: Path) -> None:
 
 def test_product_head_is_fitted_saved_and_used_by_the_indexer(tmp_path: Path) -> None:
     root = product_set(tmp_path / "products")
+    tiny_ccp(tmp_path / "data" / "ccp")  # its bags' crops join the fit; its shoes are no label of the model's
     model = PartAttentionNetwork(tiny_config(labels=["bag", "jeans", "hat"], pretrained=True)).eval()
     checkpoint = save_checkpoint(tmp_path / "best.pt", model, with_trunk=False, metrics={"validation": {"x": 1}})
-    add_product_head(checkpoint, root, tmp_path / "cache", workers=0)
+    add_product_head(checkpoint, root, tmp_path / "cache", workers=0, data=tmp_path / "data")
 
     loaded, payload = load_checkpoint(checkpoint)
     assert loaded.config.product_labels == ["bag", "belt", "jeans", OTHER]
     report = payload["metrics"]["products"]
     assert payload["metrics"]["validation"] == {"x": 1}  # what was there is kept
     assert report["held_out"]["products"] == 12 and report["held_out"]["label_top1"] >= 0.9
+    assert report["held_out_shop_photos"]["products"] == 12
+    assert report["train_examples"] == {"catalogue": 97, "shop": 97, "ccp": 3}  # the fit's 3 odd photos' bags
+    # every candidate was measured on all three validation sources, and one of them chosen by the rule
+    assert len(report["validation"]) == len(SOURCE_CHOICES) * len(C_VALUES) + (len(CCP_WEIGHTS) - 1) * len(C_VALUES)
+    assert all(set(figures) == set(SOURCES) for figures in report["validation"].values())
+    assert f"{report['sources']}, C={report['c']:g}" in report["validation"]
     assert payload["trunk_stored"] is False
+    # a second fit replaces the head (of other categories, here the same) and keeps the rest
+    add_product_head(checkpoint, root, tmp_path / "cache", workers=0, data=tmp_path / "data")
+    assert load_checkpoint(checkpoint)[0].config.product_labels == ["bag", "belt", "jeans", OTHER]
 
     items = [CatalogueItem(f"{t}000", root / "images" / f"{t}000.jpg") for t in range(3)]
     results = [
@@ -72,3 +92,21 @@ def test_product_head_is_fitted_saved_and_used_by_the_indexer(tmp_path: Path) ->
     assert [[label for label, _, _ in r.parts] for r in results] == [["bag"], ["jeans"], []]  # perfume: no part
     with torch.inference_mode():
         assert loaded(torch.rand(1, 3, 64, 48)).product_scores.shape == (1, 4)  # type: ignore[union-attr]
+
+
+def test_the_choice_keeps_the_catalogue_and_then_takes_the_other_photography() -> None:
+    def figures(catalogue: float, shop: float, ccp: float) -> tuple[None, None, dict[str, dict[str, float]]]:
+        return (
+            None,
+            None,
+            {"catalogue": {"group_top1": catalogue}, "shop": {"group_top1": shop}, "ccp": {"group_top1": ccp}},
+        )
+
+    fits = {
+        ("catalogue", 0.01): figures(0.98, 0.70, 0.50),
+        ("catalogue", 0.1): figures(0.97, 0.69, 0.49),
+        ("catalogue+shop", 0.01): figures(0.978, 0.92, 0.50),
+        ("catalogue+shop+ccp (crops x3)", 0.01): figures(0.96, 0.93, 0.80),  # the catalogue's photos lost
+        ("catalogue+shop+ccp (crops x1)", 0.01): figures(0.976, 0.91, 0.74),
+    }
+    assert choose(fits) == ("catalogue+shop+ccp (crops x1)", 0.01)

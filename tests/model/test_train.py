@@ -11,7 +11,7 @@ from model.checkpoint import load_checkpoint
 from model.data import Sample
 from model.network import NetworkOutput, PartAttentionNetwork
 from model.train import TrainConfig, Trainer, cosine_lr, train, with_offset
-from tests.helpers import tiny_config
+from tests.helpers import tiny_ccp, tiny_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 
@@ -149,8 +149,11 @@ def test_the_second_stage_adds_product_photos_and_reframed_views(tmp_path: Path)
 
     samples = generated_samples(tmp_path, 24)
     root = product_set(tmp_path / "products", per_type=10)
+    data = tiny_ccp(tmp_path / "data" / "ccp").parent  # the product head's street surfaces and item crops
     labels = [*COLOURS, "bag", "jeans"]
-    cfg = quick_config(tmp_path, epochs=2, adapt_epochs=1, products=root, products_per_epoch=12, reframes=2, look=False)
+    cfg = quick_config(
+        tmp_path, epochs=2, adapt_epochs=1, products=root, products_per_epoch=12, reframes=2, look=False, data=data
+    )
     best = train(tiny_config(classification="sigmoid", pretrained=True, labels=labels), cfg, samples)
     first = load_checkpoint(tmp_path / "run" / "first-stage" / "last.pt")[1]
     second = load_checkpoint(tmp_path / "run" / "last.pt")[1]
