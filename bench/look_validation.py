@@ -19,7 +19,7 @@ import csv
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from model.products import Product
 from model.progress import configure_logging
 
 log = logging.getLogger("bench.look_validation")
+Score = Callable[[str, np.ndarray], np.ndarray]
 COLOUR_WEIGHTS = (0.0, 0.15, 0.3, 0.45, 0.6)
 # The look issue's targets: re-shot r1 and r10 at least, colour agreement at least, the largest
 # group top share at most.
@@ -101,9 +102,11 @@ def shop_the_look(
     parts: list[list[StreetPart]],
     colours: list[dict[str, str | None]],
     colour_weight: float,
+    score: Score | None = None,
 ) -> dict[str, Any]:
     """Street photos' parts answered from the catalogue's look vectors (one distinct product per
-    part, from its index label's products), scored as indexer.evaluate scores the service."""
+    part, from its index label's products), scored as indexer.evaluate scores the service; ``score``
+    (label, query) -> the label's products' scores replaces the inner product (bench/look_hubness.py)."""
     pools = label_pools(products)
     results = []
     for sample, photo_parts, photo_colours in zip(samples, parts, colours, strict=True):
@@ -118,7 +121,8 @@ def shop_the_look(
             )
             for part, query in zip(photo_parts, queries, strict=True):
                 pool = pools[part.index_label]
-                for row in pool[np.argsort(-(catalogue[pool] @ query))]:
+                scores = catalogue[pool] @ query if score is None else score(part.index_label, query)
+                for row in pool[np.argsort(-scores)]:
                     if int(row) not in taken:
                         taken.add(int(row))
                         match = Match(products[int(row)].id, 0.0, metadata[int(row)])
