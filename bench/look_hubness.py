@@ -12,7 +12,9 @@ vectors, and per label index (the products of one category) four ways to score a
   queries' by the re-shot training views of those products, a street query's stand-in), then
   normalised;
 - ``csls``: CSLS-style local scaling, 2 q.x - r_x, r_x the mean similarity of product x to its
-  CSLS_K nearest re-shot training views (a hub, near many queries, pays for it);
+  CSLS_K nearest re-shot training views of other products (a hub, near many queries, pays for it;
+  a product's own views are left out, or a training product would pay for being re-shot where a
+  validation product is not);
 - ``whitened``: the index's products PCA-whitened (covariance shrunk halfway to its mean
   eigenvalue: an index may hold fewer products than dimensions), queries through the same map.
 
@@ -67,7 +69,12 @@ class Search:
     """One variant's scoring of queries against each label's products."""
 
     def __init__(
-        self, variant: str, catalogue: np.ndarray, pools: dict[str, np.ndarray], reference: dict[str, np.ndarray]
+        self,
+        variant: str,
+        catalogue: np.ndarray,
+        pools: dict[str, np.ndarray],
+        reference: dict[str, np.ndarray],
+        owners: dict[str, np.ndarray],
     ) -> None:
         self.variant, self.catalogue, self.pools = variant, catalogue, pools
         self.sides: dict[str, tuple[np.ndarray, Any]] = {}
@@ -79,8 +86,11 @@ class Search:
                 self.sides[label] = (unit(products - products.mean(0)), mean_q)
             elif variant == "csls":
                 similarity = products @ queries.T
+                if label in owners:  # a product's own re-shot views leave its r_x: a validation product has none
+                    similarity[pool[:, None] == owners[label][None, :]] = -np.inf
                 k = min(CSLS_K, similarity.shape[1])
                 r = np.sort(similarity, axis=1)[:, -k:].mean(1)
+                r = np.where(np.isfinite(r), r, 0.0)  # fewer than k others' views: no scaling
                 self.sides[label] = (products, r)
             elif variant == "whitened":
                 mean = products.mean(0)
@@ -130,6 +140,7 @@ def main() -> None:
     reference = {
         label: train_queries[np.isin(owners, pool)] for label, pool in pools.items() if np.isin(owners, pool).any()
     }
+    reference_owners = {label: owners[np.isin(owners, pool)] for label, pool in pools.items() if label in reference}
     metadata = read_metadata(args.products, data.products)
     _, val_samples = validation_split(ccp, payload.get("training", {}))
     searchable = {p.category for p in data.products} & set(model.config.labels)
@@ -138,7 +149,7 @@ def main() -> None:
 
     rows = []
     for variant in VARIANTS:
-        search = Search(variant, catalogue, pools, reference)
+        search = Search(variant, catalogue, pools, reference, reference_owners)
         found = []
         for query, truth in zip(val_queries, data.val_truth, strict=True):
             label = data.products[int(truth)].category

@@ -10,7 +10,7 @@ none (perfume, watches…). A seeded 10% of the products is held out and never t
 written into the checkpoint as ``product_head``, with its figures.
 
 A shop's own photos are not the product set's studio shots, so the head may also be fitted on
-(SOURCES) the training products re-photographed as another shop would (model.photography: laid
+(SOURCES; CCP's folder is needed beside the product set, $FASHION_DATA_DIR/ccp or ``--data``) the training products re-photographed as another shop would (model.photography: laid
 flat, hung, set down, on white with a shadow, in other light) and on CCP's item crops (an item of a
 street photo cut by its mask's box, as in bench/new_shop.py) of the odd-numbered training photos
 outside CCP's validation photos. Which sources, and C, are chosen on the validation products (as
@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from model.article_types import ARTICLE_TYPE_TO_LABEL
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.data import VALIDATION_FRACTION, ClothingCoParsing, data_dir
+from model.data import CROP_MARGIN, MIN_CROP_PIXELS, VALIDATION_FRACTION, ClothingCoParsing, data_dir
 from model.errors import run_command
 from model.features import trunk_digest, trunk_features, trunk_runner
 from model.imaging import decode_image, letterbox, to_input
@@ -172,15 +172,24 @@ class Crops(Dataset[torch.Tensor]):
 
 @torch.inference_mode()
 def pooled_views(
-    model: PartAttentionNetwork, views: Dataset[torch.Tensor], name: str, spec: object, cache_dir: Path, workers: int
+    model: PartAttentionNetwork,
+    views: Dataset[torch.Tensor],
+    name: str,
+    spec: object,
+    cache_dir: Path,
+    workers: int,
+    device: str = "cpu",
 ) -> np.ndarray:
     """(N, C) float32: the product head's input (the trunk's last map, averaged) of each view,
-    cached by the trunk's weights and ``spec`` (what the views are)."""
-    key = zlib.crc32(repr((trunk_digest(model), VIEWS_FORMAT, spec)).encode())
+    cached by the trunk (its weights and input) and ``spec`` (what the views are: their photos'
+    names and how they are made)."""
+    cfg = model.config
+    trunk = (cfg.trunk, trunk_digest(model), cfg.image_height, cfg.image_width, cfg.mean, cfg.std)
+    key = zlib.crc32(repr((trunk, VIEWS_FORMAT, spec)).encode())
     path = cache_dir / f"product-{name}-{key:08x}.npy"
     if path.is_file():
         return np.load(path)
-    run = trunk_runner(model)
+    run = trunk_runner(model, device)
     loader = DataLoader(views, batch_size=32, num_workers=workers)
     count = len(views)  # type: ignore[arg-type]
     chunks = [
@@ -213,16 +222,23 @@ def product_head_views(
     catalogue and its re-photographed views only, for the report) and of CCP's item crops."""
     products = read_products(root)
     ccp = ClothingCoParsing(data_dir(data) / "ccp")
+    # CCP's validation photos as training holds them out with its default seed (TrainConfig.seed, 0)
     fit_photos, val_photos = ccp.validation_split(VALIDATION_FRACTION, SEED)
-    crops = {
-        "train": [c for s in fit_photos if s.source == "pixel-level" for c in ccp.item_crops(ccp.mask_path(s.image))],
-        "validation": [c for s in val_photos for c in ccp.item_crops(ccp.mask_path(s.image))],
+    photos = {
+        "train": [s.image for s in fit_photos if s.source == "pixel-level"],
+        "validation": [s.image for s in val_photos],
     }
+    # (crop, label, photo) of each item of a model's label
     crops = {
-        split: [(image, label) for image, label in found if label in model.config.labels]
-        for split, found in crops.items()
+        split: [
+            (image, label, photo.stem)
+            for photo in found
+            for image, label in ccp.item_crops(ccp.mask_path(photo))
+            if label in model.config.labels
+        ]
+        for split, found in photos.items()
     }
-    categories = sorted({p.category for p in products} | {label for found in crops.values() for _, label in found})
+    categories = sorted({p.category for p in products} | {label for found in crops.values() for _, label, _ in found})
     y_products = np.array([categories.index(p.category) for p in products])
     pooled = trunk_features(model, [p.image for p in products], cache_dir, workers=workers, device=device, pooled=True)
     catalogue = pooled[-1][:, 0].float().numpy()  # the last level, unmirrored
@@ -239,18 +255,18 @@ def product_head_views(
                 model,
                 ShopViews(products, rows[split], shot, streets, rows["train"], size),
                 f"shop-{split}-{shot}",
-                (rows[split], shot, streets),
+                ([products[r].id for r in rows[split]], shot, streets, [products[r].id for r in rows["train"]]),
                 cache_dir,
                 workers,
+                device,
             )
             for shot in shots
         ]
         views.add("shop", split, np.concatenate(xs), np.tile(y_products[rows[split]], len(xs)))
     for split, found in crops.items():
-        x = pooled_views(
-            model, Crops([c for c, _ in found], size), f"ccp-{split}", [label for _, label in found], cache_dir, workers
-        )
-        views.add("ccp", split, x, np.array([categories.index(label) for _, label in found]))
+        spec = ([(photo, label) for _, label, photo in found], MIN_CROP_PIXELS, CROP_MARGIN)
+        x = pooled_views(model, Crops([c for c, _, _ in found], size), f"ccp-{split}", spec, cache_dir, workers, device)
+        views.add("ccp", split, x, np.array([categories.index(label) for _, label, _ in found]))
     return categories, views
 
 
