@@ -10,12 +10,13 @@ none (perfume, watches…). A seeded 10% of the products is held out and never t
 written into the checkpoint as ``product_head``, with its figures.
 
 A shop's own photos are not the product set's studio shots, so the head may also be fitted on
-(SOURCES; CCP's folder is needed beside the product set, $FASHION_DATA_DIR/ccp or ``--data``) the training products re-photographed as another shop would (model.photography: laid
+(SOURCES) the training products re-photographed as another shop would (model.photography: laid
 flat, hung, set down, on white with a shadow, in other light) and on CCP's item crops (an item of a
 street photo cut by its mask's box, as in bench/new_shop.py) of the odd-numbered training photos
 outside CCP's validation photos. Which sources, and C, are chosen on the validation products (as
 shot and re-photographed) and the validation photos' item crops (CHOICE_RULE); the even-numbered
-(test) photos are never used here.
+(test) photos are never used here. CCP's folder is needed beside the product set
+($FASHION_DATA_DIR/ccp, or ``--data``).
 """
 
 from __future__ import annotations
