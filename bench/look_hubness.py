@@ -38,11 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.look_validation import TARGETS, margin, read_metadata, shop_the_look, street_parts  # noqa: E402
-from indexer.evaluate import item_colours  # noqa: E402
+from bench.look_validation import TARGETS, ccp_validation, margin, shop_the_look  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
-from model.evaluate import validation_split  # noqa: E402
 from model.look_training import (  # noqa: E402
     LookConfig,
     catalogue_side,
@@ -141,11 +139,7 @@ def main() -> None:
         label: train_queries[np.isin(owners, pool)] for label, pool in pools.items() if np.isin(owners, pool).any()
     }
     reference_owners = {label: owners[np.isin(owners, pool)] for label, pool in pools.items() if label in reference}
-    metadata = read_metadata(args.products, data.products)
-    _, val_samples = validation_split(ccp, payload.get("training", {}))
-    searchable = {p.category for p in data.products} & set(model.config.labels)
-    parts = street_parts(model, val_samples, searchable)
-    colours = [item_colours(ccp, s) for s in val_samples]
+    metadata, val_samples, parts, colours = ccp_validation(model, payload, ccp, args.products, data.products)
 
     rows = []
     for variant in VARIANTS:

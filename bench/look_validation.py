@@ -150,6 +150,17 @@ def margin(row: dict[str, Any]) -> float:
     )
 
 
+def ccp_validation(
+    model: PartAttentionNetwork, payload: dict[str, Any], ccp: ClothingCoParsing, root: Path, products: list[Product]
+) -> tuple[list[dict[str, str]], list[Sample], list[list[StreetPart]], list[dict[str, str | None]]]:
+    """The products' metadata, and the CCP validation photos (as the checkpoint's training held them
+    out) with the parts the service would find in them and their items' colours."""
+    _, samples = validation_split(ccp, payload.get("training", {}))
+    searchable = {p.category for p in products} & set(model.config.labels)
+    parts = street_parts(model, samples, searchable)
+    return read_metadata(root, products), samples, parts, [item_colours(ccp, s) for s in samples]
+
+
 def read_metadata(root: Path, products: list[Product]) -> list[dict[str, str]]:
     with open(root / "styles.csv", newline="", encoding="utf-8", errors="replace") as handle:
         rows = {row["id"]: row for row in csv.DictReader(handle)}
@@ -170,11 +181,7 @@ def main() -> None:
     model, payload = load_checkpoint(args.checkpoint)
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
     data = look_data(model, args.checkpoint, args.products, street_photos(args.data), cfg, args.cache_dir, args.workers)
-    metadata = read_metadata(args.products, data.products)
-    _, val_samples = validation_split(ccp, payload.get("training", {}))
-    searchable = {p.category for p in data.products} & set(model.config.labels)
-    parts = street_parts(model, val_samples, searchable)
-    colours = [item_colours(ccp, s) for s in val_samples]
+    metadata, val_samples, parts, colours = ccp_validation(model, payload, ccp, args.products, data.products)
 
     rows = []
     for region in REGIONS:
