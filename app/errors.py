@@ -21,7 +21,7 @@ ERROR_MEANINGS = {
     413: "the upload is over the size limit",
     415: "not multipart/form-data, or not a JPEG, PNG or WebP photo",
     422: "invalid input; `code` says which (invalid_request, missing_image, undecodable_image, ...)",
-    503: "not ready, overloaded or the job queue unavailable; see Retry-After",
+    503: "not ready, overloaded, the job queue unavailable, or (Ray Serve) the replica lost; see Retry-After",
 }
 
 
@@ -38,25 +38,26 @@ class ServiceError(Exception):
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
-def _json(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The body every error has: {"detail", "code"}."""
     return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return _json(exc.status, exc.code, exc.detail, exc.headers)
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return _json(422, "invalid_request", problems)
+        return error_response(422, "invalid_request", problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _json(exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None))
+        return error_response(exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _json(500, "internal_error", "internal error")
+        return error_response(500, "internal_error", "internal error")

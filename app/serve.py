@@ -18,6 +18,15 @@ admin jobs, their states and the response cache need one shared place: so more t
 needs Redis, as several uvicorn processes do. A request takes its replica's live bundle once and
 keeps it to the end (``Recommender.recommend``): a swap never mixes two bundles in one answer.
 
+A replica that dies holding requests (its process killed, its node lost): Serve's proxy would answer
+them 500 and not send them elsewhere. So, by default (``FASHION_SERVE_RELAY``), the application's
+HTTP entry is a thin ingress, ``FashionIngress`` (no model, no CPU reserved), that hands each request
+whole to a replica over a Serve handle (app.relay) and, when that replica dies before answering,
+sends a request that is safe to repeat (a read, ``POST /recommend``) to another replica and answers
+any other 503 with ``Retry-After``. The cost is one more hop per request inside the cluster
+(measured in bench/ray_serve.py); with ``FASHION_SERVE_RELAY=false`` the proxy calls the replicas'
+FastAPI ingress directly.
+
 Settings are read once, here (from FASHION_* and ``.env``), and handed to every replica whole, with
 paths made absolute: a replica's working directory and environment are its Ray worker's, not this
 shell's. Every node must read the checkpoint, the bundle store and the catalogue at those paths.
@@ -38,15 +47,27 @@ from typing import Any
 import ray
 from fastapi import FastAPI, Request, Response
 from ray import serve
+from ray.exceptions import NodeDiedError, OutOfMemoryError, RayActorError, WorkerCrashedError
 from ray.serve import Application
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle
 
+from app.errors import error_response
 from app.main import create_app
+from app.relay import ASGIApp, Relayed, ReplicaLost, Reply, body_limit, relay_http, run_asgi
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app.serve")
 
 APP_NAME = "fashion"
 DEPLOYMENT = "FashionService"
+INGRESS = "FashionIngress"
+# The relaying ingress holds every request on its way to a replica; the replicas' own limits
+# (max_ongoing_requests, max_queued_requests) are what bound them, not this.
+INGRESS_MAX_ONGOING = 4096
+# What awaiting a replica raises when it died holding the request: its actor dead or unreachable
+# (RayActorError: ActorDiedError, ActorUnavailableError), killed for memory, its worker or node lost.
+REPLICA_DEATHS = (RayActorError, OutOfMemoryError, WorkerCrashedError, NodeDiedError)
 REPLICA_HEADER = "X-Serve-Replica"  # which replica answered: Serve's replica id (serve status lists them)
 
 
@@ -73,7 +94,44 @@ class FashionService:
             response.headers[REPLICA_HEADER] = replica
             return response
 
+        self.asgi: ASGIApp = app  # the app Serve runs (and its lifespan); relayed requests go through it too
         return app
+
+    async def relayed(self, request: Relayed) -> Reply:
+        """A request the relaying ingress hands over, answered by this replica's app."""
+        return await run_asgi(self.asgi, request)
+
+
+@serve.deployment(name=INGRESS, graceful_shutdown_timeout_s=30, ray_actor_options={"num_cpus": 0})
+class FashionIngress:
+    """The HTTP entry with ``FASHION_SERVE_RELAY``: each request relayed to a FashionService replica,
+    sent again to another one when its replica dies (app.relay)."""
+
+    def __init__(self, service: DeploymentHandle, max_upload_bytes: int) -> None:
+        self.service, self.limit = service, body_limit(max_upload_bytes)
+        self.replica = serve.get_replica_context().replica_id.unique_id
+
+    async def send(self, request: Relayed) -> Reply:
+        try:
+            reply: Reply = await self.service.relayed.remote(request)
+        except REPLICA_DEATHS as exc:
+            raise ReplicaLost(type(exc).__name__) from exc
+        return reply
+
+    async def __call__(self, request: Request) -> Response:
+        response = await self.answer(request)
+        if REPLICA_HEADER.lower().encode() not in dict(response.raw_headers):
+            response.headers[REPLICA_HEADER] = self.replica  # an answer of the ingress's own (413, 503)
+        return response
+
+    async def answer(self, request: Request) -> Response:
+        try:
+            return await relay_http(request, self.limit, self.send)
+        except BackPressureError as exc:  # the replicas' queue (FASHION_SERVE_MAX_QUEUED_REQUESTS) is full
+            retry_after = str(max(1, round(exc.retry_after_s or 1)))
+            return error_response(exc.status_code, "overloaded", exc.message, {"Retry-After": retry_after})
+        except DeploymentUnavailableError as exc:  # the service failed to deploy
+            return error_response(503, "not_ready", exc.message, {"Retry-After": "5"})
 
 
 def replica_settings(settings: Settings) -> dict[str, Any]:
@@ -127,8 +185,14 @@ def build(settings: Settings) -> Application:
     check(settings)
     if settings.serve_num_gpus > 0 and not settings.device.startswith("cuda"):
         log.warning("FASHION_SERVE_NUM_GPUS with FASHION_DEVICE=%s: each replica's GPU is idle", settings.device)
-    deployment = FashionService.options(**deployment_options(settings))  # type: ignore[attr-defined]
-    return deployment.bind(replica_settings(settings))
+    options = deployment_options(settings)
+    service = FashionService.options(**options).bind(replica_settings(settings))  # type: ignore[attr-defined]
+    if not settings.serve_relay:
+        return service
+    # As many ingress replicas as service replicas (one per node where they spread), reserving nothing.
+    count = {k: v for k, v in options.items() if k in ("num_replicas", "autoscaling_config")}
+    ingress = FashionIngress.options(max_ongoing_requests=INGRESS_MAX_ONGOING, **count)  # type: ignore[attr-defined]
+    return ingress.bind(service, settings.max_upload_bytes)
 
 
 def application(args: dict[str, str] | None = None) -> Application:

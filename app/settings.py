@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     serve_max_queued_requests: int = Field(-1, ge=-1)  # waiting at the router at most (503, Retry-After); -1: any
     serve_num_cpus: float = Field(1.0, ge=0)  # reserved per replica
     serve_num_gpus: float = Field(0.0, ge=0)  # per replica, with FASHION_DEVICE=cuda
+    serve_relay: bool = True  # a thin ingress that sends a dead replica's requests to another (app.relay)
 
     def index_options(self) -> IndexOptions:
         """The indexer's options under this configuration (the run command and the jobs alike)."""

@@ -89,6 +89,9 @@ DESCRIPTIONS: dict[str, str] = {
     "-1: no bound",
     "serve_num_cpus": "Ray Serve: CPUs reserved per replica (its PyTorch threads; OpenVINO uses its node's cores)",
     "serve_num_gpus": "Ray Serve: GPUs per replica (set `FASHION_DEVICE=cuda`); Ray places replicas on GPU nodes",
+    "serve_relay": "Ray Serve: HTTP enters through a thin ingress that sends a request whose replica died to "
+    "another replica (a read or `POST /recommend`) or answers 503 with `Retry-After`; `false`: Serve's proxy "
+    "calls the replicas directly, one hop fewer, and a dying replica's requests get 500",
 }
 
 # Defaults computed from the environment at import time, written as they are when it is unset

@@ -8,10 +8,12 @@ the bundle store given is only read (the reindex runs on a copy of its live vers
 
 1. Side by side, in one run, on the 502 CCP test photos (cache off, batches of 16, the same settings):
    uvicorn as `python -m app` serves it (bench/serve_latency.py's `serving` and `http_level`), and
-   `python -m app --engine ray-serve` with one replica reserving every CPU of a one-node Ray cluster;
-   1 client (each photo once) and 16 clients. Rounds alternate which goes first; the report gives
-   every round and their means: `one_replica_ratio` = Serve photos/s ÷ uvicorn photos/s at 16
-   clients (target ≥ 0.9), and the 1-client p50 of each.
+   `python -m app --engine ray-serve` with one replica reserving every CPU of a one-node Ray cluster,
+   as deployed by default (the relaying ingress in front: app.relay) and direct (FASHION_SERVE_RELAY=
+   false: Serve's proxy calls the replica); 1 client (each photo once) and 16 clients. Rounds rotate
+   which goes first; the report gives every round and their means: `one_replica_ratio` = Serve
+   photos/s ÷ uvicorn photos/s at 16 clients (target ≥ 0.9; `one_replica_ratio_direct` the same
+   without the ingress), and the 1-client p50 of each.
 2. A two-node Ray cluster on this machine: `ray start --head` and a second `ray start --address`,
    each with its own CPU and a custom resource naming it; the API deployed on it with two replicas
    (one CPU each, so one per node; Redis coordination, a separate indexer worker). The report
@@ -22,7 +24,8 @@ the bundle store given is only read (the reindex runs on a copy of its live vers
      (target 0), answers mixing two bundles (target 0), how long after the job both replicas
      answered on the new version, and every answer to a request sent after that from the new version;
    - one replica's process killed (SIGKILL, the replica on the second node): requests failed, the
-     requests in flight at the kill (an upper bound on those the kill could fail), those answered 503
+     requests in flight at the kill (an upper bound on those the kill could fail), those the relaying
+     ingress sent again to the other replica (`answered_after_a_replica_died`), those answered 503
      with Retry-After, failures beyond the in-flight ones (target 0), and how long Serve took to run
      two replicas again and the new one to answer.
 """
@@ -59,6 +62,12 @@ from model.runtime import DEFAULT_RUNTIME, RUNTIMES
 
 ADMIN_KEY = "ray-serve-bench-key"
 REPLICA_HEADER = "X-Serve-Replica"  # app.serve.REPLICA_HEADER (not imported: this process needs no Ray)
+ATTEMPTS_HEADER = "X-Serve-Attempts"  # app.relay.ATTEMPTS_HEADER: an answer that took more than one replica
+SERVICE = "FashionService"  # app.serve.DEPLOYMENT: the replicas with the model (not the relaying ingress)
+# The Serve variants side by side with uvicorn: as deployed by default (the relaying ingress in front),
+# and with the proxy calling the replicas directly (FASHION_SERVE_RELAY=false).
+SERVE_ENGINES = {"ray_serve": "true", "ray_serve_direct": "false"}
+ENGINES = ("uvicorn", *SERVE_ENGINES)
 BIN = Path(sys.executable).parent  # the venv's ray, serve (python run as .venv/bin/python)
 
 
@@ -183,14 +192,15 @@ class RayCluster:
         return reply.json()  # type: ignore[no-any-return]
 
     def replicas(self, state: str = "RUNNING") -> list[dict[str, Any]]:
+        """The service's replicas (not the relaying ingress's) in ``state``."""
         try:
             apps = self.serve_details().get("applications", {})
         except (httpx.HTTPError, ValueError):
             return []
         found = []
         for app in apps.values():
-            for deployment in app.get("deployments", {}).values():
-                found += [r for r in deployment.get("replicas", []) if r.get("state") == state]
+            deployment = app.get("deployments", {}).get(SERVICE, {})
+            found += [r for r in deployment.get("replicas", []) if r.get("state") == state]
         return found
 
     def serve_status(self) -> str:
@@ -257,14 +267,14 @@ def serving_on_ray(
 def side_by_side(
     started: Started, env: dict[str, str], photos: list[bytes], rounds: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """uvicorn and Serve (one replica, every CPU) at 1 client (each photo once) and 16 clients;
-    rounds alternate which goes first."""
+    """uvicorn and Serve (one replica, every CPU; relayed and direct) at 1 client (each photo once)
+    and 16 clients; rounds rotate which goes first."""
     cpus = os.cpu_count() or 1
     levels = ((1, len(photos)), (16, -(-len(photos) // 16)))
     results: list[dict[str, Any]] = []
     for n in range(rounds):
         this_round: dict[str, Any] = {"round": n + 1}
-        order = ("uvicorn", "ray_serve") if n % 2 == 0 else ("ray_serve", "uvicorn")
+        order = ENGINES[n % len(ENGINES) :] + ENGINES[: n % len(ENGINES)]
         for engine in order:
             if engine == "uvicorn":
                 with serving(ROOT, env, free_port(), photos) as (url, server):
@@ -274,7 +284,12 @@ def side_by_side(
                 cluster = RayCluster(started)
                 try:
                     cluster.add_node("ray-one-node", cpus, "bench_single_node")
-                    serve_env = {**env, "FASHION_SERVE_NUM_REPLICAS": "1", "FASHION_SERVE_NUM_CPUS": str(cpus)}
+                    serve_env = {
+                        **env,
+                        "FASHION_SERVE_NUM_REPLICAS": "1",
+                        "FASHION_SERVE_NUM_CPUS": str(cpus),
+                        "FASHION_SERVE_RELAY": SERVE_ENGINES[engine],
+                    }
                     with serving_on_ray(started, cluster, serve_env, free_port(), 1, photos) as url:
                         pid = cluster.replicas()[0]["pid"]
                         this_round[engine] = [http_level(url, photos, c, k, pid) for c, k in levels]
@@ -288,17 +303,20 @@ def side_by_side(
 
 
 def summarise_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    engines = [e for e in ENGINES if all(e in r for r in results)]  # an older log may lack the direct one
+
     def mean(engine: str, level: int, key: str) -> float:
         return round(statistics.mean(r[engine][level][key] for r in results), 2)
 
+    def ratio(engine: str) -> float:
+        return round(mean(engine, 1, "photos_per_s") / mean("uvicorn", 1, "photos_per_s"), 3)
+
     return {
-        "one_replica_ratio": round(mean("ray_serve", 1, "photos_per_s") / mean("uvicorn", 1, "photos_per_s"), 3),
-        "p50_1_client_ms": {"uvicorn": mean("uvicorn", 0, "p50_ms"), "ray_serve": mean("ray_serve", 0, "p50_ms")},
-        "photos_per_s_16_clients": {
-            "uvicorn": mean("uvicorn", 1, "photos_per_s"),
-            "ray_serve": mean("ray_serve", 1, "photos_per_s"),
-        },
-        "failed_requests": sum(level["failed"] for r in results for e in ("uvicorn", "ray_serve") for level in r[e]),
+        "one_replica_ratio": ratio("ray_serve"),  # as deployed by default: the relaying ingress in front
+        **({"one_replica_ratio_direct": ratio("ray_serve_direct")} if "ray_serve_direct" in engines else {}),
+        "p50_1_client_ms": {e: mean(e, 0, "p50_ms") for e in engines},
+        "photos_per_s_16_clients": {e: mean(e, 1, "photos_per_s") for e in engines},
+        "failed_requests": sum(level["failed"] for r in results for e in engines for level in r[e]),
     }
 
 
@@ -311,8 +329,8 @@ class Load:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.in_flight = 0
-        # (sent, done, status, replica, bundle version, item ids, Retry-After) or a transport error
-        self.answers: list[tuple[float, float, int, str, str | None, list[str], str | None]] = []
+        # (sent, done, status, replica, bundle version, item ids, Retry-After, attempts) or a transport error
+        self.answers: list[tuple[float, float, int, str, str | None, list[str], str | None, int]] = []
         self.errors: list[tuple[float, str]] = []
         self.threads = [threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(clients)]
 
@@ -357,6 +375,7 @@ class Load:
                             version,
                             ids,
                             r.headers.get("Retry-After"),
+                            int(r.headers.get(ATTEMPTS_HEADER, "1")),
                         )
                     )
 
@@ -381,6 +400,8 @@ class Load:
             "answered_503_with_retry_after": told_to_retry,
             "failed": failed,
             "answers_by_replica": dict(Counter(a[3] for a in answers if a[2] == 200)),
+            # sent again by the relaying ingress after their first replica died, then answered
+            "answered_after_a_replica_died": sum(1 for a in answers if a[7] > 1),
         }
 
 

@@ -1,6 +1,7 @@
 """The service on Ray Serve (app.serve), on a local 2-CPU Ray as a user without a cluster would start
-it: the same answers, errors and OpenAPI document as the app uvicorn serves, and a reindex under load
-reaching both of two replicas with no failed or mixed request."""
+it: the same answers, errors and OpenAPI document as the app uvicorn serves, a reindex under load
+reaching both of two replicas with no failed or mixed request, and a replica killed under load
+costing no request (the relaying ingress sends its requests to the other replica)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from tests.helpers import make_catalogue
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
-from app.serve import APP_NAME, REPLICA_HEADER, ServeSettingsError, build, deploy  # noqa: E402
+from app.relay import ATTEMPTS_HEADER  # noqa: E402
+from app.serve import APP_NAME, DEPLOYMENT, REPLICA_HEADER, ServeSettingsError, build, deploy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,7 @@ def test_the_serve_app_answers_as_the_uvicorn_app(settings: Settings, deployed: 
         for method, path, kwargs in requests:
             ours, theirs = remote.request(method, path, **kwargs), local.request(method, path, **kwargs)
             assert comparable(ours) == comparable(theirs), (method, path, kwargs.get("params"))
-            assert ours.headers.get(REPLICA_HEADER)  # answered by a replica, through Serve's proxy
+            assert ours.headers.get(REPLICA_HEADER)  # answered by a replica, through the relaying ingress
         statuses = [remote.request(m, p, **k).status_code for m, p, k in requests]
     assert {200, 401, 404, 413, 415, 422} <= set(statuses)  # the errors are the app's own, not Serve's
 
@@ -172,6 +174,51 @@ def test_a_reindex_under_load_reaches_both_replicas_with_no_failed_or_mixed_requ
     assert {who for who, _, _, _ in answers} == replicas(old) | replicas(new) and len(replicas(new)) == 2
     after = [body["bundle_version"] for _, _, body, sent in answers if sent > both_swapped]
     assert after and set(after) == {new}, "a request sent after both replicas swapped was answered on the old bundle"
+
+
+def test_a_replica_killed_under_load_costs_no_request(
+    settings: Settings, redis_server: RedisServer, deployed: Any
+) -> None:
+    url = deployed(on_serve(settings, serve_num_replicas=2, redis_url=redis_server.url))
+    answers: list[tuple[str, int, int]] = []  # (replica, status, attempts); list.append is atomic
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        data = photo_bytes(colour=("red", "green", "blue")[n % 3])
+        with httpx.Client(timeout=120) as http:
+            while not stop.is_set():
+                try:
+                    r = http.post(url + "/recommend", files={"image": ("x.jpg", data, "image/jpeg")})
+                    answers.append(
+                        (r.headers.get(REPLICA_HEADER, "?"), r.status_code, int(r.headers.get(ATTEMPTS_HEADER, 1)))
+                    )
+                except httpx.HTTPError as exc:
+                    errors.append(repr(exc))
+
+    def answered_by() -> set[str]:
+        return {who for who, code, _ in answers if code == 200}
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]  # the victim surely holds some
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(answered_by()) == 2 or bool(errors), "both replicas to answer", 120)
+        first = set(answered_by())
+        victim = sorted(first)[0]
+        actor = next(a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith(f"#{victim}"))
+        assert f"#{DEPLOYMENT}#" in actor["name"]
+        # the process dies at once, with its requests
+        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+        # Serve starts a replica in its place; the requests go on meanwhile
+        wait_until(lambda: bool(answered_by() - first) or bool(errors), "a new replica to answer", 180)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert errors == []
+    assert [(who, code) for who, code, _ in answers if code != 200] == []
+    assert any(attempts > 1 for _, _, attempts in answers), "no request was in flight on the killed replica"
 
 
 def test_the_command_names_the_engine_and_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
