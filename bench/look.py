@@ -33,6 +33,7 @@ import os
 import platform
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -211,14 +212,18 @@ def _one(out: NetworkOutput, i: int) -> NetworkOutput:
     )
 
 
-def ccp_report(runs_parts: list[QueryResult], colours: dict[str, dict[str, int]]) -> dict[str, Any]:
-    summary = summarise(runs_parts, colours)
+def ccp_report(
+    runs_parts: list[QueryResult], colours: dict[str, dict[str, int]], label_sizes: dict[str, int]
+) -> dict[str, Any]:
+    summary = summarise(runs_parts, colours, label_sizes)
     return {
         "p_at_1": summary["groups"]["precision_at_1"],  # type: ignore[index]
         "coverage": summary["groups"]["coverage"],  # type: ignore[index]
         "colour_agreement": summary["colour"]["agreement"],  # type: ignore[index]
         "same_type_chance": summary["colour"].get("same_type_chance"),  # type: ignore[union-attr]
         "max_group_top_share": summary["across_queries"]["max_group_top_share"],  # type: ignore[index]
+        # the least it could be with these answers' labels and the catalogue's products of each label
+        "max_group_top_share_floor": summary["across_queries"]["max_group_top_share_floor"],  # type: ignore[index]
         "distinct_products": summary["across_queries"]["distinct_products"],  # type: ignore[index]
         "answers": int(round(summary["returned_per_query"] * summary["queries"])),  # type: ignore[operator]
         "groups": summary["across_queries"]["groups"],  # type: ignore[index]
@@ -329,6 +334,7 @@ def main() -> None:
     reshot = reshot_ranks(new, new_bundle, before, before_bundle, rival, products, held, streets)
 
     colours = type_colours(new_bundle)
+    sizes = dict(Counter(p.category for p in products))  # each label's index holds the products of it
     new_photos = query_photos(new, ccp, test)
     new_runs = run_queries(new, new_bundle, new_photos, DEFAULT_MAX_PARTS, DEFAULT_PART_THRESHOLD, DEFAULT_CANDIDATES)
     before_runs = run_queries(
@@ -343,10 +349,10 @@ def main() -> None:
         "before": {"checkpoint": str(args.before_checkpoint), "bundle": before_bundle.version},
         "rival_colour_weight": RIVAL_COLOUR_WEIGHT,
         "reshot": reshot["new"],
-        "ccp": ccp_report(new_runs.parts, colours),
-        "control_whole_photo_look_in_part_indexes": ccp_report(new_runs.control, colours),
-        "before_results": {"reshot": reshot["before"], "ccp": ccp_report(before_runs.parts, colours)},
-        "rival_results": {"reshot": reshot["rival"], "ccp": ccp_report(rival_results, colours)},
+        "ccp": ccp_report(new_runs.parts, colours, sizes),
+        "control_whole_photo_look_in_part_indexes": ccp_report(new_runs.control, colours, sizes),
+        "before_results": {"reshot": reshot["before"], "ccp": ccp_report(before_runs.parts, colours, sizes)},
+        "rival_results": {"reshot": reshot["rival"], "ccp": ccp_report(rival_results, colours, sizes)},
     }
     # the issue's flat keys beside the nested ones
     for system in ("before", "rival"):

@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,11 +125,14 @@ class QueryResult:
 
 
 def summarise(
-    results: Sequence[QueryResult], type_colours: dict[str, dict[str, int]] | None = None
+    results: Sequence[QueryResult],
+    type_colours: dict[str, dict[str, int]] | None = None,
+    label_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, object]:
     """Means over queries (and micro figures over all returned products). ``type_colours``
     (articleType -> colour family -> products) gives the colour agreement a random product of the
-    same type would reach."""
+    same type would reach; ``label_sizes`` (label -> the catalogue's products of it) the least top
+    share each group could have (group_hubs)."""
     out: dict[str, object] = {
         "queries": len(results),
         "returned_per_query": float(np.mean([len(r.returned) for r in results])),
@@ -163,7 +166,7 @@ def summarise(
     out["across_queries"] = {
         "distinct_products": len(counts),
         "top_product_share": max(counts.values()) / total if counts else 0.0,
-        **group_hubs(results),
+        **group_hubs(results, label_sizes),
     }
     return out
 
@@ -171,27 +174,37 @@ def summarise(
 HUB_MIN_ANSWERS = 20  # a group's top share is counted where the group has this many answers
 
 
-def group_hubs(results: Sequence[QueryResult]) -> dict[str, Any]:
+def group_hubs(results: Sequence[QueryResult], label_sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Per item group of the returned products (with HUB_MIN_ANSWERS answers at least): the share
-    of the group's answers its most returned product takes, and the largest of those shares."""
+    of the group's answers its most returned product takes, and the largest of those shares.
+
+    With ``label_sizes`` (label -> the catalogue's products of that label), also the least top share
+    any search could reach with these answers' labels (``top_share_floor``): a label's answers spread
+    evenly over its products, its most returned one takes ceil(answers / products) of them. A
+    catalogue with two necklaces cannot spread twenty necklace answers thinner than ten each."""
     by_group: dict[str, Counter[str]] = {}
+    by_label: dict[str, Counter[str]] = {}
     for result in results:
         for r in result.returned:
             if r.product_label is not None:
                 by_group.setdefault(group_of(r.product_label), Counter())[r.item_id] += 1
-    shares = {
-        group: {
-            "answers": sum(counts.values()),
-            "distinct": len(counts),
-            "top_share": round(max(counts.values()) / sum(counts.values()), 4),
-        }
-        for group, counts in sorted(by_group.items())
-        if sum(counts.values()) >= HUB_MIN_ANSWERS
-    }
-    return {
+                by_label.setdefault(group_of(r.product_label), Counter())[r.product_label] += 1
+    shares: dict[str, dict[str, Any]] = {}
+    for group, counts in sorted(by_group.items()):
+        total = sum(counts.values())
+        if total < HUB_MIN_ANSWERS:
+            continue
+        shares[group] = {"answers": total, "distinct": len(counts), "top_share": round(max(counts.values()) / total, 4)}
+        if label_sizes is not None:
+            least = max(-(-n // max(1, label_sizes.get(label, 1))) for label, n in by_label[group].items())
+            shares[group]["top_share_floor"] = round(least / total, 4)
+    out: dict[str, Any] = {
         "max_group_top_share": max((g["top_share"] for g in shares.values()), default=0.0),
         "groups": shares,
     }
+    if label_sizes is not None:
+        out["max_group_top_share_floor"] = max((g["top_share_floor"] for g in shares.values()), default=0.0)
+    return out
 
 
 def returned(match: Match, part_label: str | None) -> Returned:

@@ -68,3 +68,15 @@ def test_colour_families() -> None:
     assert family_of_pixels(dark_navy) == "blue"
     assert family_of_pixels(np.array([[15, 15, 15], [240, 240, 240], [10, 12, 10]])) == "black"
     assert family_of_pixels(np.zeros((0, 3))) is None
+
+
+def test_a_groups_top_share_floor_counts_what_the_catalogue_holds() -> None:
+    # 20 necklace answers from a catalogue of 2 necklaces, 10 watch answers from 100 watches
+    necklaces = [QueryResult(["necklace"], [part(f"n{i % 2}", "necklace", "necklace")]) for i in range(20)]
+    watches = [QueryResult(["watch"], [part(f"w{i}", "watch", "watch")]) for i in range(10)]
+    across = summarise(necklaces + watches, label_sizes={"necklace": 2, "watch": 100})["across_queries"]
+    jewellery = across["groups"]["jewellery"]  # type: ignore[index]
+    assert jewellery["top_share"] == round(10 / 30, 4)  # each necklace answers half the necklaces
+    assert jewellery["top_share_floor"] == round(10 / 30, 4)  # and no search could do better
+    assert across["max_group_top_share_floor"] == round(10 / 30, 4)  # type: ignore[index]
+    assert "top_share_floor" not in summarise(necklaces + watches)["across_queries"]["groups"]["jewellery"]  # type: ignore[index]
