@@ -598,6 +598,7 @@ def main() -> None:
     parser.add_argument(
         "--side-by-side-from", type=Path, default=None, help="reuse the side-by-side rounds of this run's log"
     )
+    parser.add_argument("--side-by-side-only", action="store_true", help="no two-node part")
     args = parser.parse_args()
 
     _, test = ClothingCoParsing(data_dir() / "ccp").split()
@@ -615,6 +616,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "runtime": args.runtime,
+        # the niceness Ray gives its workers (the replicas) where the nodes were started: null, Ray's default
+        "ray_worker_niceness": os.environ.get("RAY_worker_niceness"),  # noqa: SIM112 (Ray spells it so)
         "photos": len(photos),
         "logs": str(work / "logs"),
     }
@@ -628,7 +631,8 @@ def main() -> None:
         report |= summarise_rounds(rounds)
         report["side_by_side_rounds"] = rounds
         try:
-            report["two_node_cluster"] = two_nodes(started, env, photos, work, args.bundles.resolve(), args.slice)
+            if not args.side_by_side_only:
+                report["two_node_cluster"] = two_nodes(started, env, photos, work, args.bundles.resolve(), args.slice)
         except Exception as error:  # recorded: the side-by-side figures stand on their own
             report["two_node_cluster"] = {"error": f"{type(error).__name__}: {error}"}
     finally:

@@ -77,3 +77,29 @@ def test_a_look_head_is_trained_on_a_product_set_and_written_into_the_checkpoint
         out = loaded(torch.rand(1, 3, 64, 48))
     (part,) = select_parts(loaded, out, 0, labels=["bag"])
     assert part.embedding.shape == (8 + 64,)
+
+
+def test_more_reshots_compute_only_the_new_views(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from model.checkpoint import save_checkpoint
+    from model.look_training import look_data
+    from model.network import PartAttentionNetwork
+    from tests.model.test_products import product_set
+
+    root = product_set(tmp_path / "products", per_type=12)
+    street = tmp_path / "street.jpg"
+    Image.new("RGB", (60, 90), (120, 90, 90)).save(street)
+    model = PartAttentionNetwork(tiny_config(labels=["bag", "jeans", "belt"], pretrained=True)).eval()
+    checkpoint = save_checkpoint(tmp_path / "best.pt", model, with_trunk=False)
+    cache = tmp_path / "cache"
+    one = look_data(model, checkpoint, root, [street], LookConfig(reshots=1), cache, workers=0)
+    (first,) = cache.glob("train-view0-*.npz")
+    written = first.stat().st_mtime_ns
+    two = look_data(model, checkpoint, root, [street], LookConfig(reshots=2), cache, workers=0)
+    assert first.stat().st_mtime_ns == written  # the first re-shots' views are read back, not computed again
+    assert len(list(cache.glob("train-view*.npz"))) == 2
+    n = len(one.train_rows)
+    assert len(two.features["train"].crop) == len(two.train_owner) == 2 * n
+    np.testing.assert_array_equal(two.features["train"].crop[:n], one.features["train"].crop)
+    assert two.train_owner.tolist() == one.train_owner.tolist() * 2  # view-major: each view owned by its product
