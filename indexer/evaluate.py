@@ -181,7 +181,9 @@ def group_hubs(results: Sequence[QueryResult], label_sizes: Mapping[str, int] | 
     With ``label_sizes`` (label -> the catalogue's products of that label), also the least top share
     any search could reach with these answers' labels (``top_share_floor``): a label's answers spread
     evenly over its products, its most returned one takes ceil(answers / products) of them. A
-    catalogue with two necklaces cannot spread twenty necklace answers thinner than ten each."""
+    catalogue with two necklaces cannot spread twenty necklace answers thinner than ten each. The
+    bound assumes each product answers from the index of its own label (a catalogue placed by its
+    metadata); where the model placed the products (`--labels-from ''`) it is only indicative."""
     by_group: dict[str, Counter[str]] = {}
     by_label: dict[str, Counter[str]] = {}
     for result in results:
@@ -196,7 +198,11 @@ def group_hubs(results: Sequence[QueryResult], label_sizes: Mapping[str, int] | 
             continue
         shares[group] = {"answers": total, "distinct": len(counts), "top_share": round(max(counts.values()) / total, 4)}
         if label_sizes is not None:
-            least = max(-(-n // max(1, label_sizes.get(label, 1))) for label, n in by_label[group].items())
+            # a label the catalogue has no products of (answers from another index) bounds nothing
+            least = max(
+                (-(-n // label_sizes[label]) for label, n in by_label[group].items() if label_sizes.get(label)),
+                default=0,
+            )
             shares[group]["top_share_floor"] = round(least / total, 4)
     out: dict[str, Any] = {
         "max_group_top_share": max((g["top_share"] for g in shares.values()), default=0.0),

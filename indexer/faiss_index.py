@@ -11,7 +11,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 EXACT_BELOW = 50_000  # vectors per index under which search is exact (brute force is fast enough)
-COMPACT_DIM = 256  # dimensions a compact index keeps (PCA), from the model's 4,096
+COMPACT_DIM = 256  # dimensions a compact index keeps (PCA), from the part vector's 320
 RECALL_TARGET = 0.95  # recall@10 against exact search that nprobe is chosen to reach
 TRAIN_PER_LIST = 64  # k-means training vectors per inverted list (FAISS warns below 39)
 

@@ -119,7 +119,8 @@ def view_features(
     """Each view's pooled features and colours, computed once (cached in ``cache``)."""
     if cache.is_file():
         stored = np.load(cache)
-        return ViewFeatures(**{name: stored[name] for name in ("crop", "whole", "crop_colour", "whole_colour")})
+        if len(stored["crop"]) == len(specs):  # else written for other views: computed again
+            return ViewFeatures(**{name: stored[name] for name in ("crop", "whole", "crop_colour", "whole_colour")})
     size = (model.config.image_height, model.config.image_width)
     run = trunk_runner(model)
     anchors = palette()
@@ -343,7 +344,9 @@ def look_data(
     def street(product: int, view: int) -> Path:
         return streets[zlib.crc32(f"{product}-{view}".encode()) % len(streets)]
 
-    key = f"{zlib.crc32(checkpoint.read_bytes()):08x}-{VIEWS_FORMAT}"
+    # The views depend on the model, the products and their split, the streets and the seed.
+    views = repr(([p.id for p in products], train_rows, val_rows, [str(s) for s in streets], cfg.seed)).encode()
+    key = f"{zlib.crc32(checkpoint.read_bytes()):08x}-{zlib.crc32(views):08x}-{VIEWS_FORMAT}"
 
     def features_of(views: list[ViewSpec], name: str) -> ViewFeatures:
         return view_features(model, products, views, cache / f"{name}-{key}.npz", cfg.seed, workers)

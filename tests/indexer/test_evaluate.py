@@ -80,3 +80,6 @@ def test_a_groups_top_share_floor_counts_what_the_catalogue_holds() -> None:
     assert jewellery["top_share_floor"] == round(10 / 30, 4)  # and no search could do better
     assert across["max_group_top_share_floor"] == round(10 / 30, 4)  # type: ignore[index]
     assert "top_share_floor" not in summarise(necklaces + watches)["across_queries"]["groups"]["jewellery"]  # type: ignore[index]
+    # a label the catalogue holds none of bounds nothing; the necklaces still do
+    unknown = summarise(necklaces + watches, label_sizes={"necklace": 2})["across_queries"]
+    assert unknown["max_group_top_share_floor"] == round(10 / 30, 4)  # type: ignore[index]
