@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 In = TypeVar("In")
 Out = TypeVar("Out")
+In_contra = TypeVar("In_contra", contravariant=True)
+Out_co = TypeVar("Out_co", covariant=True)
 
 
 class Overloaded(RuntimeError):
@@ -36,6 +38,28 @@ class BatchOptions:
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.queue_limit < 1:
             raise ValueError("max_batch and queue_limit must be positive")
+
+
+class Batcher(Protocol[In_contra, Out_co]):
+    """What the recommender needs of a batcher: MicroBatcher here, or Ray Serve's ``@serve.batch``
+    in a Serve replica (app.serve.ServeBatcher)."""
+
+    @property
+    def depth(self) -> int: ...  # items waiting
+
+    async def warm_up(self, item: In_contra) -> None: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def submit(self, item: In_contra) -> Out_co: ...
+
+
+# How a recommender makes its batcher: (batch function, options, called with each batch's size).
+BatcherFactory = Callable[
+    [Callable[[list[In]], Sequence[Out | Exception]], BatchOptions, Callable[[int], None] | None], Batcher[In, Out]
+]
 
 
 class MicroBatcher(Generic[In, Out]):

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request, Response
 
+from app.batching import MicroBatcher
 from app.coordination import CoordinationUnavailable, Coordinator, make_coordinator
 from app.errors import install_error_handlers
 from app.jobs import worker_loop
@@ -73,6 +74,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits=settings.image_limits(),
         threshold=settings.part_threshold,
         floor=settings.part_floor,
+        trim_max_area=settings.trim_max_area,
+        make_batcher=app.state.make_batcher,
         batching=settings.batch_options(),
         cache=ResponseCache(coordinator, settings.cache_ttl_s, metrics) if settings.cache_ttl_s else None,
         search_threads=settings.search_threads,
@@ -119,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    app.state.make_batcher = MicroBatcher  # a Ray Serve replica may put @serve.batch in its place (app.serve)
     app.state.metrics = Metrics()
     install_error_handlers(app)
     app.include_router(recommend.router)

@@ -33,14 +33,14 @@ import faiss
 import torch
 from PIL import Image
 
-from app.batching import BatchOptions, MicroBatcher
+from app.batching import BatcherFactory, BatchOptions, MicroBatcher
 from app.coordination import Coordinator
 from app.metrics import Metrics
 from app.schemas import Item, PartRecommendation, RecommendResponse
 from indexer.bundle import Bundle, BundleError, BundleStore
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPart, recommend_global, recommend_parts
 from model.checkpoint import file_sha256, load_checkpoint
-from model.imaging import ImageLimits, Placement, load_input
+from model.imaging import DEFAULT_TRIM_MAX_AREA, ImageLimits, Placement, load_input
 from model.labels import group_of
 from model.network import DEFAULT_PART_FLOOR, NetworkOutput, PartAttentionNetwork, query_parts
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Forward, Runtime, make_forward
@@ -176,14 +176,15 @@ class Recommender:
         floor: float | None = DEFAULT_PART_FLOOR,  # below it a photo has nothing to wear (query_parts)
         cache: ResponseCache | None = None,  # None: every request is answered afresh
         search_threads: int = 1,  # FAISS's OpenMP threads for one photo's search
+        trim_max_area: float = DEFAULT_TRIM_MAX_AREA,  # a photo cut to its content box up to this share (0: never)
+        make_batcher: BatcherFactory[PhotoJob, PhotoAnswer] = MicroBatcher,  # Serve's replicas may use @serve.batch
     ) -> None:
         self.model, self.forward, self.bundles, self.metrics, self.cache = model, forward, bundles, metrics, cache
         self.model_version = model_sha256[:12]
         self.limits, self.threshold, self.floor, self.search_threads = limits, threshold, floor, search_threads
+        self.trim_max_area = trim_max_area
         self.size = (model.config.image_height, model.config.image_width)
-        self.batcher: MicroBatcher[PhotoJob, PhotoAnswer] = MicroBatcher(
-            self._answer_batch, batching, on_batch=metrics.batch_size.observe
-        )
+        self.batcher = make_batcher(self._answer_batch, batching, metrics.batch_size.observe)
         # decoding and search of a batch's photos, side by side (both release the GIL)
         self._workers = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="photos")
 
@@ -221,7 +222,7 @@ class Recommender:
         self._workers.shutdown(wait=False)
 
     def decode(self, data: bytes) -> tuple[torch.Tensor, Placement]:
-        return load_input(data, self.size, self.limits, formats=ACCEPTED_FORMATS)
+        return load_input(data, self.size, self.limits, ACCEPTED_FORMATS, self.trim_max_area)
 
     def _answer_batch(self, jobs: list[PhotoJob]) -> list[PhotoAnswer | Exception]:
         """The batch's photos decoded side by side, one forward, their searches side by side."""

@@ -8,7 +8,8 @@ Each replica runs the app ``app.main.create_app`` builds for uvicorn, behind Ser
 and the same lifespan, so a replica loads the same recommender and runs the same coordination as a
 uvicorn process. Batching: the project's micro-batcher, inside each replica, groups the requests
 that replica has in hand (``FASHION_SERVE_MAX_ONGOING_REQUESTS``) into one forward, exactly as it
-does under uvicorn; Serve's router balances requests between replicas.
+does under uvicorn, or, with ``FASHION_SERVE_BATCHING=serve``, Serve's own ``@serve.batch`` does
+(``ServeBatcher``); Serve's router balances requests between replicas.
 
 Bundle swaps reach every replica through the coordination the uvicorn service already has: with
 ``FASHION_REDIS_URL``, the Redis announcement channel (at once) and the bundle pointer poll
@@ -34,15 +35,17 @@ shell's. Every node must read the checkpoint, the bundle store and the catalogue
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import ray
 from fastapi import FastAPI, Request, Response
@@ -52,12 +55,15 @@ from ray.serve import Application
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from app.batching import BatchOptions, Overloaded
 from app.errors import error_response
 from app.main import create_app
 from app.relay import ASGIApp, Relayed, ReplicaLost, Reply, body_limit, relay_http, run_asgi
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app.serve")
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 APP_NAME = "fashion"
 DEPLOYMENT = "FashionService"
@@ -75,6 +81,64 @@ class ServeSettingsError(ValueError):
     """The settings cannot run on Serve as they are."""
 
 
+class ServeBatcher(Generic[In, Out]):
+    """The micro-batcher's place in a replica taken by Ray Serve's own ``@serve.batch``
+    (FASHION_SERVE_BATCHING=serve): the same batch function, in one dedicated thread as there, up to
+    FASHION_MAX_BATCH items, a batch waiting FASHION_MAX_WAIT_MS to fill; Serve runs one batch at a
+    time and queues the rest. FASHION_QUEUE_LIMIT bounds the items waiting (Overloaded: 503). An item
+    the batch function answers with an exception fails its own request alone."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[In]], Sequence[Out | Exception]],
+        options: BatchOptions,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.run_batch, self.max_batch, self.on_batch = run_batch, options.max_batch, on_batch
+        self.limit = options.queue_limit + options.max_batch  # waiting, and the batch in the forward
+        self._unanswered = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+        @serve.batch(max_batch_size=options.max_batch, batch_wait_timeout_s=options.max_wait_s)
+        async def batched(items: list[In]) -> list[Out | Exception]:
+            if self.on_batch:
+                self.on_batch(len(items))
+            return list(await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, items))
+
+        self._batched = batched
+
+    @property
+    def depth(self) -> int:
+        return max(0, self._unanswered - self.max_batch)
+
+    async def warm_up(self, item: In) -> None:
+        """One full batch through the batch thread before serving (MicroBatcher.warm_up)."""
+        results = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.run_batch, [item] * self.max_batch
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+
+    def start(self) -> None:
+        """Serve starts its batching loop with the first item."""
+
+    async def stop(self) -> None:
+        self._executor.shutdown(wait=False)
+
+    async def submit(self, item: In) -> Out:
+        if self._unanswered >= self.limit:
+            raise Overloaded("too many photos waiting for the model")
+        self._unanswered += 1
+        try:
+            result: Out | Exception = await self._batched(item)
+        finally:
+            self._unanswered -= 1
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
 @serve.deployment(name=DEPLOYMENT, graceful_shutdown_timeout_s=30, health_check_period_s=10)
 @serve.ingress()
 class FashionService:
@@ -86,6 +150,8 @@ class FashionService:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = create_app(self.settings)
+        if self.settings.serve_batching == "serve":
+            app.state.make_batcher = ServeBatcher
         replica = serve.get_replica_context().replica_id.unique_id
 
         @app.middleware("http")

@@ -14,11 +14,12 @@ from indexer.build import DEFAULT_LABELS_FROM, IndexEngine, IndexOptions
 from indexer.category_map import CategoryMapError, read_category_map
 from indexer.ray_embed import RayOptions
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
-from model.imaging import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageLimits
+from model.imaging import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DEFAULT_TRIM_MAX_AREA, ImageLimits
 from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, DEFAULT_PART_FLOOR, DEFAULT_PART_THRESHOLD
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Runtime
 
 DEFAULT_ADMIN_KEY = "change-me"
+ServeBatching = Literal["micro-batcher", "serve"]
 
 
 class Settings(BaseSettings):
@@ -77,6 +78,9 @@ class Settings(BaseSettings):
     # Below the threshold, the most probable group is answered anyway (marked not confident) if it
     # reaches this floor; a photo whose groups are all below it has nothing to wear: an empty answer.
     part_floor: float = Field(DEFAULT_PART_FLOOR, ge=0, le=1)
+    # A photo whose detail (the person) covers at most this share of it, on a plain or blurred margin,
+    # is cut to that detail's box before the model looks (model.imaging.content_box); 0: never.
+    trim_max_area: float = Field(DEFAULT_TRIM_MAX_AREA, ge=0, le=1)
     # a catalogue item placed by its predicted labels (no category known): a label's probability at least
     item_label_threshold: float = Field(DEFAULT_ITEM_LABEL_THRESHOLD, ge=0, le=1)
     # Who embeds a reindex job's catalogue: the worker's own process, or Ray Data (a cluster at
@@ -95,6 +99,10 @@ class Settings(BaseSettings):
     serve_num_cpus: float = Field(1.0, ge=0)  # reserved per replica
     serve_num_gpus: float = Field(0.0, ge=0)  # per replica, with FASHION_DEVICE=cuda
     serve_relay: bool = True  # a thin ingress that sends a dead replica's requests to another (app.relay)
+    # Who batches a replica's requests into one forward: the project's micro-batcher, as under uvicorn,
+    # or Ray Serve's own @serve.batch (same FASHION_MAX_BATCH, FASHION_MAX_WAIT_MS); bench/ray_serve.py
+    # measures the two side by side.
+    serve_batching: ServeBatching = "micro-batcher"
 
     def index_options(self) -> IndexOptions:
         """The indexer's options under this configuration (the run command and the jobs alike)."""

@@ -72,6 +72,10 @@ DESCRIPTIONS: dict[str, str] = {
     "part_threshold": "a query part's group probability at least (one part per item group)",
     "part_floor": "below the threshold, the most probable group is answered anyway (marked `confident: false`) "
     "if it reaches this floor; a photo whose groups are all below it gets an empty answer",
+    "trim_max_area": "a photo whose detail (the person) covers at most this share of it, on a plain or "
+    "out-of-focus margin (zoomed out, a studio shot with white space), is cut to that detail's box before the "
+    "model looks, so the person is drawn at the scale the model was trained on; boxes still come back in the "
+    "whole photo's pixels. 0: never",
     "item_label_threshold": "indexing a product of unknown category with a model without a product head: a "
     "predicted label's probability at least for the product to join that label's index",
     "index_engine": "who embeds a reindex job's catalogue: the worker itself (`local`) or Ray Data (`ray`)",
@@ -92,6 +96,9 @@ DESCRIPTIONS: dict[str, str] = {
     "serve_relay": "Ray Serve: HTTP enters through a thin ingress that sends a request whose replica died to "
     "another replica (a read or `POST /recommend`) or answers 503 with `Retry-After`; `false`: Serve's proxy "
     "calls the replicas directly, one hop fewer, and a dying replica's requests get 500",
+    "serve_batching": "Ray Serve: who batches a replica's requests into one forward: the project's "
+    "micro-batcher (`micro-batcher`, as under uvicorn) or Ray Serve's `@serve.batch` (`serve`), with the same "
+    "`FASHION_MAX_BATCH` and `FASHION_MAX_WAIT_MS`",
 }
 
 # Defaults computed from the environment at import time, written as they are when it is unset

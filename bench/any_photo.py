@@ -18,8 +18,10 @@ Query sets (test split; ``--split validation`` takes the validation counterparts
   own photos), scikit-learn's two sample photos, blank and noise images. Empty rate reported.
 
 Each service is started from its checkout (``serve_latency.serving``) with its defaults, cache
-off: the new one (this checkout, ``--checkpoint``, ``--bundles``) and the rival, the service of
-before (``--before-root``: a worktree of the commit before, with its committed model and bundle).
+off: the new one (this checkout, ``--checkpoint``, ``--bundles``) and the rivals: the service of
+before (``--before-root``: a worktree of the commit before, with its committed model and bundle),
+and, with ``--no-trim-rival``, this service with no photo cut to its content
+(``FASHION_TRIM_MAX_AREA=0``).
 """
 
 from __future__ import annotations
@@ -305,7 +307,9 @@ def query_sets(args: argparse.Namespace, searchable: set[str]) -> dict[str, list
 
 
 @torch.inference_mode()
-def outputs_in_process(model: Any, sets: dict[str, list[Query]]) -> dict[str, list[tuple[Any, Any]]]:
+def outputs_in_process(
+    model: Any, sets: dict[str, list[Query]], trim_max_area: float = 0.0
+) -> dict[str, list[tuple[Any, Any]]]:
     """The network's output and placement for every query photo, computed once (the service's
     decoding, the PyTorch model)."""
     size = (model.config.image_height, model.config.image_width)
@@ -313,7 +317,7 @@ def outputs_in_process(model: Any, sets: dict[str, list[Query]]) -> dict[str, li
     for name, queries in sets.items():
         out[name] = []
         for start in range(0, len(queries), 32):
-            fitted = [load_input(q.data, size) for q in queries[start : start + 32]]
+            fitted = [load_input(q.data, size, trim_max_area=trim_max_area) for q in queries[start : start + 32]]
             batch = model(torch.stack([x for x, _ in fitted])).per_photo()
             out[name] += [(o, placement) for o, (_, placement) in zip(batch, fitted, strict=True)]
     return out
@@ -372,9 +376,14 @@ def validation_map(checkpoint: dict[str, Any]) -> dict[str, float]:
 
 
 def choose_settings(
-    checkpoints: Sequence[Path], before: Path, sets: dict[str, list[Query]], searchable: set[str]
+    checkpoints: Sequence[Path],
+    before: Path,
+    sets: dict[str, list[Query]],
+    searchable: set[str],
+    trims: Sequence[float] = (0.0,),
 ) -> dict[str, Any]:
-    """The model and its part threshold, then its floor, on validation. The model and threshold: of
+    """The model, how far photos are cut to their content (``trims``: FASHION_TRIM_MAX_AREA values)
+    and its part threshold, then its floor, on validation. The model, trim and threshold: of
     those whose validation products are answered empty at most EMPTY_TARGET of the time, whose
     validation labels and groups mAP are within MAP_TOLERANCE of the model of before, and whose CCP
     photos (as shot) keep the part precision and group recall of the model of before at its settings
@@ -391,27 +400,30 @@ def choose_settings(
     for checkpoint in checkpoints:
         model, stored = load_checkpoint(checkpoint)
         mean_ap = validation_map(stored)
-        outputs = outputs_in_process(model, sets)
-        for threshold in THRESHOLDS:
-            for floor in FLOORS:
-                row = {"checkpoint": str(checkpoint), **setting_row(model, outputs, sets, searchable, threshold, floor)}
-                row["validation_map"] = mean_ap
-                full = row["ccp_reframed"]["full"]
-                row["shortfall"] = max(
-                    0.0,
-                    row["held_out_products"]["empty_rate"] - EMPTY_TARGET,
-                    bar["part_precision"] - TOLERANCE - full["part_precision"],
-                    bar["group_recall"] - TOLERANCE - full["group_recall"],
-                    # mAP points weigh as a hundredth each, like the rates beside them
-                    *((base_map[k] - MAP_TOLERANCE - mean_ap[k]) / 100 for k in ("labels", "groups")),
-                )
-                rows.append(row)
+        for trim in trims:
+            outputs = outputs_in_process(model, sets, trim)
+            for threshold in THRESHOLDS:
+                for floor in FLOORS:
+                    row = {"checkpoint": str(checkpoint), "trim_max_area": trim}
+                    row |= setting_row(model, outputs, sets, searchable, threshold, floor)
+                    row["validation_map"] = mean_ap
+                    full = row["ccp_reframed"]["full"]
+                    row["shortfall"] = max(
+                        0.0,
+                        row["held_out_products"]["empty_rate"] - EMPTY_TARGET,
+                        bar["part_precision"] - TOLERANCE - full["part_precision"],
+                        bar["group_recall"] - TOLERANCE - full["group_recall"],
+                        # mAP points weigh as a hundredth each, like the rates beside them
+                        *((base_map[k] - MAP_TOLERANCE - mean_ap[k]) / 100 for k in ("labels", "groups")),
+                    )
+                    rows.append(row)
 
     def preference(row: dict[str, Any]) -> tuple[float, float]:
         return (-row["shortfall"], float(np.mean(list(row["ccp_reframed_ratio_to_full"].values()))))
 
     best = max(rows, key=preference)
-    same = [r for r in rows if (r["checkpoint"], r["threshold"]) == (best["checkpoint"], best["threshold"])]
+    chosen_by = ("checkpoint", "trim_max_area", "threshold")
+    same = [r for r in rows if all(r[k] == best[k] for k in chosen_by)]
     within = [r for r in same if r["held_out_products"]["empty_rate"] <= FLOOR_EMPTY_MARGIN] or same
     chosen = max(within, key=lambda r: (r["non_fashion_empty_rate"], -r["floor"]))
     return {"rule": choose_settings.__doc__, "before": base, "chosen": chosen, "rows": rows}
@@ -436,37 +448,48 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--split", choices=("test", "validation"), default="test")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the new service (settings tried)")
+    parser.add_argument(
+        "--no-trim-rival", action="store_true", help="also this service with FASHION_TRIM_MAX_AREA=0, as a rival"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/any_photo.json"))
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument(
         "--choose", action="store_true", help="in-process, no catalogue: the model, part threshold and floor"
     )
     parser.add_argument("--candidate", type=Path, action="append", default=[], help="--choose: a model to try")
+    parser.add_argument(
+        "--trim", type=float, action="append", default=None, help="--choose: a FASHION_TRIM_MAX_AREA to try (0: none)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     if args.choose:
         if args.split != "validation":
             raise SystemExit("settings are chosen on validation: add --split validation")
+        args.trim = args.trim or [0.0]
         model, _ = load_checkpoint(args.candidate[0])
         searchable = {p.category for p in read_products(data_dir(args.data) / "fashion-product")}
         searchable &= set(model.config.labels)
         sets = query_sets(args, searchable)
         report = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, no GPU"}
-        report |= choose_settings(args.candidate, args.before_checkpoint, sets, searchable)
+        report |= choose_settings(args.candidate, args.before_checkpoint, sets, searchable, args.trim)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
         for row in [report["before"], *report["rows"]]:
             full, products = row["ccp_reframed"]["full"], row["held_out_products"]
             print(
-                f"{row.get('checkpoint', 'before')} {row['threshold']} {row['floor']}: products empty "
+                f"{row.get('checkpoint', 'before')} trim {row.get('trim_max_area', 0)} {row['threshold']} "
+                f"{row['floor']}: products empty "
                 f"{products['empty_rate']:.3f} own {products['own_group_rate']:.3f}; CCP recall "
                 f"{full['group_recall']:.3f} precision {full['part_precision']:.3f}; framings "
                 + " ".join(f"{v:.2f}" for v in row["ccp_reframed_ratio_to_full"].values())
                 + f"; non-fashion empty {row['non_fashion_empty_rate']:.2f}; shortfall {row.get('shortfall', 0):.3f}"
             )
         chosen = report["chosen"]
-        print(f"chosen: {chosen['checkpoint']} threshold {chosen['threshold']} floor {chosen['floor']}")
+        print(
+            f"chosen: {chosen['checkpoint']} trim {chosen['trim_max_area']} threshold {chosen['threshold']} "
+            f"floor {chosen['floor']}"
+        )
         return
 
     from indexer.bundle import BundleStore
@@ -491,9 +514,14 @@ def main() -> None:
         )
         report["rival_before"] = report_of(sets, before, colours)
         report["rival_before"]["ccp_reframed_ratio_to_full"] = ratios(report["rival_before"])
+    if args.no_trim_rival:  # this service with photos never cut to their content
+        no_trim = serve_and_ask(ROOT, args.checkpoint, args.bundles, sets, {**env, "FASHION_TRIM_MAX_AREA": "0"})
+        report["rival_no_trim"] = report_of(sets, no_trim, colours)
+        report["rival_no_trim"]["ccp_reframed_ratio_to_full"] = ratios(report["rival_no_trim"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k not in ("rival_before",)}, indent=1)[:4000])
+    rivals = ("rival_before", "rival_no_trim")
+    print(json.dumps({k: v for k, v in report.items() if k not in rivals}, indent=1)[:4000])
     if args.figure is not None:
         draw(sets, answers, bundle, args.figure)
 

@@ -9,11 +9,13 @@ the bundle store given is only read (the reindex runs on a copy of its live vers
 1. Side by side, in one run, on the 502 CCP test photos (cache off, batches of 16, the same settings):
    uvicorn as `python -m app` serves it (bench/serve_latency.py's `serving` and `http_level`), and
    `python -m app --engine ray-serve` with one replica reserving every CPU of a one-node Ray cluster,
-   as deployed by default (the relaying ingress in front: app.relay) and direct (FASHION_SERVE_RELAY=
-   false: Serve's proxy calls the replica); 1 client (each photo once) and 16 clients. Rounds rotate
-   which goes first; the report gives every round and their means: `one_replica_ratio` = Serve
-   photos/s ÷ uvicorn photos/s at 16 clients (target ≥ 0.9; `one_replica_ratio_direct` the same
-   without the ingress), and the 1-client p50 of each.
+   as deployed by default (the relaying ingress in front: app.relay), direct (FASHION_SERVE_RELAY=
+   false: Serve's proxy calls the replica), and with Serve's @serve.batch in place of the project's
+   micro-batcher (FASHION_SERVE_BATCHING=serve); 1 client (each photo once) and 16 clients. Rounds
+   rotate which goes first; the report gives every round and their means: `one_replica_ratio` =
+   Serve photos/s ÷ uvicorn photos/s at 16 clients (target ≥ 0.9; `one_replica_ratio_direct` the
+   same without the ingress, `one_replica_ratio_serve_batch` with @serve.batch), and the 1-client
+   p50 of each.
 2. A two-node Ray cluster on this machine: `ray start --head` and a second `ray start --address`,
    each with its own CPU and a custom resource naming it; the API deployed on it with two replicas
    (one CPU each, so one per node; Redis coordination, a separate indexer worker). The report
@@ -48,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +66,14 @@ ADMIN_KEY = "ray-serve-bench-key"
 REPLICA_HEADER = "X-Serve-Replica"  # app.serve.REPLICA_HEADER (not imported: this process needs no Ray)
 ATTEMPTS_HEADER = "X-Serve-Attempts"  # app.relay.ATTEMPTS_HEADER: an answer that took more than one replica
 SERVICE = "FashionService"  # app.serve.DEPLOYMENT: the replicas with the model (not the relaying ingress)
-# The Serve variants side by side with uvicorn: as deployed by default (the relaying ingress in front),
-# and with the proxy calling the replicas directly (FASHION_SERVE_RELAY=false).
-SERVE_ENGINES = {"ray_serve": "true", "ray_serve_direct": "false"}
+# The Serve variants side by side with uvicorn, as their settings: as deployed by default (the relaying
+# ingress in front, the project's micro-batcher in the replica), with the proxy calling the replicas
+# directly (FASHION_SERVE_RELAY=false), and with Serve's own @serve.batch in the replica.
+SERVE_ENGINES = {
+    "ray_serve": {"FASHION_SERVE_RELAY": "true"},
+    "ray_serve_direct": {"FASHION_SERVE_RELAY": "false"},
+    "ray_serve_batch": {"FASHION_SERVE_RELAY": "true", "FASHION_SERVE_BATCHING": "serve"},
+}
 ENGINES = ("uvicorn", *SERVE_ENGINES)
 BIN = Path(sys.executable).parent  # the venv's ray, serve (python run as .venv/bin/python)
 
@@ -265,7 +272,7 @@ def serving_on_ray(
 
 
 def side_by_side(
-    started: Started, env: dict[str, str], photos: list[bytes], rounds: int
+    started: Started, env: dict[str, str], photos: list[bytes], rounds: int, engines: Sequence[str] = ENGINES
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """uvicorn and Serve (one replica, every CPU; relayed and direct) at 1 client (each photo once)
     and 16 clients; rounds rotate which goes first."""
@@ -274,7 +281,7 @@ def side_by_side(
     results: list[dict[str, Any]] = []
     for n in range(rounds):
         this_round: dict[str, Any] = {"round": n + 1}
-        order = ENGINES[n % len(ENGINES) :] + ENGINES[: n % len(ENGINES)]
+        order = [*engines[n % len(engines) :], *engines[: n % len(engines)]]
         for engine in order:
             if engine == "uvicorn":
                 with serving(ROOT, env, free_port(), photos) as (url, server):
@@ -288,7 +295,7 @@ def side_by_side(
                         **env,
                         "FASHION_SERVE_NUM_REPLICAS": "1",
                         "FASHION_SERVE_NUM_CPUS": str(cpus),
-                        "FASHION_SERVE_RELAY": SERVE_ENGINES[engine],
+                        **SERVE_ENGINES[engine],
                     }
                     with serving_on_ray(started, cluster, serve_env, free_port(), 1, photos) as url:
                         pid = cluster.replicas()[0]["pid"]
@@ -314,6 +321,7 @@ def summarise_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "one_replica_ratio": ratio("ray_serve"),  # as deployed by default: the relaying ingress in front
         **({"one_replica_ratio_direct": ratio("ray_serve_direct")} if "ray_serve_direct" in engines else {}),
+        **({"one_replica_ratio_serve_batch": ratio("ray_serve_batch")} if "ray_serve_batch" in engines else {}),
         "p50_1_client_ms": {e: mean(e, 0, "p50_ms") for e in engines},
         "photos_per_s_16_clients": {e: mean(e, 1, "photos_per_s") for e in engines},
         "failed_requests": sum(level["failed"] for r in results for e in engines for level in r[e]),
@@ -599,6 +607,13 @@ def main() -> None:
         "--side-by-side-from", type=Path, default=None, help="reuse the side-by-side rounds of this run's log"
     )
     parser.add_argument("--side-by-side-only", action="store_true", help="no two-node part")
+    parser.add_argument(
+        "--serve-engines",
+        nargs="+",
+        choices=list(SERVE_ENGINES),
+        default=list(SERVE_ENGINES),
+        help="the Serve variants measured beside uvicorn",
+    )
     args = parser.parse_args()
 
     _, test = ClothingCoParsing(data_dir() / "ccp").split()
@@ -627,7 +642,7 @@ def main() -> None:
             rounds = [json.loads(line) for line in lines if line.startswith('{"round"')]
             report["side_by_side_from"] = str(args.side_by_side_from)
         else:
-            rounds, _ = side_by_side(started, env, photos, args.rounds)
+            rounds, _ = side_by_side(started, env, photos, args.rounds, ["uvicorn", *args.serve_engines])
         report |= summarise_rounds(rounds)
         report["side_by_side_rounds"] = rounds
         try:

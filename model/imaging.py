@@ -4,7 +4,9 @@ Decoding checks the pixel count before the pixels are decoded (decompression bom
 decode (truncated files fail here, not later), honours EXIF orientation and converts any mode to RGB.
 Loading for the network decodes a large JPEG at a reduced DCT scale (load_pixels). Fitting
 letterboxes: the photo is scaled to fit the input and padded, so a square product photo is not
-stretched into a portrait; boxes are mapped back through the same placement.
+stretched into a portrait; boxes are mapped back through the same placement. A photo whose person
+stands small on a plain or blurred margin (zoomed out, a studio shot with white space) may first be
+cut to its content (``content_box``), so the network sees the person at the scale it was trained on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,20 @@ DEFAULT_MAX_PIXELS = 40_000_000  # more is a decompression bomb, not a photo
 DEFAULT_MAX_SIDE = 20_000  # no camera or product shot has a longer side
 DEFAULT_MAX_ASPECT = 10.0  # long side over short side: panoramas stay well under it
 PAD_VALUE = 255  # catalogue photos sit on white
+# Cutting a photo to its content (content_box): the detail map is read off a copy this many pixels
+# on its long side; a pixel is detail where it differs from a neighbour by more than DETAIL_LEVEL
+# grey levels (a plain or out-of-focus margin stays under it, JPEG noise included); the content box
+# leaves out CONTENT_TAIL of the detail on each side (a stray speck) and is widened by CONTENT_MARGIN
+# of its size on each side. A photo with less detail than MIN_DETAIL_SHARE of its pixels is not cut.
+DETAIL_SIDE = 96
+DETAIL_LEVEL = 10.0
+CONTENT_TAIL = 0.01
+CONTENT_MARGIN = 0.05
+MIN_DETAIL_SHARE = 0.005
+# The service cuts a photo to its content box where the box covers at most this share of it (0:
+# never); chosen on validation (bench/any_photo.py --choose --trim). A street photo's box covers
+# 0.88-0.99 of it; a photo zoomed out to half its size on a plain canvas, about 0.27.
+DEFAULT_TRIM_MAX_AREA = 0.35
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,7 @@ def load_pixels(
     size: tuple[int, int],
     limits: ImageLimits = DEFAULT_LIMITS,
     formats: tuple[str, ...] | None = None,
+    trim_max_area: float = 0.0,
 ) -> tuple[np.ndarray, Placement]:
     """Bytes or a path -> ((H, W, 3) uint8 pixels letterboxed to ``size`` = (H, W), placement in the
     photo's own pixels), or ImageDecodeError.
@@ -65,9 +82,16 @@ def load_pixels(
     smallest of its DCT scales (1/2, 1/4, 1/8) that keeps twice that size, then resized as before: a
     phone's 12-megapixel photo is decoded at a quarter of its side, a fraction of the work of a full
     decode. Smaller photos (CCP's 550 x 827, drawn at 255 x 384; this catalogue's 224 x 224) are
-    decoded in full, exactly as the model was trained."""
+    decoded in full, exactly as the model was trained.
+
+    With ``trim_max_area`` > 0, a photo whose content box (``content_box``) covers at most that
+    share of it is cut to the box first; the placement still maps to the whole photo's pixels."""
     image, photo_size = _decode(source, limits, formats, size)
-    return letterbox(image, size, photo_size)
+    crop = content_box(image, trim_max_area) if trim_max_area > 0 else None
+    if crop is not None:
+        scale_x, scale_y = photo_size[0] / image.width, photo_size[1] / image.height
+        crop = (crop[0] * scale_x, crop[1] * scale_y, crop[2] * scale_x, crop[3] * scale_y)
+    return letterbox(image, size, photo_size, crop)
 
 
 def load_input(
@@ -75,9 +99,10 @@ def load_input(
     size: tuple[int, int],
     limits: ImageLimits = DEFAULT_LIMITS,
     formats: tuple[str, ...] | None = None,
+    trim_max_area: float = 0.0,
 ) -> tuple[torch.Tensor, Placement]:
     """Bytes or a path -> ((3, H, W) float input in [0, 1], placement): load_pixels, as the model's input."""
-    pixels, placement = load_pixels(source, size, limits, formats)
+    pixels, placement = load_pixels(source, size, limits, formats, trim_max_area)
     return to_input(pixels), placement
 
 
@@ -191,18 +216,77 @@ def letterbox_placement(width: int, height: int, size: tuple[int, int]) -> tuple
 
 
 def letterbox(
-    image: Image.Image, size: tuple[int, int], photo_size: tuple[int, int] | None = None
+    image: Image.Image,
+    size: tuple[int, int],
+    photo_size: tuple[int, int] | None = None,
+    crop: tuple[float, float, float, float] | None = None,
 ) -> tuple[np.ndarray, Placement]:
     """RGB image -> ((H, W, 3) uint8 pixels, placement), letterboxed to ``size`` = (H, W): a quarter
     of the bytes of the model's input, for handing decoded photos between processes. ``photo_size``
-    is the photo's full size when ``image`` was decoded smaller: the geometry is the full photo's."""
+    is the photo's full size when ``image`` was decoded smaller: the geometry is the full photo's.
+    ``crop`` (x0, y0, x1, y1 in the full photo's pixels): only that part of the photo is drawn; the
+    placement maps the frame to the whole photo's pixels all the same."""
     out_h, out_w = size
     width, height = photo_size or image.size
-    placement, scale, left, top = letterbox_placement(width, height, size)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if crop is None:
+        x0, y0, cut_w, cut_h = 0.0, 0.0, float(width), float(height)
+    else:
+        x0, y0 = max(0.0, crop[0]), max(0.0, crop[1])
+        cut_w, cut_h = min(float(width), crop[2]) - x0, min(float(height), crop[3]) - y0
+        if cut_w < 1 or cut_h < 1:
+            raise ValueError(f"the crop {crop} leaves nothing of a {width}x{height} photo")
+        to_image = image.width / width, image.height / height
+        image = _rgb(image).crop(
+            (
+                round(x0 * to_image[0]),
+                round(y0 * to_image[1]),
+                round((x0 + cut_w) * to_image[0]),
+                round((y0 + cut_h) * to_image[1]),
+            )
+        )
+    shown, scale, left, top = letterbox_placement(max(1, round(cut_w)), max(1, round(cut_h)), size)
+    placement = Placement(
+        width, height, shown.frame_width, shown.frame_height, shown.offset_x - x0, shown.offset_y - y0
+    )
+    new_w, new_h = max(1, round(cut_w * scale)), max(1, round(cut_h * scale))
     canvas = Image.new("RGB", (out_w, out_h), (PAD_VALUE,) * 3)
     canvas.paste(_rgb(image).resize((new_w, new_h), Image.Resampling.BILINEAR), (left, top))
     return np.asarray(canvas, dtype=np.uint8), placement
+
+
+def content_box(image: Image.Image, max_area: float) -> tuple[float, float, float, float] | None:
+    """The part of ``image`` that holds its detail, (x0, y0, x1, y1) in its pixels, widened by
+    CONTENT_MARGIN; None when that box covers more than ``max_area`` of the photo (a street photo,
+    sharp to its edges), or the photo has next to no detail (a blank image: nothing to zoom on).
+
+    A person zoomed out onto a plain or out-of-focus background, or standing small in a studio
+    photo's white space, is drawn at a fraction of the network's input; cut to this box, the
+    person fills it, as in the photos the network was trained on."""
+    small = _rgb(image).convert("L")
+    small.thumbnail((DETAIL_SIDE, DETAIL_SIDE), Image.Resampling.BOX)
+    grey = np.asarray(small, dtype=np.float32)
+    rows, cols = grey.shape
+    if rows < 4 or cols < 4:
+        return None
+    detail = np.zeros_like(grey)
+    detail[:, 1:] = np.abs(np.diff(grey, axis=1))
+    detail[1:, :] = np.maximum(detail[1:, :], np.abs(np.diff(grey, axis=0)))
+    mask = detail > DETAIL_LEVEL
+    if mask.mean() < MIN_DETAIL_SHARE:
+        return None
+
+    def span(mass: np.ndarray) -> tuple[float, float]:
+        share = np.cumsum(mass) / mass.sum()
+        return float(np.searchsorted(share, CONTENT_TAIL)), float(np.searchsorted(share, 1 - CONTENT_TAIL) + 1)
+
+    (top, bottom), (left, right) = span(mask.sum(1)), span(mask.sum(0))
+    pad_x, pad_y = (right - left) * CONTENT_MARGIN, (bottom - top) * CONTENT_MARGIN
+    left, right = max(0.0, left - pad_x), min(float(cols), right + pad_x)
+    top, bottom = max(0.0, top - pad_y), min(float(rows), bottom + pad_y)
+    if (right - left) * (bottom - top) > max_area * rows * cols:
+        return None
+    to_x, to_y = image.width / cols, image.height / rows
+    return left * to_x, top * to_y, right * to_x, bottom * to_y
 
 
 def to_input(pixels: np.ndarray) -> torch.Tensor:

@@ -70,8 +70,22 @@ def comparable(response: httpx.Response) -> tuple[int, Any]:
     return response.status_code, body
 
 
-def test_the_serve_app_answers_as_the_uvicorn_app(settings: Settings, deployed: Any) -> None:
-    settings = on_serve(settings)
+def coarse(value: Any) -> Any:
+    """``value`` with its floats to two decimals."""
+    if isinstance(value, float):
+        return round(value, 2)
+    if isinstance(value, dict):
+        return {k: coarse(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [coarse(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("batching", ["micro-batcher", "serve"])
+def test_the_serve_app_answers_as_the_uvicorn_app(settings: Settings, deployed: Any, batching: str) -> None:
+    """With either batcher in the replica (FASHION_SERVE_BATCHING): the same answers one at a time, and
+    when sent together (so they share batches), each photo's own answer, a broken photo failing alone."""
+    settings = on_serve(settings, serve_batching=batching, max_wait_ms=50)
     url = deployed(settings)
     truncated = photo_bytes()[:300]
     requests: list[tuple[str, str, dict[str, Any]]] = [
@@ -102,6 +116,27 @@ def test_the_serve_app_answers_as_the_uvicorn_app(settings: Settings, deployed: 
             assert comparable(ours) == comparable(theirs), (method, path, kwargs.get("params"))
             assert ours.headers.get(REPLICA_HEADER)  # answered by a replica, through the relaying ingress
         statuses = [remote.request(m, p, **k).status_code for m, p, k in requests]
+        expected = [comparable(local.request(m, p, **k)) for m, p, k in requests]
+
+    def send(request: tuple[str, str, dict[str, Any]]) -> tuple[int, Any]:
+        method, path, kwargs = request
+        with httpx.Client(base_url=url, timeout=60) as client:
+            return comparable(client.request(method, path, **kwargs))
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    def forwards() -> tuple[float, float]:
+        """(forwards, photos through them) so far, from the replica's own metrics."""
+        text = httpx.get(url + "/metrics", timeout=30).text
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("fashion_batch_size_"))
+        return float(values["fashion_batch_size_count"]), float(values["fashion_batch_size_sum"])
+
+    before = forwards()
+    with ThreadPoolExecutor(8) as pool:  # together: a 50 ms wait lets them share forwards
+        # a photo's numbers may move in their last digits in a batch of another size
+        assert [coarse(a) for a in pool.map(send, requests)] == [coarse(e) for e in expected]
+    after = forwards()
+    assert after[1] - before[1] > after[0] - before[0]  # some forward took more than one photo
     assert {200, 401, 404, 413, 415, 422} <= set(statuses)  # the errors are the app's own, not Serve's
 
 

@@ -191,3 +191,28 @@ def test_a_cached_answer_never_outlives_a_bundle_swap(  # type: ignore[no-untype
         assert {p["item"]["id"][0] for p in after["parts"] if p["item"]} == {"q"}
         cached = post(client, data).json()
         assert cached["cached"] and cached["bundle_version"] == new and cached["parts"] == after["parts"]
+
+
+def test_a_person_small_on_a_plain_margin_is_cut_to_before_the_model(tiny_checkpoint, bundles_dir) -> None:  # type: ignore[no-untyped-def]
+    """FASHION_TRIM_MAX_AREA reaches decoding: a zoomed-out photo is drawn cut to its person, and its
+    parts' boxes still come back in the whole photo's pixels; 0 turns it off."""
+    import numpy as np
+
+    from app.main import create_app
+
+    canvas = Image.new("RGB", (400, 600), (200, 200, 200))
+    person = np.random.default_rng(0).integers(0, 256, (200, 100, 3), dtype=np.uint8)
+    canvas.paste(Image.fromarray(person), (150, 250))
+    buffer = io.BytesIO()
+    canvas.save(buffer, "PNG")
+    data = buffer.getvalue()
+    for trim, cut in ((0.5, True), (0.0, False)):
+        with TestClient(create_app(make_settings(tiny_checkpoint, bundles_dir, trim_max_area=trim))) as client:
+            _, placement = client.app.state.recommender.decode(data)  # type: ignore[attr-defined]
+            assert (placement.frame_height < 300) is cut  # the frame spans the person's 200 rows, not the 600
+            response = post(client, data, name="photo.png", kind="image/png")
+            assert response.status_code == 200, response.text
+            assert response.json()["image"] == {"width": 400, "height": 600}
+            for part in response.json()["parts"]:
+                x0, y0, x1, y1 = part["box"]
+                assert 0 <= x0 <= x1 <= 400 and 0 <= y0 <= y1 <= 600

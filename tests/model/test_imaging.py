@@ -7,10 +7,10 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 from PIL.JpegImagePlugin import JpegImageFile
 
-from model.imaging import ImageDecodeError, decode_image, letterbox, load_pixels
+from model.imaging import ImageDecodeError, content_box, decode_image, letterbox, load_pixels
 
 SIZE = (384, 256)
 
@@ -105,3 +105,78 @@ def test_phone_mpo_files_are_decoded_reduced_too(decoded_sizes: list[tuple[int, 
     assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
     load_pixels(buffer.getvalue(), SIZE)
     assert decoded_sizes == [(1008, 756)]
+
+
+# --- Cutting a photo to its content
+
+
+def _textured(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A sharp, busy picture (a street photo's detail reaches its edges)."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _zoomed_out(background: str = "plain") -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A 400 x 600 photo with a 100 x 200 textured 'person' at (150, 250); the person's box."""
+    canvas = Image.new("RGB", (400, 600), (200, 200, 200))
+    if background == "blur":
+        canvas = _textured(400, 600, 1).filter(ImageFilter.GaussianBlur(16))
+    box = (150, 250, 250, 450)
+    canvas.paste(_textured(100, 200), box[:2])
+    return canvas, box
+
+
+@pytest.mark.parametrize("background", ["plain", "blur"])
+def test_content_box_finds_a_small_person_on_a_plain_or_blurred_margin(background: str) -> None:
+    photo, (x0, y0, x1, y1) = _zoomed_out(background)
+    box = content_box(photo, 0.5)
+    assert box is not None
+    # it holds the person, with a margin of a few percent, and little else
+    assert box[0] <= x0 and box[1] <= y0 and box[2] >= x1 and box[3] >= y1
+    assert box[0] >= x0 - 25 and box[1] >= y0 - 25 and box[2] <= x1 + 25 and box[3] <= y1 + 25
+
+
+def test_content_box_leaves_sharp_to_the_edge_and_blank_photos_whole() -> None:
+    assert content_box(_textured(400, 600), 0.9) is None  # a street photo: detail everywhere
+    assert content_box(Image.new("RGB", (400, 600), "white"), 0.9) is None  # nothing to zoom on
+    photo, _ = _zoomed_out()
+    assert content_box(photo, 0.05) is None  # the person's box (~10% with margin) is over the share allowed
+
+
+def test_a_cut_photo_is_drawn_larger_and_boxes_map_back_to_the_whole_photo() -> None:
+    photo, (x0, y0, x1, y1) = _zoomed_out()
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    whole_pixels, whole = load_pixels(buffer.getvalue(), SIZE)
+    cut_pixels, cut = load_pixels(buffer.getvalue(), SIZE, trim_max_area=0.5)
+    assert (cut.width, cut.height) == (whole.width, whole.height) == (400, 600)  # the photo's own size
+    grey = np.array([200, 200, 200])
+
+    def person_rows(pixels: np.ndarray) -> int:
+        return int((np.abs(pixels.astype(int) - grey).max(-1) > 30).any(1).sum())
+
+    assert person_rows(cut_pixels) > 1.5 * person_rows(whole_pixels)  # the person fills more of the input
+    # the person's box, through the cut placement to the input's [-1, 1] and back, is where it was
+    unit = cut.box_to_unit((x0, y0, x1, y1))
+    assert all(-1.0 <= v <= 1.0 for v in unit)
+    to_frame = lambda u, size: (u + 1) / 2 * size  # noqa: E731
+    frame = (
+        to_frame(unit[0], cut.frame_width),
+        to_frame(unit[1], cut.frame_height),
+        to_frame(unit[2], cut.frame_width),
+        to_frame(unit[3], cut.frame_height),
+    )
+    assert cut.box_to_photo(frame) == pytest.approx((x0, y0, x1, y1), abs=1e-6)
+    # and it is drawn there: the input's pixels inside the mapped box are the person's, not the margin
+    h, w = SIZE
+    px = [round((u + 1) / 2 * s) for u, s in zip(unit, (w, h, w, h), strict=True)]
+    inside = cut_pixels[px[1] + 2 : px[3] - 2, px[0] + 2 : px[2] - 2]
+    assert np.abs(inside.astype(int) - grey).max(-1).mean() > 30
+
+
+def test_a_photo_not_cut_is_letterboxed_exactly_as_without_the_option() -> None:
+    data = _jpeg(550, 825)
+    plain_pixels, plain = load_pixels(data, SIZE)
+    pixels, placement = load_pixels(data, SIZE, trim_max_area=0.5)
+    assert placement == plain
+    assert np.array_equal(pixels, plain_pixels)
