@@ -68,11 +68,23 @@ ATTEMPTS_HEADER = "X-Serve-Attempts"  # app.relay.ATTEMPTS_HEADER: an answer tha
 SERVICE = "FashionService"  # app.serve.DEPLOYMENT: the replicas with the model (not the relaying ingress)
 # The Serve variants side by side with uvicorn, as their settings: as deployed by default (the relaying
 # ingress in front, the project's micro-batcher in the replica), with the proxy calling the replicas
-# directly (FASHION_SERVE_RELAY=false), and with Serve's own @serve.batch in the replica.
+# directly (FASHION_SERVE_RELAY=false), and with Serve's own @serve.batch in the replica, with no wait
+# (the service's default) and with 10 and 30 ms: @serve.batch forms its next batch while the last one
+# runs, so without a wait its batches hold one photo each.
 SERVE_ENGINES = {
     "ray_serve": {"FASHION_SERVE_RELAY": "true"},
     "ray_serve_direct": {"FASHION_SERVE_RELAY": "false"},
     "ray_serve_batch": {"FASHION_SERVE_RELAY": "true", "FASHION_SERVE_BATCHING": "serve"},
+    "ray_serve_batch_wait10": {
+        "FASHION_SERVE_RELAY": "true",
+        "FASHION_SERVE_BATCHING": "serve",
+        "FASHION_MAX_WAIT_MS": "10",
+    },
+    "ray_serve_batch_wait30": {
+        "FASHION_SERVE_RELAY": "true",
+        "FASHION_SERVE_BATCHING": "serve",
+        "FASHION_MAX_WAIT_MS": "30",
+    },
 }
 ENGINES = ("uvicorn", *SERVE_ENGINES)
 BIN = Path(sys.executable).parent  # the venv's ray, serve (python run as .venv/bin/python)
@@ -321,7 +333,11 @@ def summarise_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "one_replica_ratio": ratio("ray_serve"),  # as deployed by default: the relaying ingress in front
         **({"one_replica_ratio_direct": ratio("ray_serve_direct")} if "ray_serve_direct" in engines else {}),
-        **({"one_replica_ratio_serve_batch": ratio("ray_serve_batch")} if "ray_serve_batch" in engines else {}),
+        **{
+            f"one_replica_ratio{e.removeprefix('ray_serve')}": ratio(e)
+            for e in engines
+            if e.startswith("ray_serve_batch")
+        },
         "p50_1_client_ms": {e: mean(e, 0, "p50_ms") for e in engines},
         "photos_per_s_16_clients": {e: mean(e, 1, "photos_per_s") for e in engines},
         "failed_requests": sum(level["failed"] for r in results for e in engines for level in r[e]),
