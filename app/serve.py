@@ -96,11 +96,13 @@ class ServeBatcher(Generic[In, Out]):
     ) -> None:
         self.run_batch, self.max_batch, self.on_batch = run_batch, options.max_batch, on_batch
         self.limit = options.queue_limit + options.max_batch  # waiting, and the batch in the forward
-        self._unanswered = 0
+        self._unanswered = 0  # submitted, not yet answered
+        self._waiting = 0  # submitted, not yet handed to the batch function
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
         @serve.batch(max_batch_size=options.max_batch, batch_wait_timeout_s=options.max_wait_s)
         async def batched(items: list[In]) -> list[Out | Exception]:
+            self._waiting -= len(items)
             if self.on_batch:
                 self.on_batch(len(items))
             return list(await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, items))
@@ -109,7 +111,7 @@ class ServeBatcher(Generic[In, Out]):
 
     @property
     def depth(self) -> int:
-        return max(0, self._unanswered - self.max_batch)
+        return max(0, self._waiting)
 
     async def warm_up(self, item: In) -> None:
         """One full batch through the batch thread before serving (MicroBatcher.warm_up)."""
@@ -130,6 +132,7 @@ class ServeBatcher(Generic[In, Out]):
         if self._unanswered >= self.limit:
             raise Overloaded("too many photos waiting for the model")
         self._unanswered += 1
+        self._waiting += 1
         try:
             result: Out | Exception = await self._batched(item)
         finally:

@@ -54,8 +54,8 @@ from indexer.evaluate import returned as evaluated  # noqa: E402
 from indexer.search import DEFAULT_MAX_PARTS, Match  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data import ClothingCoParsing, Sample, data_dir  # noqa: E402
-from model.framing import EVAL_FRAMINGS, eval_reframe  # noqa: E402
-from model.imaging import load_input  # noqa: E402
+from model.framing import EVAL_FRAMINGS, EXTRA_FRAMINGS, eval_reframe  # noqa: E402
+from model.imaging import DEFAULT_TRIM_MAX_AREA, content_box, decode_image, load_input  # noqa: E402
 from model.labels import group_of  # noqa: E402
 from model.network import query_parts  # noqa: E402
 from model.products import SPLITS, read_products, split_products  # noqa: E402
@@ -110,7 +110,9 @@ def product_queries(root: Path, split: str, searchable: set[str]) -> list[Query]
     return out
 
 
-def ccp_queries(ccp: ClothingCoParsing, samples: Sequence[Sample]) -> dict[str, list[Query]]:
+def ccp_queries(
+    ccp: ClothingCoParsing, samples: Sequence[Sample], framings: Sequence[str] = EVAL_FRAMINGS + EXTRA_FRAMINGS
+) -> dict[str, list[Query]]:
     """Each framing of each photo, with the groups of the items its mask keeps there."""
     out: dict[str, list[Query]] = defaultdict(list)
     for sample in samples:
@@ -119,7 +121,7 @@ def ccp_queries(ccp: ClothingCoParsing, samples: Sequence[Sample]) -> dict[str, 
         with Image.open(sample.image) as opened:
             photo = opened.convert("RGB")
         colours = item_colours(ccp, sample)
-        for framing in EVAL_FRAMINGS:
+        for framing in framings:
             reframe = eval_reframe(framing, photo.width, photo.height)
             x0, y0, x1, y1 = (round(v) for v in reframe.crop)
             kept = ccp.mask_labels(mask[y0:y1, x0:x1])
@@ -266,7 +268,7 @@ def report_of(sets: dict[str, list[Query]], answers: dict[str, list[dict[str, An
     ccp = summarise(as_results(sets["full"], answers["full"]), colours)
     return {
         "held_out_products": held_out_report(sets["products"], answers["products"]),
-        "ccp_reframed": {f: group_recall(sets[f], answers[f]) for f in EVAL_FRAMINGS},
+        "ccp_reframed": {f: group_recall(sets[f], answers[f]) for f in EVAL_FRAMINGS + EXTRA_FRAMINGS if f in sets},
         "ccp": {
             "p_at_1": ccp["groups"]["precision_at_1"],  # type: ignore[index]
             "coverage": ccp["groups"]["coverage"],  # type: ignore[index]
@@ -285,9 +287,28 @@ def report_of(sets: dict[str, list[Query]], answers: dict[str, list[dict[str, An
     }
 
 
-def ratios(report: dict[str, Any]) -> dict[str, float]:
+def ratios(report: dict[str, Any], framings: Sequence[str] = EVAL_FRAMINGS) -> dict[str, float]:
     full = report["ccp_reframed"]["full"]["group_recall"]
-    return {f: report["ccp_reframed"][f]["group_recall"] / max(full, 1e-9) for f in EVAL_FRAMINGS if f != "full"}
+    return {f: report["ccp_reframed"][f]["group_recall"] / max(full, 1e-9) for f in framings if f != "full"}
+
+
+def with_ratios(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the issue's four framings' ratios, and apart those of the extra ones."""
+    report["ccp_reframed_ratio_to_full"] = ratios(report)
+    extra = [f for f in EXTRA_FRAMINGS if f in report["ccp_reframed"]]
+    if extra:
+        report["extra_framings_ratio_to_full"] = ratios(report, extra)
+    return report
+
+
+def cut_share(sets: dict[str, list[Query]], trim_max_area: float) -> dict[str, float]:
+    """Per query set, the share of photos the service cuts to their content at ``trim_max_area``."""
+    if trim_max_area <= 0:
+        return {name: 0.0 for name in sets}
+    return {
+        name: float(np.mean([content_box(decode_image(q.data), trim_max_area) is not None for q in queries]))
+        for name, queries in sets.items()
+    }
 
 
 def query_sets(args: argparse.Namespace, searchable: set[str]) -> dict[str, list[Query]]:
@@ -298,7 +319,8 @@ def query_sets(args: argparse.Namespace, searchable: set[str]) -> dict[str, list
         from model.evaluate import validation_split
 
         samples = validation_split(ccp, {})[1]
-    sets: dict[str, list[Query]] = dict(ccp_queries(ccp, samples))
+    framings = EVAL_FRAMINGS if args.choose else EVAL_FRAMINGS + EXTRA_FRAMINGS
+    sets: dict[str, list[Query]] = dict(ccp_queries(ccp, samples, framings))
     sets["products"] = product_queries(
         data_dir(args.data) / "fashion-product", "held_out" if args.split == "test" else "validation", searchable
     )
@@ -507,17 +529,16 @@ def main() -> None:
         "settings": env,
         **report_of(sets, answers, colours),
     }
-    report["ccp_reframed_ratio_to_full"] = ratios(report)
+    with_ratios(report)
+    report["cut_share"] = cut_share(sets, float(env.get("FASHION_TRIM_MAX_AREA", DEFAULT_TRIM_MAX_AREA)))
     if args.before_root is not None:
         before = serve_and_ask(
             args.before_root, args.before_root / args.before_checkpoint, args.before_bundles or args.bundles, sets, {}
         )
-        report["rival_before"] = report_of(sets, before, colours)
-        report["rival_before"]["ccp_reframed_ratio_to_full"] = ratios(report["rival_before"])
+        report["rival_before"] = with_ratios(report_of(sets, before, colours))
     if args.no_trim_rival:  # this service with photos never cut to their content
         no_trim = serve_and_ask(ROOT, args.checkpoint, args.bundles, sets, {**env, "FASHION_TRIM_MAX_AREA": "0"})
-        report["rival_no_trim"] = report_of(sets, no_trim, colours)
-        report["rival_no_trim"]["ccp_reframed_ratio_to_full"] = ratios(report["rival_no_trim"])
+        report["rival_no_trim"] = with_ratios(report_of(sets, no_trim, colours))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     rivals = ("rival_before", "rival_no_trim")

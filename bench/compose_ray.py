@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from model.data import data_dir  # noqa: E402
 
-REPLICA = "ServeReplica:fashion:FashionService"  # the model replicas' process title (not the ingress's)
-# The image has no ps: the replica's process is found by its command line under /proc.
+# The model replicas' process title (not the ingress's), as a pattern that does not match itself: the
+# image has no ps, so the replica is found by its command line under /proc, where the killing shell's
+# own command line (holding the pattern) is too.
+REPLICA = "[S]erveReplica:fashion:FashionService"
 KILL = (
     f"for p in /proc/[0-9]*; do if grep -q '{REPLICA}' $p/cmdline 2>/dev/null; "
     "then kill -9 ${p#/proc/} && echo killed ${p#/proc/}; fi; done"
@@ -98,6 +100,9 @@ def main() -> None:
     time.sleep(args.before_s)
     killed_at = time.time()
     kill = compose("exec", "-T", "ray-node", "sh", "-c", KILL)
+    if "killed" not in kill.stdout:
+        stop.set()
+        raise SystemExit(f"no replica process found on ray-node: {kill.stdout}{kill.stderr}")
     time.sleep(args.after_s)
     stop.set()
     for thread in threads:

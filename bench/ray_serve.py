@@ -331,7 +331,7 @@ def summarise_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
         return round(mean(engine, 1, "photos_per_s") / mean("uvicorn", 1, "photos_per_s"), 3)
 
     return {
-        "one_replica_ratio": ratio("ray_serve"),  # as deployed by default: the relaying ingress in front
+        **({"one_replica_ratio": ratio("ray_serve")} if "ray_serve" in engines else {}),  # as deployed by default
         **({"one_replica_ratio_direct": ratio("ray_serve_direct")} if "ray_serve_direct" in engines else {}),
         **{
             f"one_replica_ratio{e.removeprefix('ray_serve')}": ratio(e)

@@ -25,6 +25,9 @@ Background = Literal["plain", "blur"]
 
 # The framings a shopper's photo is measured in (bench/any_photo.py), besides the photo as shot.
 EVAL_FRAMINGS = ("full", "upper_half", "lower_half", "small_256", "zoomed_out")
+# Reported beside them, chosen nothing: zoomed out on a blurred copy of the photo, and less far
+# (0.65 of its size) on white.
+EXTRA_FRAMINGS = ("zoomed_out_blur", "zoomed_out_065_white")
 EVAL_FILL = (200, 200, 200)  # the zoomed-out photo's plain background
 SMALL_SIDE = 256  # a phone's thumbnail or a chat app's copy: the long side in pixels
 
@@ -336,7 +339,13 @@ def eval_reframe(name: str, width: int, height: int) -> Reframe:
         return Reframe((0.0, 0.0, w, h), scale=SMALL_SIDE / max(w, h))
     if name == "zoomed_out":
         return Reframe((0.0, 0.0, w, h), scale=0.5, canvas=(width, height), offset=(w / 4, h / 4), fill=EVAL_FILL)
-    raise ValueError(f"unknown framing {name!r}; choose one of {', '.join(EVAL_FRAMINGS)}")
+    if name == "zoomed_out_blur":
+        return Reframe((0.0, 0.0, w, h), scale=0.5, canvas=(width, height), offset=(w / 4, h / 4), background="blur")
+    if name == "zoomed_out_065_white":
+        offset = (w * 0.35 / 2, h * 0.35 / 2)
+        return Reframe((0.0, 0.0, w, h), scale=0.65, canvas=(width, height), offset=offset, fill=(255, 255, 255))
+    known = ", ".join(EVAL_FRAMINGS + EXTRA_FRAMINGS)
+    raise ValueError(f"unknown framing {name!r}; choose one of {known}")
 
 
 # --- A catalogue photo re-shot as a shopper's photo of the product

@@ -37,6 +37,10 @@ DETAIL_LEVEL = 10.0
 CONTENT_TAIL = 0.01
 CONTENT_MARGIN = 0.05
 MIN_DETAIL_SHARE = 0.005
+# A cut draws its box at most this many times larger than the whole photo would be drawn (a box
+# smaller than that is widened about its centre): a speck on a blank photo is not blown up, and a
+# JPEG decoded at a reduced DCT scale (twice its drawn size, load_pixels) is upscaled 1.5x at most.
+MAX_ZOOM = 3.0
 # The service cuts a photo to its content box where the box covers at most this share of it (0:
 # never); chosen on validation (bench/any_photo.py --choose --trim). A street photo's box covers
 # 0.88-0.99 of it; a photo zoomed out to half its size on a plain canvas, about 0.27.
@@ -285,8 +289,21 @@ def content_box(image: Image.Image, max_area: float) -> tuple[float, float, floa
     top, bottom = max(0.0, top - pad_y), min(float(rows), bottom + pad_y)
     if (right - left) * (bottom - top) > max_area * rows * cols:
         return None
+    # the box's scale against the whole photo's, whatever the frame's shape: at most MAX_ZOOM
+    zoom = min(cols / (right - left), rows / (bottom - top))
+    if zoom > MAX_ZOOM:
+        grow = zoom / MAX_ZOOM
+        left, right = _widen(left, right, grow, cols)
+        top, bottom = _widen(top, bottom, grow, rows)
     to_x, to_y = image.width / cols, image.height / rows
     return left * to_x, top * to_y, right * to_x, bottom * to_y
+
+
+def _widen(low: float, high: float, factor: float, limit: float) -> tuple[float, float]:
+    """[low, high] grown ``factor`` times about its centre, shifted to stay within [0, limit]."""
+    half = min(limit, (high - low) * factor) / 2
+    centre = min(max((low + high) / 2, half), limit - half)
+    return centre - half, centre + half
 
 
 def to_input(pixels: np.ndarray) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageFilter
 from PIL.JpegImagePlugin import JpegImageFile
 
-from model.imaging import ImageDecodeError, content_box, decode_image, letterbox, load_pixels
+from model.imaging import MAX_ZOOM, ImageDecodeError, content_box, decode_image, letterbox, load_pixels
 
 SIZE = (384, 256)
 
@@ -156,26 +156,31 @@ def test_a_cut_photo_is_drawn_larger_and_boxes_map_back_to_the_whole_photo() -> 
         return int((np.abs(pixels.astype(int) - grey).max(-1) > 30).any(1).sum())
 
     assert person_rows(cut_pixels) > 1.5 * person_rows(whole_pixels)  # the person fills more of the input
-    # the person's box, through the cut placement to the input's [-1, 1] and back, is where it was
-    unit = cut.box_to_unit((x0, y0, x1, y1))
-    assert all(-1.0 <= v <= 1.0 for v in unit)
-    to_frame = lambda u, size: (u + 1) / 2 * size  # noqa: E731
-    frame = (
-        to_frame(unit[0], cut.frame_width),
-        to_frame(unit[1], cut.frame_height),
-        to_frame(unit[2], cut.frame_width),
-        to_frame(unit[3], cut.frame_height),
-    )
-    assert cut.box_to_photo(frame) == pytest.approx((x0, y0, x1, y1), abs=1e-6)
-    # and it is drawn there: the input's pixels inside the mapped box are the person's, not the margin
+    # where the person is drawn in the input, mapped through the cut placement, is where it is in the photo
+    person = (np.abs(cut_pixels.astype(int) - grey).max(-1) > 30) & (cut_pixels.min(-1) < 225)
+    rows, cols = np.nonzero(person)
     h, w = SIZE
-    px = [round((u + 1) / 2 * s) for u, s in zip(unit, (w, h, w, h), strict=True)]
-    inside = cut_pixels[px[1] + 2 : px[3] - 2, px[0] + 2 : px[2] - 2]
-    assert np.abs(inside.astype(int) - grey).max(-1).mean() > 30
+    drawn = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)  # input pixels
+    to_frame = (cut.frame_width / w, cut.frame_height / h)
+    in_frame = (drawn[0] * to_frame[0], drawn[1] * to_frame[1], drawn[2] * to_frame[0], drawn[3] * to_frame[1])
+    one_input_pixel = max(to_frame)
+    assert cut.box_to_photo(in_frame) == pytest.approx((x0, y0, x1, y1), abs=2 * one_input_pixel)
+
+
+def test_a_speck_on_a_blank_photo_is_not_blown_up() -> None:
+    photo = Image.new("RGB", (400, 600), "white")
+    photo.paste(_textured(40, 40), (300, 50))  # a tenth of the photo's width: cut to, uncapped, 9x
+    box = content_box(photo, 0.5)
+    assert box is not None
+    # drawn at most MAX_ZOOM times the whole photo's scale, and still inside the photo, over the speck
+    assert min(400 / (box[2] - box[0]), 600 / (box[3] - box[1])) == pytest.approx(MAX_ZOOM, rel=0.02)
+    assert 0 <= box[0] <= 300 and 0 <= box[1] <= 50 and 340 <= box[2] <= 400 and 90 <= box[3] <= 600
 
 
 def test_a_photo_not_cut_is_letterboxed_exactly_as_without_the_option() -> None:
-    data = _jpeg(550, 825)
+    buffer = io.BytesIO()
+    _textured(550, 825).save(buffer, "JPEG", quality=90)  # a street photo: detail to its edges
+    data = buffer.getvalue()
     plain_pixels, plain = load_pixels(data, SIZE)
     pixels, placement = load_pixels(data, SIZE, trim_max_area=0.5)
     assert placement == plain
