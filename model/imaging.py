@@ -43,7 +43,7 @@ MIN_DETAIL_SHARE = 0.005
 MAX_ZOOM = 3.0
 # The service cuts a photo to its content box where the box covers at most this share of it (0:
 # never); chosen on validation (bench/any_photo.py --choose --trim). A street photo's box covers
-# 0.88-0.99 of it; a photo zoomed out to half its size on a plain canvas, about 0.27.
+# nearly all of it; a photo zoomed out to half its size on a plain canvas, about 0.27.
 DEFAULT_TRIM_MAX_AREA = 0.35
 
 
