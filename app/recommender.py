@@ -183,6 +183,9 @@ class Recommender:
         self.model_version = model_sha256[:12]
         self.limits, self.threshold, self.floor, self.search_threads = limits, threshold, floor, search_threads
         self.trim_max_area = trim_max_area
+        # what else shapes an answer besides the photo, the bundle and the request's options: in the
+        # cache key, so processes sharing one Redis under other settings never take each other's answers
+        self.answer_settings = f"threshold={threshold},floor={floor},trim={trim_max_area}"
         self.size = (model.config.image_height, model.config.image_width)
         self.batcher = make_batcher(self._answer_batch, batching, metrics.batch_size.observe)
         # decoding and search of a batch's photos, side by side (both release the GIL)
@@ -277,7 +280,7 @@ class Recommender:
             raise NotReady("no bundle is loaded yet")
         if self.cache is None:
             return await self._answer(data, bundle, options)
-        key = f"{image_digest(data)}|{bundle.version}|{options.cache_key()}"
+        key = f"{image_digest(data)}|{bundle.version}|{self.answer_settings}|{options.cache_key()}"
         response = await self.cache.get(key)
         if response is None:
             response = await self._answer(data, bundle, options)

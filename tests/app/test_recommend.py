@@ -100,6 +100,26 @@ def test_response_cache(tiny_checkpoint, bundles_dir) -> None:  # type: ignore[n
         assert 'fashion_cache_total{result="hit"} 1.0' in client.get("/metrics").text
 
 
+def test_processes_sharing_a_cache_under_other_settings_never_take_each_others_answers(  # type: ignore[no-untyped-def]
+    tiny_checkpoint, bundles_dir, redis_server
+) -> None:
+    from app.main import create_app
+
+    data = photo_bytes(colour="blue")
+
+    def cached(**overrides: object) -> bool:
+        settings = make_settings(tiny_checkpoint, bundles_dir, cache_ttl_s=60, redis_url=redis_server.url, **overrides)
+        with TestClient(create_app(settings)) as client:
+            response = post(client, data)
+            assert response.status_code == 200, response.text
+            return bool(response.json()["cached"])
+
+    assert not cached(trim_max_area=0.35)
+    assert cached(trim_max_area=0.35)  # the same settings share the answer
+    assert not cached(trim_max_area=0.0)
+    assert not cached(trim_max_area=0.35, part_threshold=0.5)
+
+
 def test_search_threads_set_in_the_searching_thread(tiny_checkpoint, bundles_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """FAISS's OpenMP threads are per calling thread: FASHION_SEARCH_THREADS is applied where the search runs."""
     import threading
