@@ -190,15 +190,19 @@ class Placement:
     frame_height: float
     offset_x: float  # the photo's top-left corner inside that frame
     offset_y: float
+    # the part of the photo drawn in the frame (x0, y0, x1, y1), where it was cut to its content
+    shown: tuple[float, float, float, float] | None = None
 
     def box_to_photo(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-        """A box in frame pixels -> the same box in photo pixels, clipped to the photo."""
+        """A box in frame pixels -> the same box in photo pixels, clipped to the part of the photo
+        the network saw (the whole photo unless it was cut)."""
+        left, top, right, bottom = self.shown or (0.0, 0.0, float(self.width), float(self.height))
         x0, y0, x1, y1 = box
         return (
-            min(max(x0 - self.offset_x, 0.0), self.width),
-            min(max(y0 - self.offset_y, 0.0), self.height),
-            min(max(x1 - self.offset_x, 0.0), self.width),
-            min(max(y1 - self.offset_y, 0.0), self.height),
+            min(max(x0 - self.offset_x, left), right),
+            min(max(y0 - self.offset_y, top), bottom),
+            min(max(x1 - self.offset_x, left), right),
+            min(max(y1 - self.offset_y, top), bottom),
         )
 
     def box_to_unit(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
@@ -250,7 +254,13 @@ def letterbox(
         )
     shown, scale, left, top = letterbox_placement(max(1, round(cut_w)), max(1, round(cut_h)), size)
     placement = Placement(
-        width, height, shown.frame_width, shown.frame_height, shown.offset_x - x0, shown.offset_y - y0
+        width,
+        height,
+        shown.frame_width,
+        shown.frame_height,
+        shown.offset_x - x0,
+        shown.offset_y - y0,
+        None if crop is None else (x0, y0, x0 + cut_w, y0 + cut_h),
     )
     new_w, new_h = max(1, round(cut_w * scale)), max(1, round(cut_h * scale))
     canvas = Image.new("RGB", (out_w, out_h), (PAD_VALUE,) * 3)

@@ -165,6 +165,10 @@ def test_a_cut_photo_is_drawn_larger_and_boxes_map_back_to_the_whole_photo() -> 
     in_frame = (drawn[0] * to_frame[0], drawn[1] * to_frame[1], drawn[2] * to_frame[0], drawn[3] * to_frame[1])
     one_input_pixel = max(to_frame)
     assert cut.box_to_photo(in_frame) == pytest.approx((x0, y0, x1, y1), abs=2 * one_input_pixel)
+    # a box over the whole frame (its padding too) comes back as the part of the photo drawn, no more
+    assert cut.shown is not None and whole.shown is None
+    assert cut.box_to_photo((0.0, 0.0, cut.frame_width, cut.frame_height)) == pytest.approx(cut.shown)
+    assert x0 - 25 <= cut.shown[0] and cut.shown[2] <= x1 + 25 and y0 - 25 <= cut.shown[1] and cut.shown[3] <= y1 + 25
 
 
 def test_a_speck_on_a_blank_photo_is_not_blown_up() -> None:
