@@ -62,7 +62,10 @@ BatcherFactory = Callable[
 ]
 
 
-class MicroBatcher(Generic[In, Out]):
+class BatchThread(Generic[In, Out]):
+    """The batch function, run in one dedicated thread: what every batcher shares (MicroBatcher here,
+    app.serve.ServeBatcher on Ray Serve), whoever gathers the batches."""
+
     def __init__(
         self,
         run_batch: Callable[[list[In]], Sequence[Out | Exception]],
@@ -71,27 +74,41 @@ class MicroBatcher(Generic[In, Out]):
     ) -> None:
         self.run_batch, self.max_batch, self.max_wait_s = run_batch, options.max_batch, options.max_wait_s
         self.on_batch = on_batch
-        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] = asyncio.Queue(options.queue_limit)
-        self._task: asyncio.Task[None] | None = None
         # One dedicated thread: torch keeps one OpenMP pool per calling thread, and several pools
         # fighting over few cores cost more than the forward itself.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
-    @property
-    def depth(self) -> int:
-        return self._queue.qsize()
+    async def run(self, items: list[In]) -> Sequence[Out | Exception]:
+        """The batch function on ``items``, in the batch thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, items)
 
     async def warm_up(self, item: In) -> None:
         """Run one full batch of ``item`` in the batch thread before serving. Its allocator then
         holds the largest batch's working memory from the start: the process's size is known (a
         memory limit too small fails at start, not under load) and stays flat when load later
         fills batches (the soak measured +60 MB at the first busy minute without it)."""
-        results = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self.run_batch, [item] * self.max_batch
-        )
-        for result in results:
+        for result in await self.run([item] * self.max_batch):
             if isinstance(result, Exception):
                 raise result
+
+    async def stop(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+class MicroBatcher(BatchThread[In, Out]):
+    def __init__(
+        self,
+        run_batch: Callable[[list[In]], Sequence[Out | Exception]],
+        options: BatchOptions,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(run_batch, options, on_batch)
+        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] = asyncio.Queue(options.queue_limit)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._consume(), name="micro-batcher")
@@ -101,7 +118,7 @@ class MicroBatcher(Generic[In, Out]):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._executor.shutdown(wait=False)
+        await super().stop()
 
     async def submit(self, item: In) -> Out:
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
@@ -135,9 +152,7 @@ class MicroBatcher(Generic[In, Out]):
             if self.on_batch:
                 self.on_batch(len(batch))
             try:
-                results = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self.run_batch, [item for item, _ in batch]
-                )
+                results = await self.run([item for item, _ in batch])
             except Exception as exc:  # a failed forward fails its requests, not the consumer
                 log.exception("batch of %d failed", len(batch))
                 for _, fut in batch:

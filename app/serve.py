@@ -35,17 +35,15 @@ shell's. Every node must read the checkpoint, the bundle store and the catalogue
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import ray
 from fastapi import FastAPI, Request, Response
@@ -55,7 +53,7 @@ from ray.serve import Application
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from app.batching import BatchOptions, Overloaded
+from app.batching import BatchOptions, BatchThread, Overloaded
 from app.errors import error_response
 from app.main import create_app
 from app.relay import ASGIApp, Relayed, ReplicaLost, Reply, body_limit, relay_http, run_asgi
@@ -81,7 +79,7 @@ class ServeSettingsError(ValueError):
     """The settings cannot run on Serve as they are."""
 
 
-class ServeBatcher(Generic[In, Out]):
+class ServeBatcher(BatchThread[In, Out]):
     """The micro-batcher's place in a replica taken by Ray Serve's own ``@serve.batch``
     (FASHION_SERVE_BATCHING=serve): the same batch function, in one dedicated thread as there, up to
     FASHION_MAX_BATCH items, a batch waiting FASHION_MAX_WAIT_MS to fill; Serve runs one batch at a
@@ -94,18 +92,17 @@ class ServeBatcher(Generic[In, Out]):
         options: BatchOptions,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        self.run_batch, self.max_batch, self.on_batch = run_batch, options.max_batch, on_batch
+        super().__init__(run_batch, options, on_batch)
         self.limit = options.queue_limit + options.max_batch  # waiting, and the batch in the forward
         self._unanswered = 0  # submitted, not yet answered
         self._waiting = 0  # submitted, not yet handed to the batch function
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
         @serve.batch(max_batch_size=options.max_batch, batch_wait_timeout_s=options.max_wait_s)
         async def batched(items: list[In]) -> list[Out | Exception]:
             self._waiting -= len(items)
             if self.on_batch:
                 self.on_batch(len(items))
-            return list(await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, items))
+            return list(await self.run(items))
 
         self._batched = batched
 
@@ -113,20 +110,8 @@ class ServeBatcher(Generic[In, Out]):
     def depth(self) -> int:
         return max(0, self._waiting)
 
-    async def warm_up(self, item: In) -> None:
-        """One full batch through the batch thread before serving (MicroBatcher.warm_up)."""
-        results = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self.run_batch, [item] * self.max_batch
-        )
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-
     def start(self) -> None:
         """Serve starts its batching loop with the first item."""
-
-    async def stop(self) -> None:
-        self._executor.shutdown(wait=False)
 
     async def submit(self, item: In) -> Out:
         if self._unanswered >= self.limit:
