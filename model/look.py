@@ -33,14 +33,19 @@ CENTRE_SIGMA = 0.6  # the centre weighting's spread, in the crop's half-sizes
 
 
 def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """(..., 3) sRGB in [0, 1] -> CIELAB (D65), in torch (so it exports with the network)."""
-    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).clamp_min(1e-6) ** 2.4, rgb / 12.92)
+    """(..., 3) sRGB in [0, 1] -> CIELAB (D65), in torch (so it exports with the network). Powers
+    are written exp(p * log x): OpenVINO ran ``x ** 2.4`` and ``x ** (1/3)`` a millisecond a photo
+    slower (bench/look_cost.py)."""
+    linear = torch.where(
+        rgb > 0.04045, torch.exp(2.4 * torch.log(((rgb + 0.055) / 1.055).clamp_min(1e-6))), rgb / 12.92
+    )
+    # sRGB -> XYZ, each row divided by the white point's X, Y, Z
     matrix = torch.tensor(
         [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]], dtype=rgb.dtype
-    )
-    xyz = linear @ matrix.t() / torch.tensor([0.95047, 1.0, 1.08883], dtype=rgb.dtype)
+    ) / torch.tensor([[0.95047], [1.0], [1.08883]], dtype=rgb.dtype)
+    xyz = linear @ matrix.t()
     delta = 6 / 29
-    f = torch.where(xyz > delta**3, xyz.clamp_min(1e-9) ** (1 / 3), xyz / (3 * delta**2) + 4 / 29)
+    f = torch.where(xyz > delta**3, torch.exp(torch.log(xyz.clamp_min(1e-9)) / 3), xyz / (3 * delta**2) + 4 / 29)
     return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
@@ -51,17 +56,28 @@ def palette() -> torch.Tensor:
     return srgb_to_lab(rgb)
 
 
+def sample_crops(
+    images: torch.Tensor, transforms: torch.Tensor, rows: int, cols: int, padding_mode: str = "zeros"
+) -> torch.Tensor:
+    """(B, C, H, W) maps and (B, K, 4) crops -> (B, C, K, rows, cols): each crop sampled on a
+    ``rows`` x ``cols`` grid. One grid holds a photo's K crops stacked, so the map is read in place:
+    copying it once per crop (a batch of B*K maps) cost more than the look head's network."""
+    B, K, _ = transforms.shape
+    grid = crop_grid(transforms.flatten(0, 1), rows, cols).view(B, K * rows, cols, 2)
+    samples = F.grid_sample(images, grid, align_corners=False, padding_mode=padding_mode)  # (B, C, K*rows, cols)
+    return samples.view(B, images.shape[1], K, rows, cols)
+
+
 def colour_histogram(images: torch.Tensor, transforms: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) photos in [0, 1] and (B, K, 4) crops -> (B, K, P) unit-length colour
     histograms of each crop's pixels (square-rooted shares of the palette)."""
     B, K, _ = transforms.shape
     rows, cols = COLOUR_GRID
-    grid = crop_grid(transforms.flatten(0, 1), rows, cols)  # (B*K, rows, cols, 2)
-    photos = images.repeat_interleave(K, 0)
-    pixels = F.grid_sample(photos, grid, align_corners=False, padding_mode="border")  # (B*K, 3, rows, cols)
-    pixels = pixels.flatten(2).transpose(1, 2)  # (B*K, N, 3)
+    pixels = sample_crops(images, transforms, rows, cols, padding_mode="border")  # (B, 3, K, rows, cols)
+    pixels = pixels.flatten(3).permute(0, 2, 3, 1).flatten(0, 1)  # (B*K, N, 3)
     lab = srgb_to_lab(pixels.clamp(0, 1))
-    distance = (lab.unsqueeze(-2) - anchors).pow(2).sum(-1)  # (B*K, N, P)
+    # |a - b|² expanded into a matrix product: the (B*K, N, P, 3) difference it replaces was the head's dearest step
+    distance = (lab.pow(2).sum(-1, keepdim=True) + anchors.pow(2).sum(-1) - 2 * lab @ anchors.t()).clamp_min(0)
     share = torch.softmax(-distance / (2 * COLOUR_SIGMA**2), -1)
     ys = ((torch.arange(rows, dtype=images.dtype) * 2 + 1) / rows - 1).view(rows, 1)
     xs = ((torch.arange(cols, dtype=images.dtype) * 2 + 1) / cols - 1).view(1, cols)
@@ -76,14 +92,12 @@ def colour_histogram(images: torch.Tensor, transforms: torch.Tensor, anchors: to
 
 def pooled_crop_features(trunk_maps: list[torch.Tensor], transforms: torch.Tensor) -> torch.Tensor:
     """Trunk maps and (B, K, 4) crops -> (B, K, 2 * sum(C)) each level's mean and max inside each crop."""
-    B, K, _ = transforms.shape
     rows, cols = FEATURE_GRID
-    grid = crop_grid(transforms.flatten(0, 1), rows, cols)  # (B*K, rows, cols, 2)
     pooled = []
     for level in trunk_maps:
-        samples = F.grid_sample(level.float().repeat_interleave(K, 0), grid, align_corners=False)  # (B*K, C, r, c)
-        pooled += [samples.mean((-2, -1)), samples.amax((-2, -1))]
-    return torch.cat(pooled, -1).view(B, K, -1)
+        samples = sample_crops(level.float(), transforms, rows, cols)  # (B, C, K, r, c)
+        pooled += [samples.mean((-2, -1)), samples.amax((-2, -1))]  # (B, C, K) each
+    return torch.cat(pooled, 1).transpose(1, 2)
 
 
 WHOLE = (1.0, 1.0, 0.0, 0.0)  # the transform of the whole photo: (s_x, s_y, t_x, t_y)

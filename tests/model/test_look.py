@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from model.look import WHOLE, colour_histogram, palette, pooled_crop_features, srgb_to_lab
+from model.attention import crop_grid
+from model.look import WHOLE, colour_histogram, palette, pooled_crop_features, sample_crops, srgb_to_lab
 from model.network import PartAttentionNetwork, query_parts, select_parts
 from model.runtime import make_forward, served_fields
 from tests.helpers import tiny_config
@@ -47,6 +49,34 @@ def test_pooled_crop_features_are_each_levels_mean_and_max_inside_the_crop() -> 
     assert features.shape == (1, 2, 2 * (2 + 3))
     # the second channel's mean: about 1 in the top crop, 0 in the bottom one (bilinear at the edge)
     assert float(features[0, 0, 1]) > 0.9 and float(features[0, 1, 1]) < 0.1
+
+
+def test_every_crop_is_sampled_as_if_cut_from_its_own_copy_of_the_map() -> None:
+    # the straightforward form: one copy of the map per crop, each sampled on its own grid
+    maps = torch.rand(2, 5, 12, 8, generator=torch.Generator().manual_seed(0))
+    crops = torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(1)) - 0.5
+    copies = maps.repeat_interleave(3, 0)
+    expected = F.grid_sample(copies, crop_grid(crops.flatten(0, 1), 6, 4), align_corners=False, padding_mode="border")
+    got = sample_crops(maps, crops, 6, 4, padding_mode="border")  # (B, C, K, rows, cols)
+    assert got.shape == (2, 5, 3, 6, 4)
+    torch.testing.assert_close(got.permute(0, 2, 1, 3, 4).flatten(0, 1), expected, atol=0, rtol=0)
+
+
+def test_the_colour_histogram_is_the_soft_palette_share_of_each_pixel() -> None:
+    # against the direct form: every pixel's distance to every palette colour, then a softmax
+    from model.look import CENTRE_SIGMA, COLOUR_GRID, COLOUR_SIGMA
+
+    images = torch.rand(2, 3, 48, 32, generator=torch.Generator().manual_seed(2)) * 0.9  # no backdrop pixel
+    crops = torch.tensor([[WHOLE, (0.5, 0.4, 0.2, -0.3)]] * 2)
+    rows, cols = COLOUR_GRID
+    pixels = sample_crops(images, crops, rows, cols, padding_mode="border").flatten(3).permute(0, 2, 3, 1)
+    distance = (srgb_to_lab(pixels).unsqueeze(-2) - palette()).pow(2).sum(-1)  # (B, K, N, P)
+    share = torch.softmax(-distance / (2 * COLOUR_SIGMA**2), -1)
+    ys = ((torch.arange(rows) * 2 + 1) / rows - 1).view(rows, 1)
+    xs = ((torch.arange(cols) * 2 + 1) / cols - 1).view(1, cols)
+    centre = torch.exp(-(ys**2 + xs**2) / (2 * CENTRE_SIGMA**2)).flatten()
+    expected = F.normalize((share * centre.view(-1, 1)).sum(-2).sqrt(), dim=-1)
+    torch.testing.assert_close(colour_histogram(images, crops, palette()), expected, atol=1e-5, rtol=0)
 
 
 def test_parts_are_searched_by_their_look() -> None:
