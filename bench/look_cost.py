@@ -5,9 +5,9 @@
 The model alone on decoded, letterboxed CCP test photos, per photo, batch 1 and 8 (about the
 service's mean batch at 16 clients), on PyTorch eager and on OpenVINO (the service's default
 runtime): the checkpoint as it is, and the same network with its look head taken off (its parts
-then searched by their texture encodings, as before the look head). Within each runtime, rounds
-alternate the two, so the machine's drift falls on both; the report gives each round and the
-median ratio.
+then searched by their texture encodings, as before the look head). Within each runtime, each round
+times both, the two taking turns at going first, so the machine's drift falls on both; the report
+gives each round, the medians' difference and the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -88,10 +88,11 @@ def main() -> None:
     rounds: list[dict[str, float]] = [{} for _ in range(args.rounds)]
     for runtime in RUNTIMES:
         for name in variants:
-            ms_per_photo(forwards[runtime, name], photos[:16], 8)
-        for row in rounds:
             for batch in BATCHES:
-                for name in variants:
+                ms_per_photo(forwards[runtime, name], photos[:16], batch)
+        for number, row in enumerate(rounds):
+            for batch in BATCHES:
+                for name in list(variants)[:: 1 if number % 2 == 0 else -1]:  # each first in every other round
                     with torch.inference_mode():
                         row[f"{runtime}/b{batch}/{name}"] = round(
                             ms_per_photo(forwards[runtime, name], photos, batch), 3

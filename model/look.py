@@ -76,8 +76,10 @@ def colour_histogram(images: torch.Tensor, transforms: torch.Tensor, anchors: to
     pixels = sample_crops(images, transforms, rows, cols, padding_mode="border")  # (B, 3, K, rows, cols)
     pixels = pixels.flatten(3).permute(0, 2, 3, 1).flatten(0, 1)  # (B*K, N, 3)
     lab = srgb_to_lab(pixels.clamp(0, 1))
-    # |a - b|² expanded into a matrix product: the (B*K, N, P, 3) difference it replaces was the head's dearest step
-    distance = (lab.pow(2).sum(-1, keepdim=True) + anchors.pow(2).sum(-1) - 2 * lab @ anchors.t()).clamp_min(0)
+    # A softmax over the palette needs a pixel's |a - b|² only up to its own |a|²: |b|² - 2 a.b is a
+    # matrix product (the (B*K, N, P, 3) difference it replaces was the head's dearest step).
+    anchors = anchors.to(lab.dtype)
+    distance = anchors.pow(2).sum(-1) - 2 * lab @ anchors.t()  # (B*K, N, P): |a - b|² - |a|²
     share = torch.softmax(-distance / (2 * COLOUR_SIGMA**2), -1)
     ys = ((torch.arange(rows, dtype=images.dtype) * 2 + 1) / rows - 1).view(rows, 1)
     xs = ((torch.arange(cols, dtype=images.dtype) * 2 + 1) / cols - 1).view(1, cols)

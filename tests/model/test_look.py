@@ -9,7 +9,18 @@ import torch
 import torch.nn.functional as F
 
 from model.attention import crop_grid
-from model.look import WHOLE, colour_histogram, palette, pooled_crop_features, sample_crops, srgb_to_lab
+from model.look import (
+    CENTRE_SIGMA,
+    COLOUR_GRID,
+    COLOUR_SIGMA,
+    FEATURE_GRID,
+    WHOLE,
+    colour_histogram,
+    palette,
+    pooled_crop_features,
+    sample_crops,
+    srgb_to_lab,
+)
 from model.network import PartAttentionNetwork, query_parts, select_parts
 from model.runtime import make_forward, served_fields
 from tests.helpers import tiny_config
@@ -51,32 +62,48 @@ def test_pooled_crop_features_are_each_levels_mean_and_max_inside_the_crop() -> 
     assert float(features[0, 0, 1]) > 0.9 and float(features[0, 1, 1]) < 0.1
 
 
+def direct_crops(maps: torch.Tensor, crops: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The straightforward form: one copy of the map per crop, each sampled on its own grid; (B*K, C, rows, cols)."""
+    copies = maps.repeat_interleave(crops.shape[1], 0)
+    return F.grid_sample(copies, crop_grid(crops.flatten(0, 1), rows, cols), align_corners=False, padding_mode="border")
+
+
 def test_every_crop_is_sampled_as_if_cut_from_its_own_copy_of_the_map() -> None:
-    # the straightforward form: one copy of the map per crop, each sampled on its own grid
     maps = torch.rand(2, 5, 12, 8, generator=torch.Generator().manual_seed(0))
     crops = torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(1)) - 0.5
-    copies = maps.repeat_interleave(3, 0)
-    expected = F.grid_sample(copies, crop_grid(crops.flatten(0, 1), 6, 4), align_corners=False, padding_mode="border")
     got = sample_crops(maps, crops, 6, 4, padding_mode="border")  # (B, C, K, rows, cols)
     assert got.shape == (2, 5, 3, 6, 4)
-    torch.testing.assert_close(got.permute(0, 2, 1, 3, 4).flatten(0, 1), expected, atol=0, rtol=0)
+    torch.testing.assert_close(
+        got.permute(0, 2, 1, 3, 4).flatten(0, 1), direct_crops(maps, crops, 6, 4), atol=0, rtol=0
+    )
+    # each level's mean and max of each crop, in the order (crop, [level 0 mean, max, level 1 mean, max])
+    levels = [maps, torch.rand(2, 7, 6, 4, generator=torch.Generator().manual_seed(2))]
+    expected = []
+    for level in levels:
+        samples = F.grid_sample(
+            level.repeat_interleave(3, 0), crop_grid(crops.flatten(0, 1), *FEATURE_GRID), align_corners=False
+        )
+        expected += [samples.mean((-2, -1)), samples.amax((-2, -1))]
+    torch.testing.assert_close(pooled_crop_features(levels, crops), torch.cat(expected, -1).view(2, 3, -1))
 
 
 def test_the_colour_histogram_is_the_soft_palette_share_of_each_pixel() -> None:
     # against the direct form: every pixel's distance to every palette colour, then a softmax
-    from model.look import CENTRE_SIGMA, COLOUR_GRID, COLOUR_SIGMA
-
     images = torch.rand(2, 3, 48, 32, generator=torch.Generator().manual_seed(2)) * 0.9  # no backdrop pixel
     crops = torch.tensor([[WHOLE, (0.5, 0.4, 0.2, -0.3)]] * 2)
     rows, cols = COLOUR_GRID
-    pixels = sample_crops(images, crops, rows, cols, padding_mode="border").flatten(3).permute(0, 2, 3, 1)
-    distance = (srgb_to_lab(pixels).unsqueeze(-2) - palette()).pow(2).sum(-1)  # (B, K, N, P)
+    pixels = direct_crops(images, crops, rows, cols).flatten(2).transpose(1, 2)  # (B*K, N, 3)
+    distance = (srgb_to_lab(pixels).unsqueeze(-2) - palette()).pow(2).sum(-1)  # (B*K, N, P)
     share = torch.softmax(-distance / (2 * COLOUR_SIGMA**2), -1)
     ys = ((torch.arange(rows) * 2 + 1) / rows - 1).view(rows, 1)
     xs = ((torch.arange(cols) * 2 + 1) / cols - 1).view(1, cols)
     centre = torch.exp(-(ys**2 + xs**2) / (2 * CENTRE_SIGMA**2)).flatten()
-    expected = F.normalize((share * centre.view(-1, 1)).sum(-2).sqrt(), dim=-1)
-    torch.testing.assert_close(colour_histogram(images, crops, palette()), expected, atol=1e-5, rtol=0)
+    expected = F.normalize((share * centre.view(-1, 1)).sum(-2).sqrt(), dim=-1).view(2, 2, -1)
+    torch.testing.assert_close(colour_histogram(images, crops, palette()), expected, atol=1e-6, rtol=0)
+    # float64 photos too (the palette is float32)
+    torch.testing.assert_close(
+        colour_histogram(images.double(), crops.double(), palette()), expected.double(), atol=1e-6, rtol=0
+    )
 
 
 def test_parts_are_searched_by_their_look() -> None:
