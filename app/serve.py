@@ -262,6 +262,24 @@ def deploy(settings: Settings, name: str = APP_NAME) -> None:
     serve.run(build(settings), name=name, route_prefix="/", blocking=False)
 
 
+def http_targets(name: str = APP_NAME) -> list[str]:
+    """Where the application's HTTP requests enter, from Serve's controller (its target groups: what
+    a load balancer in front is pointed at): Serve's proxies; or, where the cluster's nodes were
+    started with Serve's direct ingress (``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, bench/ray_serve.py),
+    each ingress replica's own port, there being no proxy. Empty where the controller cannot say."""
+    try:
+        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        groups: list[Any] = ray.get(
+            controller.get_target_groups.remote(name), timeout=30
+        )  # ray.serve.schema.TargetGroup
+    except Exception as exc:  # a private interface of Serve's: the service runs without it
+        log.warning("Serve's controller did not say where requests enter (%s)", exc)
+        return []
+    return [f"http://{t.ip}:{t.port}" for g in groups if g.protocol == "HTTP" for t in g.targets]
+
+
 def run(
     settings: Settings,
     address: str | None,
@@ -293,7 +311,8 @@ def run(
         # Serve's HTTP options hold from its first start on a cluster; a running Serve keeps its own.
         serve.start(proxy_location=proxy_location, http_options={"host": host, "port": port})
         deploy(settings)
-        log.info("serving %s with Ray Serve at http://%s:%d (%s)", APP_NAME, host, port, describe(settings))
+        entries = ", ".join(http_targets()) or f"http://{host}:{port}"
+        log.info("serving %s with Ray Serve at %s (%s)", APP_NAME, entries, describe(settings))
         if detach:
             return
         stop.wait()

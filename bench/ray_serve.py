@@ -11,7 +11,9 @@ the bundle store given is only read (the reindex runs on a copy of its live vers
    `python -m app --engine ray-serve` with one replica reserving every CPU of a one-node Ray cluster,
    as deployed by default (the relaying ingress in front: app.relay), direct (FASHION_SERVE_RELAY=
    false: Serve's proxy calls the replica), and with Serve's @serve.batch in place of the project's
-   micro-batcher (FASHION_SERVE_BATCHING=serve); 1 client (each photo once) and 16 clients. Rounds
+   micro-batcher (FASHION_SERVE_BATCHING=serve), and in Ray Serve's throughput mode
+   (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: no proxy, the clients post to the ingress replica's own port),
+   relayed and direct; 1 client (each photo once) and 16 clients (`--serve-engines` picks). Rounds
    rotate which goes first; the report gives every round and their means: `one_replica_ratio` =
    Serve photos/s ÷ uvicorn photos/s at 16 clients (target ≥ 0.9; `one_replica_ratio_direct` the
    same without the ingress, `one_replica_ratio_serve_batch` with @serve.batch), and the 1-client
@@ -40,6 +42,7 @@ import csv
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -86,6 +89,14 @@ SERVE_ENGINES = {
         "FASHION_MAX_WAIT_MS": "30",
     },
 }
+# Ray Serve's own throughput mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1 where the cluster starts: Ray 2.60's
+# flag for direct ingress, gRPC between deployments, user code and router on the replica's own loop,
+# no log copy to stderr, frozen GC): the ingress replica serves HTTP on a port of its own (no proxy
+# hop), which the clients here post to, as a load balancer over the replicas' ports would.
+THROUGHPUT_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+SERVE_ENGINES["ray_serve_throughput"] = {"FASHION_SERVE_RELAY": "true", **THROUGHPUT_ENV}
+SERVE_ENGINES["ray_serve_throughput_direct"] = {"FASHION_SERVE_RELAY": "false", **THROUGHPUT_ENV}
+DEFAULT_SERVE_ENGINES = ["ray_serve", "ray_serve_direct", "ray_serve_throughput", "ray_serve_throughput_direct"]
 ENGINES = ("uvicorn", *SERVE_ENGINES)
 BIN = Path(sys.executable).parent  # the venv's ray, serve (python run as .venv/bin/python)
 
@@ -163,7 +174,7 @@ class RayCluster:
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.nodes: list[subprocess.Popen[bytes]] = []
 
-    def add_node(self, name: str, cpus: int, resource: str) -> None:
+    def add_node(self, name: str, cpus: int, resource: str, env: dict[str, str] | None = None) -> None:
         common = [
             f"--num-cpus={cpus}",
             f"--resources={json.dumps({resource: 1})}",
@@ -186,7 +197,7 @@ class RayCluster:
         # The clients all enter through the head's proxy here; Serve's proxy prefers replicas on its own
         # node (while they have room), which would leave the second node's replica idle. A cluster with a
         # load balancer over every node's proxy keeps the preference.
-        env = {**os.environ, "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
+        env = {**os.environ, "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0", **(env or {})}
         self.nodes.append(self.started.start(name, [tool("ray"), "start", *where, *common], env))
         wanted = len(self.nodes)
         wait_for(lambda: len(self.alive_nodes()) >= wanted, f"Ray node {name} to join", 120)
@@ -250,6 +261,18 @@ def wait_for(condition: Any, what: str, timeout: float) -> float:
     return time.monotonic() - started
 
 
+def direct_ingress_url() -> str | None:
+    """Under Serve's direct ingress, the address of the ingress replica's own HTTP server: the port
+    the controller allocated it, from the controller's log (this machine's latest Ray session is the
+    bench's one-node cluster). None until it is allocated."""
+    logs = Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs" / "serve"
+    for log in sorted(logs.glob("controller_*.log")):
+        ports = re.findall(r"Allocated RequestProtocol\.HTTP port (\d+) to replica", log.read_text(errors="replace"))
+        if ports:
+            return f"http://127.0.0.1:{ports[-1]}"
+    return None
+
+
 def ready(url: str) -> bool:
     try:
         return httpx.get(url + "/readyz", timeout=5).status_code == 200
@@ -269,10 +292,17 @@ def serving_on_ray(
     command += ["--host", "127.0.0.1", "--port", str(port), "--proxy-location", "HeadOnly"]
     server = started.start(f"serve-{replicas}-replicas", command, env)
     url = f"http://127.0.0.1:{port}"
+    direct_ingress = env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
 
     def up() -> bool:
+        nonlocal url
         if server.poll() is not None:
             raise SystemExit(f"the Serve command exited ({server.returncode}): see {started.logs}")
+        if direct_ingress:  # no proxy: the ingress replica's own port
+            found = direct_ingress_url()
+            if found is None:
+                return False
+            url = found
         return len(cluster.replicas()) == replicas and ready(url)
 
     try:
@@ -302,7 +332,8 @@ def side_by_side(
             else:
                 cluster = RayCluster(started)
                 try:
-                    cluster.add_node("ray-one-node", cpus, "bench_single_node")
+                    cluster_env = {k: v for k, v in SERVE_ENGINES[engine].items() if k in THROUGHPUT_ENV}
+                    cluster.add_node("ray-one-node", cpus, "bench_single_node", cluster_env)
                     serve_env = {
                         **env,
                         "FASHION_SERVE_NUM_REPLICAS": "1",
@@ -336,7 +367,7 @@ def summarise_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
         **{
             f"one_replica_ratio{e.removeprefix('ray_serve')}": ratio(e)
             for e in engines
-            if e.startswith("ray_serve_batch")
+            if e.startswith(("ray_serve_batch", "ray_serve_throughput"))
         },
         "p50_1_client_ms": {e: mean(e, 0, "p50_ms") for e in engines},
         "photos_per_s_16_clients": {e: mean(e, 1, "photos_per_s") for e in engines},
@@ -627,7 +658,7 @@ def main() -> None:
         "--serve-engines",
         nargs="+",
         choices=list(SERVE_ENGINES),
-        default=list(SERVE_ENGINES),
+        default=DEFAULT_SERVE_ENGINES,
         help="the Serve variants measured beside uvicorn",
     )
     args = parser.parse_args()

@@ -27,7 +27,15 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
 from app.relay import ATTEMPTS_HEADER  # noqa: E402
-from app.serve import APP_NAME, DEPLOYMENT, REPLICA_HEADER, ServeSettingsError, build, deploy  # noqa: E402
+from app.serve import (  # noqa: E402
+    APP_NAME,
+    DEPLOYMENT,
+    REPLICA_HEADER,
+    ServeSettingsError,
+    build,
+    deploy,
+    http_targets,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +101,8 @@ def test_the_serve_app_answers_as_the_uvicorn_app(settings: Settings, deployed: 
     when sent together (so they share batches), each photo's own answer, a broken photo failing alone."""
     settings = on_serve(settings, serve_batching=batching, max_wait_ms=50)
     url = deployed(settings)
+    # where requests enter, as the command logs it: here Serve's proxy (no direct ingress)
+    assert [target.rsplit(":", 1)[1] for target in http_targets(APP_NAME)] == [url.rsplit(":", 1)[1]]
     truncated = photo_bytes()[:300]
     requests: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/healthz", {}),
