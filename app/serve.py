@@ -311,8 +311,14 @@ def run(
         # Serve's HTTP options hold from its first start on a cluster; a running Serve keeps its own.
         serve.start(proxy_location=proxy_location, http_options={"host": host, "port": port})
         deploy(settings)
-        entries = ", ".join(http_targets()) or f"http://{host}:{port}"
-        log.info("serving %s with Ray Serve at %s (%s)", APP_NAME, entries, describe(settings))
+        log.info(
+            "serving %s with Ray Serve at http://%s:%d (%s); requests enter at %s (Serve's target groups)",
+            APP_NAME,
+            host,
+            port,
+            describe(settings),
+            ", ".join(http_targets()) or "?",
+        )
         if detach:
             return
         stop.wait()

@@ -96,7 +96,7 @@ SERVE_ENGINES = {
 THROUGHPUT_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 SERVE_ENGINES["ray_serve_throughput"] = {"FASHION_SERVE_RELAY": "true", **THROUGHPUT_ENV}
 SERVE_ENGINES["ray_serve_throughput_direct"] = {"FASHION_SERVE_RELAY": "false", **THROUGHPUT_ENV}
-DEFAULT_SERVE_ENGINES = ["ray_serve", "ray_serve_direct", "ray_serve_throughput", "ray_serve_throughput_direct"]
+DEFAULT_SERVE_ENGINES = [e for e in SERVE_ENGINES if not e.startswith("ray_serve_throughput")]  # as before them
 ENGINES = ("uvicorn", *SERVE_ENGINES)
 BIN = Path(sys.executable).parent  # the venv's ray, serve (python run as .venv/bin/python)
 
@@ -266,7 +266,8 @@ def direct_ingress_url() -> str | None:
     the controller allocated it, from the controller's log (this machine's latest Ray session is the
     bench's one-node cluster). None until it is allocated."""
     logs = Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs" / "serve"
-    for log in sorted(logs.glob("controller_*.log")):
+    # the newest controller's log first (a restarted controller writes a new one), its latest allocation
+    for log in sorted(logs.glob("controller_*.log"), key=lambda f: f.stat().st_mtime, reverse=True):
         ports = re.findall(r"Allocated RequestProtocol\.HTTP port (\d+) to replica", log.read_text(errors="replace"))
         if ports:
             return f"http://127.0.0.1:{ports[-1]}"

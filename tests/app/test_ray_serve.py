@@ -101,8 +101,12 @@ def test_the_serve_app_answers_as_the_uvicorn_app(settings: Settings, deployed: 
     when sent together (so they share batches), each photo's own answer, a broken photo failing alone."""
     settings = on_serve(settings, serve_batching=batching, max_wait_ms=50)
     url = deployed(settings)
-    # where requests enter, as the command logs it: here Serve's proxy (no direct ingress)
-    assert [target.rsplit(":", 1)[1] for target in http_targets(APP_NAME)] == [url.rsplit(":", 1)[1]]
+    # where requests enter, as the command logs it: here Serve's proxy (no direct ingress); the
+    # controller lists a proxy once it is healthy, which may take a moment on a busy machine
+    deadline = time.monotonic() + 60
+    while not (targets := http_targets(APP_NAME)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert [target.rsplit(":", 1)[1] for target in targets] == [url.rsplit(":", 1)[1]]
     truncated = photo_bytes()[:300]
     requests: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/healthz", {}),
