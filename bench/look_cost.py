@@ -17,7 +17,6 @@ import copy
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,10 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from serve_ab import commit  # noqa: E402
 
 from model.checkpoint import file_sha256, load_checkpoint  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
@@ -111,11 +113,9 @@ def main() -> None:
                 "look_head_ms_per_photo": round(look - bare, 2),
                 "ratio": round(statistics.median(ratios), 3),
             }
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True).stdout
     report = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.platform()}",
-        "commit": head + (" + uncommitted changes" if dirty.strip() else ""),
+        "commit": commit(ROOT),
         "checkpoint": str(args.checkpoint),
         "photos": len(photos),
         "summary": summary,
