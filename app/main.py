@@ -75,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threshold=settings.part_threshold,
         floor=settings.part_floor,
         trim_max_area=settings.trim_max_area,
+        wide_fill=settings.wide_fill,
         make_batcher=app.state.make_batcher,
         batching=settings.batch_options(),
         cache=ResponseCache(coordinator, settings.cache_ttl_s, metrics) if settings.cache_ttl_s else None,

@@ -40,9 +40,9 @@ from app.schemas import Item, PartRecommendation, RecommendResponse
 from indexer.bundle import Bundle, BundleError, BundleStore
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPart, recommend_global, recommend_parts
 from model.checkpoint import file_sha256, load_checkpoint
-from model.imaging import DEFAULT_TRIM_MAX_AREA, ImageLimits, Placement, load_input
+from model.imaging import DEFAULT_TRIM_MAX_AREA, DEFAULT_WIDE_FILL, ImageLimits, Placement, load_input_views
 from model.labels import group_of
-from model.network import DEFAULT_PART_FLOOR, NetworkOutput, PartAttentionNetwork, query_parts
+from model.network import DEFAULT_PART_FLOOR, NetworkOutput, PartAttentionNetwork, photo_parts
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Forward, Runtime, make_forward
 
 log = logging.getLogger(__name__)
@@ -173,19 +173,20 @@ class Recommender:
         limits: ImageLimits,
         threshold: float,
         batching: BatchOptions,
-        floor: float | None = DEFAULT_PART_FLOOR,  # below it a photo has nothing to wear (query_parts)
+        floor: float | None = DEFAULT_PART_FLOOR,  # below it a photo has nothing to wear (photo_parts)
         cache: ResponseCache | None = None,  # None: every request is answered afresh
         search_threads: int = 1,  # FAISS's OpenMP threads for one photo's search
         trim_max_area: float = DEFAULT_TRIM_MAX_AREA,  # a photo cut to its content box up to this share (0: never)
+        wide_fill: float = DEFAULT_WIDE_FILL,  # a photo filling at most this share of the frame's height: seen 3 times
         make_batcher: BatcherFactory[PhotoJob, PhotoAnswer] = MicroBatcher,  # Serve's replicas may use @serve.batch
     ) -> None:
         self.model, self.forward, self.bundles, self.metrics, self.cache = model, forward, bundles, metrics, cache
         self.model_version = model_sha256[:12]
         self.limits, self.threshold, self.floor, self.search_threads = limits, threshold, floor, search_threads
-        self.trim_max_area = trim_max_area
+        self.trim_max_area, self.wide_fill = trim_max_area, wide_fill
         # what else shapes an answer besides the photo, the bundle and the request's options: in the
         # cache key, so processes sharing one Redis under other settings never take each other's answers
-        self.answer_settings = f"threshold={threshold},floor={floor},trim={trim_max_area}"
+        self.answer_settings = f"threshold={threshold},floor={floor},trim={trim_max_area},wide={wide_fill}"
         self.size = (model.config.image_height, model.config.image_width)
         self.batcher = make_batcher(self._answer_batch, batching, metrics.batch_size.observe)
         # decoding and search of a batch's photos, side by side (both release the GIL)
@@ -215,32 +216,47 @@ class Recommender:
         return out.per_photo()
 
     async def warm_up(self) -> None:
-        """A full batch of blank photos decoded and through the model (see MicroBatcher.warm_up)."""
+        """A full batch of blank photos decoded and through the model (see MicroBatcher.warm_up):
+        wide ones where wide photos are seen several times, so the largest forward is the warm-up's."""
         blank = io.BytesIO()
-        Image.new("RGB", (self.size[1], self.size[0]), "white").save(blank, "JPEG")
+        height = self.size[0] // 2 if self.wide_fill >= 0.5 else self.size[0]
+        Image.new("RGB", (self.size[1], height), "white").save(blank, "JPEG")
         await self.batcher.warm_up(PhotoJob(blank.getvalue(), None, RecommendOptions()))
 
     async def close(self) -> None:
         await self.batcher.stop()
         self._workers.shutdown(wait=False)
 
-    def decode(self, data: bytes) -> tuple[torch.Tensor, Placement]:
-        return load_input(data, self.size, self.limits, ACCEPTED_FORMATS, self.trim_max_area)
+    def decode(self, data: bytes, wide: bool = True) -> list[tuple[torch.Tensor, Placement]]:
+        """A photo's views for the network: one, or several for a wide photo (load_input_views;
+        ``wide`` False: always one, centred, as the whole-photo search and the catalogue are)."""
+        wide_fill = self.wide_fill if wide else 0.0
+        return load_input_views(data, self.size, self.limits, ACCEPTED_FORMATS, self.trim_max_area, wide_fill)
+
+    def _decode_job(self, job: PhotoJob) -> list[tuple[torch.Tensor, Placement]]:
+        return self.decode(job.data, wide=job.options.mode != "global")
 
     def _answer_batch(self, jobs: list[PhotoJob]) -> list[PhotoAnswer | Exception]:
         """The batch's photos decoded side by side, one forward, their searches side by side."""
         started = time.perf_counter()
         spread = self._workers.map if len(jobs) > 1 else map  # a lone photo stays in this thread
-        decoded = list(spread(self._or_error(self.decode), [job.data for job in jobs]))
+        decoded = list(spread(self._or_error(self._decode_job), jobs))
         good = [(i, d) for i, d in enumerate(decoded) if not isinstance(d, Exception)]
         after_decode = time.perf_counter()
-        outs = self._forward([tensor for _, (tensor, _) in good]) if good else []
+        flat = self._forward([tensor for _, views in good for tensor, _ in views]) if good else []
+        outs, row = [], 0
+        for _, views in good:  # each photo's outputs, one per view
+            outs.append(flat[row : row + len(views)])
+            row += len(views)
         after_model = time.perf_counter()
 
-        def search(photo: tuple[int, tuple[torch.Tensor, Placement]], out: NetworkOutput) -> list[PartRecommendation]:
-            i, (_, placement) = photo
+        def search(
+            photo: tuple[int, list[tuple[torch.Tensor, Placement]]], views: list[NetworkOutput]
+        ) -> list[PartRecommendation]:
+            i, fitted = photo
             bundle = jobs[i].bundle
-            return self._search(bundle, out, placement, jobs[i].options) if bundle is not None else []
+            seen = [(out, placement) for out, (_, placement) in zip(views, fitted, strict=True)]
+            return self._search(bundle, seen, jobs[i].options) if bundle is not None else []
 
         searched = list(spread(self._or_error(search), good, outs))
         finished = time.perf_counter()
@@ -250,7 +266,8 @@ class Recommender:
             "search": finished - after_model,
         }
         answered: dict[int, PhotoAnswer | Exception] = {}
-        for (i, (_, placement)), parts in zip(good, searched, strict=True):
+        for (i, views), parts in zip(good, searched, strict=True):
+            placement = views[0][1]  # the photo's size, the same in each view
             if isinstance(parts, Exception):
                 answered[i] = parts
                 continue
@@ -299,18 +316,21 @@ class Recommender:
         )
 
     def _search(
-        self, bundle: Bundle, out: NetworkOutput, placement: Placement, options: RecommendOptions
+        self, bundle: Bundle, views: list[tuple[NetworkOutput, Placement]], options: RecommendOptions
     ) -> list[PartRecommendation]:
+        """``views``: the photo's network outputs and their placements (several for a wide photo)."""
         # FAISS's thread count is per calling thread (OpenMP): set here, in the thread that searches,
         # or FASHION_SEARCH_THREADS would hold only in the thread that read it.
         faiss.omp_set_num_threads(self.search_threads)
         if options.mode == "global":
+            ((out, _),) = views  # the whole-photo search sees a photo once, centred (_decode_job)
             matches = recommend_global(bundle, out.global_embedding[0].numpy(), options.max_parts, options.exclude_ids)
             return [PartRecommendation(label=None, group=None, score=None, box=None, item=_item(m)) for m in matches]
         searchable = bundle.searchable_labels
         if options.labels is not None:
             searchable &= set(options.labels)
-        found = query_parts(self.model, out, 0, placement, self.threshold, options.max_parts, searchable, self.floor)
+        seen = [(out, 0, placement) for out, placement in views]
+        found = photo_parts(self.model, seen, self.threshold, options.max_parts, searchable, self.floor)
         query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box, p.index_label, p.confident) for p in found]
         results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, options.labels)
         return [

@@ -14,7 +14,14 @@ from indexer.build import DEFAULT_LABELS_FROM, IndexEngine, IndexOptions
 from indexer.category_map import CategoryMapError, read_category_map
 from indexer.ray_embed import RayOptions
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS
-from model.imaging import DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DEFAULT_TRIM_MAX_AREA, ImageLimits
+from model.imaging import (
+    DEFAULT_MAX_ASPECT,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    DEFAULT_TRIM_MAX_AREA,
+    DEFAULT_WIDE_FILL,
+    ImageLimits,
+)
 from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, DEFAULT_PART_FLOOR, DEFAULT_PART_THRESHOLD
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Runtime
 
@@ -59,7 +66,7 @@ class Settings(BaseSettings):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)  # 422 above this (decompression bombs)
     max_image_side: int = Field(DEFAULT_MAX_SIDE, gt=0)  # 422 for a longer side
     max_aspect_ratio: float = Field(DEFAULT_MAX_ASPECT, ge=1)  # 422 for a longer shape (long side / short side)
-    max_batch: int = Field(16, gt=0)  # photos per model forward at most
+    max_batch: int = Field(16, gt=0)  # photos per model forward at most (a wide photo counts once, its views all go)
     # How long a forward waits for company. 0: it takes the photos already queued and starts; under
     # load they queue while the previous forward runs, so batches fill without a lone photo waiting.
     max_wait_ms: float = Field(0.0, ge=0)
@@ -81,6 +88,9 @@ class Settings(BaseSettings):
     # A photo whose detail (the person) covers at most this share of it, on a plain or blurred margin,
     # is cut to that detail's box before the model looks (model.imaging.content_box); 0: never.
     trim_max_area: float = Field(DEFAULT_TRIM_MAX_AREA, ge=0, le=1)
+    # A photo filling at most this share of the frame's height (wider than the frame: a half-body
+    # shot) is seen at the frame's top, middle and bottom (model.imaging.load_pixel_views); 0: never.
+    wide_fill: float = Field(DEFAULT_WIDE_FILL, ge=0, le=1)
     # a catalogue item placed by its predicted labels (no category known): a label's probability at least
     item_label_threshold: float = Field(DEFAULT_ITEM_LABEL_THRESHOLD, ge=0, le=1)
     # Who embeds a reindex job's catalogue: the worker's own process, or Ray Data (a cluster at

@@ -50,7 +50,8 @@ DESCRIPTIONS: dict[str, str] = {
     "max_pixels": "422 above (decompression bombs)",
     "max_image_side": "422 for a longer side",
     "max_aspect_ratio": "422 for a longer shape (the long side over this many times the short one)",
-    "max_batch": "micro-batching: photos per forward at most",
+    "max_batch": "micro-batching: photos per forward at most (a wide photo's views, `FASHION_WIDE_FILL`, go "
+    "in the same forward: up to 3 images each)",
     "max_wait_ms": "micro-batching: how long a forward waits for company (0: take the photos queued while the "
     "previous forward ran, and start)",
     "queue_limit": "photos waiting for the model; 503 beyond",
@@ -76,6 +77,11 @@ DESCRIPTIONS: dict[str, str] = {
     "out-of-focus margin (zoomed out, a studio shot with white space), is cut to that detail's box before the "
     "model looks, so the person is drawn at the scale the model was trained on; boxes still come back in the "
     "whole photo's pixels. 0: never",
+    "wide_fill": "a photo wider than the model's portrait frame, filling at most this share of its height (a "
+    "half-body shot, a landscape phone photo), is looked at three times in one batch, drawn at the frame's top, "
+    "middle and bottom, and each label keeps its highest probability: the model learnt where items sit from "
+    "full-length photos. Such a photo costs three images in the forward instead of one; the whole-photo search "
+    "(`mode=global`) sees it once. 0: never",
     "item_label_threshold": "indexing a product of unknown category with a model without a product head: a "
     "predicted label's probability at least for the product to join that label's index",
     "index_engine": "who embeds a reindex job's catalogue: the worker itself (`local`) or Ray Data (`ray`)",

@@ -20,8 +20,9 @@ Query sets (test split; ``--split validation`` takes the validation counterparts
 Each service is started from its checkout (``serve_latency.serving``) with its defaults, cache
 off: the new one (this checkout, ``--checkpoint``, ``--bundles``) and the rivals: the service of
 before (``--before-root``: a worktree of the commit before, with its committed model and bundle),
-and, with ``--no-trim-rival``, this service with no photo cut to its content
-(``FASHION_TRIM_MAX_AREA=0``).
+with ``--no-trim-rival``, this service with no photo cut to its content
+(``FASHION_TRIM_MAX_AREA=0``), and with ``--no-wide-rival``, this service with every photo seen once,
+centred in the frame (``FASHION_WIDE_FILL=0``).
 """
 
 from __future__ import annotations
@@ -55,9 +56,18 @@ from indexer.search import DEFAULT_MAX_PARTS, Match  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data import ClothingCoParsing, Sample, data_dir  # noqa: E402
 from model.framing import EVAL_FRAMINGS, EXTRA_FRAMINGS, eval_reframe  # noqa: E402
-from model.imaging import DEFAULT_TRIM_MAX_AREA, content_box, decode_image, load_input  # noqa: E402
+from model.imaging import (  # noqa: E402
+    DEFAULT_LIMITS,
+    DEFAULT_TRIM_MAX_AREA,
+    DEFAULT_WIDE_FILL,
+    WIDE_ALIGNS,
+    content_box,
+    decode_image,
+    load_input_views,
+    load_pixel_views,
+)
 from model.labels import group_of  # noqa: E402
-from model.network import query_parts  # noqa: E402
+from model.network import photo_parts  # noqa: E402
 from model.products import SPLITS, read_products, split_products  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
@@ -311,6 +321,23 @@ def cut_share(sets: dict[str, list[Query]], trim_max_area: float) -> dict[str, f
     }
 
 
+def wide_share(
+    sets: dict[str, list[Query]], size: tuple[int, int], trim_max_area: float, wide_fill: float
+) -> dict[str, float]:
+    """Per query set, the share of photos the service sees more than once (wide photos)."""
+    return {
+        name: float(
+            np.mean(
+                [
+                    len(load_pixel_views(q.data, size, DEFAULT_LIMITS, None, trim_max_area, wide_fill)) > 1
+                    for q in queries
+                ]
+            )
+        )
+        for name, queries in sets.items()
+    }
+
+
 def query_sets(args: argparse.Namespace, searchable: set[str]) -> dict[str, list[Query]]:
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
     if args.split == "test":
@@ -330,25 +357,41 @@ def query_sets(args: argparse.Namespace, searchable: set[str]) -> dict[str, list
 
 @torch.inference_mode()
 def outputs_in_process(
-    model: Any, sets: dict[str, list[Query]], trim_max_area: float = 0.0
-) -> dict[str, list[tuple[Any, Any]]]:
-    """The network's output and placement for every query photo, computed once (the service's
-    decoding, the PyTorch model)."""
+    model: Any,
+    sets: dict[str, list[Query]],
+    trim_max_area: float = 0.0,
+    wide_fill: float = 0.0,
+    wide_aligns: Sequence[float] = WIDE_ALIGNS,
+) -> dict[str, list[list[tuple[Any, int, Any]]]]:
+    """The network's views of every query photo (output, row, placement), computed once (the
+    service's decoding, the PyTorch model)."""
     size = (model.config.image_height, model.config.image_width)
-    out: dict[str, list[tuple[Any, Any]]] = {}
+    out: dict[str, list[list[tuple[Any, int, Any]]]] = {}
     for name, queries in sets.items():
         out[name] = []
         for start in range(0, len(queries), 32):
-            fitted = [load_input(q.data, size, trim_max_area=trim_max_area) for q in queries[start : start + 32]]
-            batch = model(torch.stack([x for x, _ in fitted])).per_photo()
-            out[name] += [(o, placement) for o, (_, placement) in zip(batch, fitted, strict=True)]
+            fitted = [
+                load_input_views(
+                    q.data, size, trim_max_area=trim_max_area, wide_fill=wide_fill, wide_aligns=tuple(wide_aligns)
+                )
+                for q in queries[start : start + 32]
+            ]
+            batch = model(torch.stack([x for views in fitted for x, _ in views])).per_photo()
+            row = 0
+            for views in fitted:
+                out[name].append([(batch[row + v], 0, placement) for v, (_, placement) in enumerate(views)])
+                row += len(views)
     return out
 
 
 def answers_in_process(
-    model: Any, outputs: dict[str, list[tuple[Any, Any]]], searchable: set[str], threshold: float, floor: float | None
+    model: Any,
+    outputs: dict[str, list[list[tuple[Any, int, Any]]]],
+    searchable: set[str],
+    threshold: float,
+    floor: float | None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The parts the service would answer (query_parts with these settings), without the catalogue:
+    """The parts the service would answer (photo_parts with these settings), without the catalogue:
     what the part counts need, for choosing settings on validation."""
     answers: dict[str, list[dict[str, Any]]] = {}
     for name, photos in outputs.items():
@@ -356,10 +399,10 @@ def answers_in_process(
             {
                 "parts": [
                     {"label": p.label, "group": group_of(p.label), "confident": p.confident, "item": None}
-                    for p in query_parts(model, o, 0, placement, threshold, DEFAULT_MAX_PARTS, searchable, floor)
+                    for p in photo_parts(model, views, threshold, DEFAULT_MAX_PARTS, searchable, floor)
                 ]
             }
-            for o, placement in photos
+            for views in photos
         ]
     return answers
 
@@ -374,7 +417,7 @@ FLOOR_EMPTY_MARGIN = EMPTY_TARGET / 4
 
 def setting_row(
     model: Any,
-    outputs: dict[str, list[tuple[Any, Any]]],
+    outputs: dict[str, list[list[tuple[Any, int, Any]]]],
     sets: dict[str, list[Query]],
     searchable: set[str],
     threshold: float,
@@ -403,9 +446,12 @@ def choose_settings(
     sets: dict[str, list[Query]],
     searchable: set[str],
     trims: Sequence[float] = (0.0,),
+    wides: Sequence[tuple[float, tuple[float, ...]]] = ((0.0, WIDE_ALIGNS),),
 ) -> dict[str, Any]:
-    """The model, how far photos are cut to their content (``trims``: FASHION_TRIM_MAX_AREA values)
-    and its part threshold, then its floor, on validation. The model, trim and threshold: of
+    """The model, how far photos are cut to their content (``trims``: FASHION_TRIM_MAX_AREA values),
+    which photos are seen at several places in the frame (``wides``: FASHION_WIDE_FILL values, each
+    with the places) and its part threshold, then its floor, on validation. The model, trim, wide
+    photos and threshold: of
     those whose validation products are answered empty at most EMPTY_TARGET of the time, whose
     validation labels and groups mAP are within MAP_TOLERANCE of the model of before, and whose CCP
     photos (as shot) keep the part precision and group recall of the model of before at its settings
@@ -422,11 +468,16 @@ def choose_settings(
     for checkpoint in checkpoints:
         model, stored = load_checkpoint(checkpoint)
         mean_ap = validation_map(stored)
-        for trim in trims:
-            outputs = outputs_in_process(model, sets, trim)
+        for trim, (wide_fill, aligns) in ((t, w) for t in trims for w in wides):
+            outputs = outputs_in_process(model, sets, trim, wide_fill, aligns)
             for threshold in THRESHOLDS:
                 for floor in FLOORS:
-                    row = {"checkpoint": str(checkpoint), "trim_max_area": trim}
+                    row = {
+                        "checkpoint": str(checkpoint),
+                        "trim_max_area": trim,
+                        "wide_fill": wide_fill,
+                        "wide_aligns": list(aligns),
+                    }
                     row |= setting_row(model, outputs, sets, searchable, threshold, floor)
                     row["validation_map"] = mean_ap
                     full = row["ccp_reframed"]["full"]
@@ -444,7 +495,7 @@ def choose_settings(
         return (-row["shortfall"], float(np.mean(list(row["ccp_reframed_ratio_to_full"].values()))))
 
     best = max(rows, key=preference)
-    chosen_by = ("checkpoint", "trim_max_area", "threshold")
+    chosen_by = ("checkpoint", "trim_max_area", "wide_fill", "wide_aligns", "threshold")
     same = [r for r in rows if all(r[k] == best[k] for k in chosen_by)]
     within = [r for r in same if r["held_out_products"]["empty_rate"] <= FLOOR_EMPTY_MARGIN] or same
     chosen = max(within, key=lambda r: (r["non_fashion_empty_rate"], -r["floor"]))
@@ -473,6 +524,11 @@ def main() -> None:
     parser.add_argument(
         "--no-trim-rival", action="store_true", help="also this service with FASHION_TRIM_MAX_AREA=0, as a rival"
     )
+    parser.add_argument(
+        "--no-wide-rival",
+        action="store_true",
+        help="also this service with FASHION_WIDE_FILL=0 (every photo seen once, centred), as a rival",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/any_photo.json"))
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument(
@@ -482,6 +538,13 @@ def main() -> None:
     parser.add_argument(
         "--trim", type=float, action="append", default=None, help="--choose: a FASHION_TRIM_MAX_AREA to try (0: none)"
     )
+    parser.add_argument(
+        "--wide",
+        action="append",
+        default=None,
+        help="--choose: FILL:ALIGNS, a FASHION_WIDE_FILL to try and where in the frame a wide photo is drawn "
+        "(e.g. 0.6:0,1; 0 for none)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -489,18 +552,24 @@ def main() -> None:
         if args.split != "validation":
             raise SystemExit("settings are chosen on validation: add --split validation")
         args.trim = args.trim or [0.0]
+        args.wide = args.wide or ["0"]
         model, _ = load_checkpoint(args.candidate[0])
         searchable = {p.category for p in read_products(data_dir(args.data) / "fashion-product")}
         searchable &= set(model.config.labels)
         sets = query_sets(args, searchable)
         report = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, no GPU"}
-        report |= choose_settings(args.candidate, args.before_checkpoint, sets, searchable, args.trim)
+        wides = [
+            (float(fill), tuple(float(a) for a in aligns.split(",")) if aligns else WIDE_ALIGNS)
+            for fill, _, aligns in (w.partition(":") for w in args.wide)
+        ]
+        report |= choose_settings(args.candidate, args.before_checkpoint, sets, searchable, args.trim, wides)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
         for row in [report["before"], *report["rows"]]:
             full, products = row["ccp_reframed"]["full"], row["held_out_products"]
             print(
-                f"{row.get('checkpoint', 'before')} trim {row.get('trim_max_area', 0)} {row['threshold']} "
+                f"{row.get('checkpoint', 'before')} trim {row.get('trim_max_area', 0)} "
+                f"wide {row.get('wide_fill', 0)}:{row.get('wide_aligns', '')} {row['threshold']} "
                 f"{row['floor']}: products empty "
                 f"{products['empty_rate']:.3f} own {products['own_group_rate']:.3f}; CCP recall "
                 f"{full['group_recall']:.3f} precision {full['part_precision']:.3f}; framings "
@@ -509,7 +578,8 @@ def main() -> None:
             )
         chosen = report["chosen"]
         print(
-            f"chosen: {chosen['checkpoint']} trim {chosen['trim_max_area']} threshold {chosen['threshold']} "
+            f"chosen: {chosen['checkpoint']} trim {chosen['trim_max_area']} wide {chosen['wide_fill']}:"
+            f"{chosen['wide_aligns']} threshold {chosen['threshold']} "
             f"floor {chosen['floor']}"
         )
         return
@@ -530,7 +600,11 @@ def main() -> None:
         **report_of(sets, answers, colours),
     }
     with_ratios(report)
-    report["cut_share"] = cut_share(sets, float(env.get("FASHION_TRIM_MAX_AREA", DEFAULT_TRIM_MAX_AREA)))
+    trim = float(env.get("FASHION_TRIM_MAX_AREA", DEFAULT_TRIM_MAX_AREA))
+    report["cut_share"] = cut_share(sets, trim)
+    config = load_checkpoint(args.checkpoint)[0].config
+    size = (config.image_height, config.image_width)
+    report["wide_share"] = wide_share(sets, size, trim, float(env.get("FASHION_WIDE_FILL", DEFAULT_WIDE_FILL)))
     if args.before_root is not None:
         before = serve_and_ask(
             args.before_root, args.before_root / args.before_checkpoint, args.before_bundles or args.bundles, sets, {}
@@ -539,9 +613,12 @@ def main() -> None:
     if args.no_trim_rival:  # this service with photos never cut to their content
         no_trim = serve_and_ask(ROOT, args.checkpoint, args.bundles, sets, {**env, "FASHION_TRIM_MAX_AREA": "0"})
         report["rival_no_trim"] = with_ratios(report_of(sets, no_trim, colours))
+    if args.no_wide_rival:  # this service with every photo seen once, centred in the frame
+        once = serve_and_ask(ROOT, args.checkpoint, args.bundles, sets, {**env, "FASHION_WIDE_FILL": "0"})
+        report["rival_no_wide"] = with_ratios(report_of(sets, once, colours))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    rivals = ("rival_before", "rival_no_trim")
+    rivals = ("rival_before", "rival_no_trim", "rival_no_wide")
     print(json.dumps({k: v for k, v in report.items() if k not in rivals}, indent=1)[:4000])
     if args.figure is not None:
         draw(sets, answers, bundle, args.figure)

@@ -2,6 +2,10 @@
 
     git worktree add /tmp/a <commit> && git worktree add /tmp/b <commit>
     python bench/serve_ab.py --a /tmp/a --b /tmp/b --bundles bundles --out reports/serve_ab.json
+    python bench/serve_ab.py --a . --b . --a-env FASHION_WIDE_FILL=0 --framing upper_half ...  # one setting
+
+``--framing``: the photos re-framed as bench/any_photo.py measures them (model.framing), e.g. the
+top half of each; ``--a-env``: settings of A's service alone (one checkout against itself).
 
 These machines drift by more than the changes worth measuring, so the two are never compared
 across runs: each round serves A then B (same bundle, checkpoint and photos, cache off) under
@@ -12,6 +16,7 @@ level, the mean of each and in how many rounds B beat A.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -20,9 +25,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from serve_latency import CLIENT_LEVELS, http_level, serving
 
 from model.data import ClothingCoParsing, data_dir
+from model.framing import eval_reframe
 from model.runtime import DEFAULT_CACHE
 
 
@@ -34,6 +41,17 @@ def commit(root: Path) -> str:
     return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
 
 
+def reframed(path: Path, framing: str) -> bytes:
+    """A photo's bytes as shot, or re-framed and saved as a JPEG (quality 92, as bench/any_photo.py)."""
+    if framing == "full":
+        return path.read_bytes()
+    with Image.open(path) as opened:
+        photo = opened.convert("RGB")
+    buffer = io.BytesIO()
+    eval_reframe(framing, photo.width, photo.height).apply(photo).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", type=Path, required=True, help="the checkout to compare against (the code before)")
@@ -42,13 +60,15 @@ def main() -> None:
     parser.add_argument("--bundles", type=Path, default=Path("bundles"))
     parser.add_argument("--a-checkpoint", type=Path, default=None, help="A's own model (default: --checkpoint)")
     parser.add_argument("--a-bundles", type=Path, default=None, help="A's own bundle, built with its model")
+    parser.add_argument("--a-env", action="append", default=[], help="KEY=VALUE for A's service alone")
+    parser.add_argument("--framing", default="full", help="the photos re-framed (model.framing.EVAL_FRAMINGS)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=8769)
     parser.add_argument("--out", type=Path, default=Path("reports/serve_ab.json"))
     args = parser.parse_args()
 
     _, test = ClothingCoParsing(data_dir() / "ccp").split()
-    photos = [s.image.read_bytes() for s in test[:160]]
+    photos = [reframed(s.image, args.framing) for s in test[:160]]
     env = {"FASHION_CHECKPOINT": str(args.checkpoint.resolve()), "FASHION_BUNDLES_DIR": str(args.bundles.resolve())}
     env["FASHION_RUNTIME_CACHE"] = str(DEFAULT_CACHE.resolve())  # one export per model, made once
     # A may serve its own model and bundle (a release that changes the model: each side as shipped).
@@ -57,6 +77,7 @@ def main() -> None:
         env_a["FASHION_CHECKPOINT"] = str(args.a_checkpoint.resolve())
     if args.a_bundles is not None:
         env_a["FASHION_BUNDLES_DIR"] = str(args.a_bundles.resolve())
+    env_a |= dict(item.split("=", 1) for item in args.a_env)
     rounds: list[dict[str, Any]] = []
     for number in range(args.rounds):
         row: dict[str, Any] = {}
@@ -80,7 +101,13 @@ def main() -> None:
         }
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "a": {"checkout": str(args.a), "commit": commit(args.a), "checkpoint": env_a["FASHION_CHECKPOINT"]},
+        "framing": args.framing,
+        "a": {
+            "checkout": str(args.a),
+            "commit": commit(args.a),
+            "checkpoint": env_a["FASHION_CHECKPOINT"],
+            "env": args.a_env,
+        },
         "b": {"checkout": str(args.b), "commit": commit(args.b), "checkpoint": env["FASHION_CHECKPOINT"]},
         "rounds": rounds,
         "summary": summary,

@@ -123,7 +123,7 @@ def in_process(
 
     # The limit: the forward alone on photos already decoded (the first 160, in batches of `batch`),
     # the fastest of three passes: a slow pass on a noisy machine must not flatter the ratios.
-    tensors = [rec.decode(d)[0] for d in photos[:160]]
+    tensors = [rec.decode(d)[0][0] for d in photos[:160]]
     rec.forward(torch.stack(tensors[:batch]))  # warm-up
     passes = []
     for _ in range(3):

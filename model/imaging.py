@@ -7,6 +7,8 @@ letterboxes: the photo is scaled to fit the input and padded, so a square produc
 stretched into a portrait; boxes are mapped back through the same placement. A photo whose person
 stands small on a plain or blurred margin (zoomed out, a studio shot with white space) may first be
 cut to its content (``content_box``), so the network sees the person at the scale it was trained on.
+A shopper's photo much wider than the portrait frame is drawn at several heights in it
+(``load_pixel_views``), as the network expects items where a full-length photo has them.
 """
 
 from __future__ import annotations
@@ -45,6 +47,17 @@ MAX_ZOOM = 3.0
 # never); chosen on validation (bench/any_photo.py --choose --trim). A street photo's box covers
 # nearly all of it; a photo zoomed out to half its size on a plain canvas, about 0.27.
 DEFAULT_TRIM_MAX_AREA = 0.35
+# A photo much wider than the network's portrait frame (a half-body shot, a landscape phone photo)
+# fills only a band of it. The network learnt where items sit from full-length photos (tops high,
+# shoes low), so such a photo is seen three times in one batch, drawn at the frame's top, middle and
+# bottom, and each label's probability is its highest of the three (model.network.photo_parts). A
+# photo is "wide" where it fills at most this share of the frame's height (0: never; CCP's photos
+# fill all of it, the catalogue's square photos 0.67, a photo cut at the waist 0.5). Both chosen on
+# validation (bench/any_photo.py --choose --wide FILL:ALIGNS): top and bottom alone, 0.79 / 0.79 of
+# the photo's group recall for its upper / lower half; with the middle, 0.86 / 0.80; 0.7 (the square
+# photos too; tried with top and bottom only) lost product photos their own group (0.892 -> 0.886).
+DEFAULT_WIDE_FILL = 0.6
+WIDE_ALIGNS = (0.0, 0.5, 1.0)  # where a wide photo is drawn in the frame's height (0: top, 1: bottom)
 
 
 @dataclass(frozen=True)
@@ -90,12 +103,30 @@ def load_pixels(
 
     With ``trim_max_area`` > 0, a photo whose content box (``content_box``) covers at most that
     share of it is cut to the box first; the placement still maps to the whole photo's pixels."""
+    return load_pixel_views(source, size, limits, formats, trim_max_area, wide_fill=0.0)[0]
+
+
+def load_pixel_views(
+    source: bytes | str | os.PathLike[str],
+    size: tuple[int, int],
+    limits: ImageLimits = DEFAULT_LIMITS,
+    formats: tuple[str, ...] | None = None,
+    trim_max_area: float = 0.0,
+    wide_fill: float = DEFAULT_WIDE_FILL,
+    wide_aligns: tuple[float, ...] = WIDE_ALIGNS,
+) -> list[tuple[np.ndarray, Placement]]:
+    """A shopper's photo as the network sees it (load_pixels, decoded once): one letterboxed view,
+    or, where it fills at most ``wide_fill`` of the frame's height, one drawn at each of
+    ``wide_aligns`` (by default the frame's top, middle and bottom)."""
     image, photo_size = _decode(source, limits, formats, size)
     crop = content_box(image, trim_max_area) if trim_max_area > 0 else None
     if crop is not None:
         scale_x, scale_y = photo_size[0] / image.width, photo_size[1] / image.height
         crop = (crop[0] * scale_x, crop[1] * scale_y, crop[2] * scale_x, crop[3] * scale_y)
-    return letterbox(image, size, photo_size, crop)
+    shown_w, shown_h = (crop[2] - crop[0], crop[3] - crop[1]) if crop is not None else photo_size
+    fill = min(size[1] / shown_w, size[0] / shown_h) * shown_h / size[0]
+    aligns = wide_aligns if fill <= wide_fill else (0.5,)
+    return [letterbox(image, size, photo_size, crop, align) for align in aligns]
 
 
 def load_input(
@@ -108,6 +139,20 @@ def load_input(
     """Bytes or a path -> ((3, H, W) float input in [0, 1], placement): load_pixels, as the model's input."""
     pixels, placement = load_pixels(source, size, limits, formats, trim_max_area)
     return to_input(pixels), placement
+
+
+def load_input_views(
+    source: bytes | str | os.PathLike[str],
+    size: tuple[int, int],
+    limits: ImageLimits = DEFAULT_LIMITS,
+    formats: tuple[str, ...] | None = None,
+    trim_max_area: float = 0.0,
+    wide_fill: float = DEFAULT_WIDE_FILL,
+    wide_aligns: tuple[float, ...] = WIDE_ALIGNS,
+) -> list[tuple[torch.Tensor, Placement]]:
+    """load_pixel_views, as the model's inputs: [((3, H, W) float input in [0, 1], placement)]."""
+    views = load_pixel_views(source, size, limits, formats, trim_max_area, wide_fill, wide_aligns)
+    return [(to_input(pixels), placement) for pixels, placement in views]
 
 
 # EXIF orientations that turn the stored image a quarter turn (its width becomes the upright height).
@@ -213,13 +258,16 @@ class Placement:
         return (ux(x0), uy(y0), ux(x1), uy(y1))
 
 
-def letterbox_placement(width: int, height: int, size: tuple[int, int]) -> tuple[Placement, float, int, int]:
+def letterbox_placement(
+    width: int, height: int, size: tuple[int, int], align: float = 0.5
+) -> tuple[Placement, float, int, int]:
     """Where a width x height photo lands in a letterboxed input of ``size`` = (H, W): the
-    placement, the scale, and the photo's top-left corner in input pixels."""
+    placement, the scale, and the photo's top-left corner in input pixels. ``align``: where in the
+    frame's height the photo is drawn (0: at the top, 0.5: centred, 1: at the bottom)."""
     out_h, out_w = size
     scale = min(out_w / width, out_h / height)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
+    left, top = (out_w - new_w) // 2, int((out_h - new_h) * align)
     return Placement(width, height, out_w / scale, out_h / scale, left / scale, top / scale), scale, left, top
 
 
@@ -228,12 +276,14 @@ def letterbox(
     size: tuple[int, int],
     photo_size: tuple[int, int] | None = None,
     crop: tuple[float, float, float, float] | None = None,
+    align: float = 0.5,
 ) -> tuple[np.ndarray, Placement]:
     """RGB image -> ((H, W, 3) uint8 pixels, placement), letterboxed to ``size`` = (H, W): a quarter
     of the bytes of the model's input, for handing decoded photos between processes. ``photo_size``
     is the photo's full size when ``image`` was decoded smaller: the geometry is the full photo's.
     ``crop`` (x0, y0, x1, y1 in the full photo's pixels): only that part of the photo is drawn; the
-    placement maps the frame to the whole photo's pixels all the same."""
+    placement maps the frame to the whole photo's pixels all the same. ``align``: where in the
+    frame's height the photo is drawn (letterbox_placement)."""
     out_h, out_w = size
     width, height = photo_size or image.size
     if crop is None:
@@ -252,7 +302,7 @@ def letterbox(
                 round((y0 + cut_h) * to_image[1]),
             )
         )
-    shown, scale, left, top = letterbox_placement(max(1, round(cut_w)), max(1, round(cut_h)), size)
+    shown, scale, left, top = letterbox_placement(max(1, round(cut_w)), max(1, round(cut_h)), size, align)
     placement = Placement(
         width,
         height,

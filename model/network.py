@@ -10,9 +10,10 @@ steps; the part embedding of label c is the encoding of the crop that scored c h
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -245,7 +246,26 @@ def query_parts(
     searchable: Collection[str] | None = None,
     floor: float | None = DEFAULT_PART_FLOOR,
 ) -> list[Part]:
+    """The parts of a shopper's photo seen once (``photo_parts`` of one view)."""
+    return photo_parts(model, [(out, index, placement)], threshold, max_parts, searchable, floor)
+
+
+def photo_parts(
+    model: PartAttentionNetwork,
+    views: Sequence[tuple[NetworkOutput, int, Placement | None]],
+    threshold: float = DEFAULT_PART_THRESHOLD,
+    max_parts: int | None = None,
+    searchable: Collection[str] | None = None,
+    floor: float | None = DEFAULT_PART_FLOOR,
+) -> list[Part]:
     """The parts of a shopper's photo: one per item group (footwear, bags, tops…), best first.
+
+    ``views``: the photo as the network saw it, (output, row of the batch, letterbox placement),
+    once or at several places in the frame (a wide photo: model.imaging.load_pixel_views); a
+    label's probability is its highest over the views, and its part is read from that view. A
+    group's probability is then that of its labels so merged: shoes seen in one view and heels in
+    another make footwear surer than either view alone (the part threshold was chosen on
+    validation with this rule).
 
     A group's probability is that of any of its labels: the sum of softmax probabilities, or
     1 - prod(1 - p) of independent sigmoids. Labels of one group mostly name one item twice (CCP's
@@ -261,7 +281,10 @@ def query_parts(
     When no group reaches ``threshold``, the most probable group is still answered, marked not
     ``confident``, if its probability is at least ``floor`` (None: no fallback).
     """
-    probs = _label_probabilities(model, out, index).float().cpu().numpy()
+    if not views:
+        raise ValueError("a photo's parts need at least one view of it")
+    per_view = np.stack([_label_probabilities(model, out, i).float().cpu().numpy() for out, i, _ in views])
+    probs, seen_in = per_view.max(0), per_view.argmax(0)
     names = model.config.labels
     grouped = group_probabilities(probs[None], names, model.config.classification)[0]
     scored = []
@@ -279,6 +302,7 @@ def query_parts(
     chosen = chosen[:max_parts] if max_parts is not None else chosen
     parts = []
     for score, c, answering in chosen:
+        out, index, placement = views[int(seen_in[c])]
         part = _part(model, out, index, c, min(score, 1.0), placement)
         part.index_label, part.confident = names[answering], confident
         parts.append(part)

@@ -39,13 +39,16 @@ def test_one_distinct_item_per_part(client: TestClient) -> None:
 
 def test_a_bad_photo_fails_alone_in_its_batch(client: TestClient) -> None:
     """The batch's photos are decoded, forwarded and searched together: an undecodable one among
-    them gets its own error, and the others the same answers they get alone."""
+    them gets its own error, and the others (a wide one, seen at several places, too) the same
+    answers they get alone."""
     recommender = client.app.state.recommender  # type: ignore[attr-defined]
     bundle, options = recommender.bundles.current, RecommendOptions(max_parts=3)
-    good, other = photo_bytes(), photo_bytes(colour="green")
-    batch = recommender._answer_batch([PhotoJob(d, bundle, options) for d in (good, b"not an image", other)])
-    assert isinstance(batch[1], ImageDecodeError)
-    for data, answer in ((good, batch[0]), (other, batch[2])):
+    good, wide, other = photo_bytes(), photo_bytes(size=(400, 100), colour="blue"), photo_bytes(colour="green")
+    assert len(recommender.decode(wide)) > 1
+    jobs = [PhotoJob(d, bundle, options) for d in (good, wide, b"not an image", other)]
+    batch = recommender._answer_batch(jobs)
+    assert isinstance(batch[2], ImageDecodeError)
+    for data, answer in ((good, batch[0]), (wide, batch[1]), (other, batch[3])):
         alone = recommender._answer_batch([PhotoJob(data, bundle, options)])[0]
         assert [p.item.id for p in answer.parts] == [p.item.id for p in alone.parts]
         assert set(answer.timings_ms) == {"queue", "decode", "model", "search"}
@@ -213,6 +216,42 @@ def test_a_cached_answer_never_outlives_a_bundle_swap(  # type: ignore[no-untype
         assert cached["cached"] and cached["bundle_version"] == new and cached["parts"] == after["parts"]
 
 
+def test_a_wide_photo_is_seen_at_each_place_in_one_forward_and_answered_in_its_own_pixels(
+    tiny_checkpoint, bundles_dir
+) -> None:  # type: ignore[no-untyped-def]
+    """FASHION_WIDE_FILL reaches decoding and the answer: a photo much wider than the frame goes
+    through the model once per place in the frame, in the same batch (the geometry is tested
+    in tests/model/test_imaging.py), its parts' boxes in the photo; 0 sees it once."""
+    import numpy as np
+
+    from app.main import create_app
+    from model.imaging import DEFAULT_WIDE_FILL, WIDE_ALIGNS
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 400, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    data = buffer.getvalue()
+    for wide_fill, views in ((DEFAULT_WIDE_FILL, len(WIDE_ALIGNS)), (0.0, 1)):
+        with TestClient(create_app(make_settings(tiny_checkpoint, bundles_dir, wide_fill=wide_fill))) as client:
+            recommender = client.app.state.recommender  # type: ignore[attr-defined]
+            assert len(recommender.decode(data)) == views
+            batches: list[int] = []
+
+            def counted(images, forward=recommender.forward, batches=batches):  # type: ignore[no-untyped-def]
+                batches.append(len(images))
+                return forward(images)
+
+            recommender.forward = counted
+            response = post(client, data, name="photo.png", kind="image/png")
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert batches == [views]
+            assert answer["image"] == {"width": 400, "height": 100} and answer["parts"]
+            batches.clear()  # the whole-photo search sees it once, centred, as the catalogue was embedded
+            assert post(client, data, name="photo.png", kind="image/png", mode="global").status_code == 200
+            assert batches == [1]
+
+
 def test_a_person_small_on_a_plain_margin_is_cut_to_before_the_model(tiny_checkpoint, bundles_dir) -> None:  # type: ignore[no-untyped-def]
     """FASHION_TRIM_MAX_AREA reaches decoding: a zoomed-out photo is drawn cut to its person (the
     placement's geometry is tested in tests/model/test_imaging.py); 0 turns it off."""
@@ -228,7 +267,7 @@ def test_a_person_small_on_a_plain_margin_is_cut_to_before_the_model(tiny_checkp
     data = buffer.getvalue()
     for trim, cut in ((0.5, True), (0.0, False)):
         with TestClient(create_app(make_settings(tiny_checkpoint, bundles_dir, trim_max_area=trim))) as client:
-            _, placement = client.app.state.recommender.decode(data)  # type: ignore[attr-defined]
+            ((_, placement),) = client.app.state.recommender.decode(data)  # type: ignore[attr-defined]
             assert (placement.frame_height < 300) is cut  # the frame spans the person's 200 rows, not the 600
             response = post(client, data, name="photo.png", kind="image/png")
             assert response.status_code == 200, response.text

@@ -10,7 +10,17 @@ import pytest
 from PIL import Image, ImageFilter
 from PIL.JpegImagePlugin import JpegImageFile
 
-from model.imaging import MAX_ZOOM, ImageDecodeError, content_box, decode_image, letterbox, load_pixels
+from model.imaging import (
+    MAX_ZOOM,
+    PAD_VALUE,
+    WIDE_ALIGNS,
+    ImageDecodeError,
+    content_box,
+    decode_image,
+    letterbox,
+    load_pixel_views,
+    load_pixels,
+)
 
 SIZE = (384, 256)
 
@@ -189,3 +199,39 @@ def test_a_photo_not_cut_is_letterboxed_exactly_as_without_the_option() -> None:
     pixels, placement = load_pixels(data, SIZE, trim_max_area=0.5)
     assert placement == plain
     assert np.array_equal(pixels, plain_pixels)
+
+
+def test_a_wide_photo_is_seen_at_the_top_middle_and_bottom_of_the_frame() -> None:
+    buffer = io.BytesIO()
+    _textured(550, 410).save(buffer, "PNG")  # a street photo cut at the waist: half the frame's height, odd padding
+    data = buffer.getvalue()
+    views = load_pixel_views(data, SIZE)
+    assert len(views) == len(WIDE_ALIGNS) and (WIDE_ALIGNS[0], WIDE_ALIGNS[-1]) == (0.0, 1.0)
+    (top_pixels, _), (bottom_pixels, _) = views[0], views[-1]
+    drawn = round(410 * 256 / 550)  # the photo's rows in the input: 191 of 384
+    padding = np.full(3, PAD_VALUE)
+    assert (top_pixels[drawn + 1 :] == padding).all() and not (top_pixels[: drawn - 1] == padding).all()
+    assert (bottom_pixels[: SIZE[0] - drawn - 1] == padding).all()
+    # the same pixels, shifted: only where the photo is drawn differs
+    assert np.array_equal(top_pixels[:drawn], bottom_pixels[SIZE[0] - drawn :])
+    # each placement maps the drawn photo back to the whole photo
+    for pixels, placement in views:
+        rows = np.nonzero((pixels != padding).any(-1).any(-1))[0]
+        to_photo = placement.frame_height / SIZE[0]
+        box = placement.box_to_photo((0.0, rows.min() * to_photo, 256 * to_photo, (rows.max() + 1) * to_photo))
+        assert box == pytest.approx((0.0, 0.0, 550.0, 410.0), abs=2 * to_photo)
+    # the middle view is the centred letterbox of before: its padding split evenly, the odd row below
+    middle_pixels, middle = views[WIDE_ALIGNS.index(0.5)]
+    assert np.array_equal(middle_pixels[(SIZE[0] - drawn) // 2 :][:drawn], top_pixels[:drawn])
+    assert (middle_pixels[: (SIZE[0] - drawn) // 2] == padding).all()
+    # seen once: where wide photos are not split, and for a photo that fills the frame, as load_pixels draws it
+    ((once, placement),) = load_pixel_views(data, SIZE, wide_fill=0.0)
+    assert placement == middle == load_pixels(data, SIZE)[1] and np.array_equal(once, middle_pixels)
+    square = io.BytesIO()
+    _textured(300, 300).save(square, "PNG")  # the catalogue's square photos fill 0.67 of the frame: once
+    assert len(load_pixel_views(square.getvalue(), SIZE)) == 1
+    buffer = io.BytesIO()
+    _textured(550, 825).save(buffer, "PNG")
+    ((tall, tall_placement),) = load_pixel_views(buffer.getvalue(), SIZE)
+    pixels, plain = load_pixels(buffer.getvalue(), SIZE)
+    assert tall_placement == plain and np.array_equal(tall, pixels)

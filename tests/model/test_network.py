@@ -5,9 +5,17 @@ from model.attention import config_anchors, soft_box_maps
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.errors import CheckpointError
-from model.imaging import letterbox_placement
+from model.imaging import Placement, letterbox_placement
 from model.losses import Item, total_loss
-from model.network import NetworkOutput, PartAttentionNetwork, part_box, query_parts, select_parts, transform_to_box
+from model.network import (
+    NetworkOutput,
+    PartAttentionNetwork,
+    part_box,
+    photo_parts,
+    query_parts,
+    select_parts,
+    transform_to_box,
+)
 from tests.helpers import tiny_config
 
 
@@ -327,6 +335,25 @@ def test_a_photo_with_no_sure_part_gets_its_likeliest_one_unless_nothing_is_ther
     assert query_parts(model, out, 0, threshold=0.6, floor=None) == []  # no fallback at all
     # one sure part: no unsure ones beside it
     assert [(p.label, p.confident) for p in query_parts(model, out, 0, threshold=0.25, floor=0.0)] == [("bag", True)]
+
+
+def test_a_photo_seen_twice_keeps_each_labels_higher_probability_and_its_views_part() -> None:
+    model = PartAttentionNetwork(tiny_config(labels=["shoes", "heels", "bag", "jeans"], steps=4)).eval()
+    at_top = _output_with_probabilities([0.05, 0.05, 0.7, 0.3])  # a bag seen high in the frame
+    at_bottom = _output_with_probabilities([0.6, 0.05, 0.2, 0.2])  # shoes seen low
+    at_bottom.transforms = torch.tensor([[[0.5, 0.5, 0.0, 0.5]] * 4])  # its crops sit lower
+    top, bottom = Placement(100, 50, 100, 150, 0, 0), Placement(100, 50, 100, 150, 0, 100)
+    parts = photo_parts(model, [(at_top, 0, top), (at_bottom, 0, bottom)], threshold=0.5)
+    assert [(p.label, round(p.score, 3)) for p in parts] == [("bag", 0.7), ("shoes", 0.62)]
+    # each part's box is read in the view it was seen in, mapped back to the photo
+    assert parts[0].box == part_box(at_top.transforms[0, 2], top)  # type: ignore[index]
+    assert parts[1].box == part_box(at_bottom.transforms[0, 0], bottom)  # type: ignore[index]
+    assert parts[1].box != part_box(at_top.transforms[0, 0], top)  # type: ignore[index]
+    # neither view alone finds both
+    assert [p.label for p in query_parts(model, at_top, 0, top, threshold=0.5)] == ["bag"]
+    assert [p.label for p in query_parts(model, at_bottom, 0, bottom, threshold=0.5)] == ["shoes"]
+    with pytest.raises(ValueError, match="at least one view"):
+        photo_parts(model, [])
 
 
 def test_query_parts_sum_softmax_probabilities_of_a_group() -> None:
