@@ -20,6 +20,7 @@ import gc
 import hashlib
 import io
 import logging
+import math
 import os
 import sys
 import time
@@ -219,7 +220,9 @@ class Recommender:
         """A full batch of blank photos decoded and through the model (see MicroBatcher.warm_up):
         wide ones where wide photos are seen several times, so the largest forward is the warm-up's."""
         blank = io.BytesIO()
-        height = self.size[0] // 2 if self.wide_fill >= 0.5 else self.size[0]
+        height, band = self.size[0], math.floor(self.size[0] * self.wide_fill)  # a photo this tall is wide
+        if band >= max(1, math.ceil(self.size[1] / self.limits.max_aspect)):  # and still a photo decoding accepts
+            height = band
         Image.new("RGB", (self.size[1], height), "white").save(blank, "JPEG")
         await self.batcher.warm_up(PhotoJob(blank.getvalue(), None, RecommendOptions()))
 

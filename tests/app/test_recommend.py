@@ -252,6 +252,28 @@ def test_a_wide_photo_is_seen_at_each_place_in_one_forward_and_answered_in_its_o
             assert batches == [1]
 
 
+@pytest.mark.parametrize("wide_fill,views", [(0.6, 3), (0.45, 3), (0.0, 1)])
+def test_the_warm_up_runs_the_largest_forward_wide_photos_make(tiny_checkpoint, bundles_dir, wide_fill, views) -> None:  # type: ignore[no-untyped-def]
+    """The warm-up's batch is of wide photos wherever wide photos are seen several times, so its
+    forward is the largest the service will run (MicroBatcher.warm_up's promise)."""
+    from app.main import create_app
+    from model.imaging import WIDE_ALIGNS
+
+    assert views in (1, len(WIDE_ALIGNS))
+    settings = make_settings(tiny_checkpoint, bundles_dir, wide_fill=wide_fill, max_batch=2)
+    with TestClient(create_app(settings)) as client:
+        recommender = client.app.state.recommender  # type: ignore[attr-defined]
+        batches: list[int] = []
+
+        def counted(images, forward=recommender.forward, batches=batches):  # type: ignore[no-untyped-def]
+            batches.append(len(images))
+            return forward(images)
+
+        recommender.forward = counted
+        client.portal.call(recommender.warm_up)  # type: ignore[union-attr]
+        assert batches == [2 * views]
+
+
 def test_a_person_small_on_a_plain_margin_is_cut_to_before_the_model(tiny_checkpoint, bundles_dir) -> None:  # type: ignore[no-untyped-def]
     """FASHION_TRIM_MAX_AREA reaches decoding: a zoomed-out photo is drawn cut to its person (the
     placement's geometry is tested in tests/model/test_imaging.py); 0 turns it off."""
