@@ -234,6 +234,9 @@ async def run_job(coordinator: Coordinator, settings: Settings, job: Job, stop: 
     except asyncio.CancelledError:  # the process is shutting down (the embedded worker)
         if run.interrupt():
             await _hand_back(coordinator, job, f"worker {job.worker} shut down before the job finished")
+        # Give the thread until its next report to stop: a daemon thread still inside torch when
+        # the interpreter exits aborts the process ("terminate called without an active exception").
+        await asyncio.wait({task}, timeout=HANDBACK_MARGIN_S / 2)
         raise
     job.progress = dict(run.progress)
     try:

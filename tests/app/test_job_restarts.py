@@ -233,6 +233,31 @@ def test_a_stopped_worker_hands_a_long_job_back_and_publishes_nothing(monkeypatc
     asyncio.run(scenario())
 
 
+def test_a_cancelled_worker_hands_its_job_back_once_its_thread_has_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The embedded worker is cancelled when the API shuts down (Ctrl-C): the process exits right after,
+    # and a job thread still inside torch then aborts it, so the loop waits for the thread's next report.
+    published: list[str] = []
+    monkeypatch.setattr(jobs, "execute_job", fake_job(items=600, every_s=2.0, published=published))
+
+    async def scenario() -> None:
+        coordinator = MemoryCoordinator()
+        job = Job.new(JobKind.REINDEX, {})
+        await coordinator.enqueue(job)
+        loop = asyncio.create_task(jobs.worker_loop(coordinator, Settings(), asyncio.Event()))
+        await wait_for(lambda: _progress(coordinator, job.id, 1))
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        # stopped at its next report (up to 2 s away) before the loop returned; its last lines after
+        # it settled the job's future take a moment
+        await wait_for(lambda: _no_job_thread(), timeout=0.5)
+        stored = await coordinator.get_job(job.id)
+        assert stored is not None and stored.state == "queued", stored
+        assert "shut down before the job finished" in stored.requeued[0]
+        assert published == []
+
+    asyncio.run(scenario())
+
+
 async def _progress(coordinator: Coordinator, job_id: str, done: int) -> bool:
     job = await coordinator.get_job(job_id)
     return job is not None and job.progress.get("done", 0) >= done
