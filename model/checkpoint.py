@@ -16,6 +16,8 @@ from model.network import PartAttentionNetwork
 
 FORMAT_VERSION = 2  # 2: multi-level trunk, content-placed crops, crop-scored labels
 TRUNK_PREFIX = "trunk."
+# What save_checkpoint writes itself; anything else in a payload (metrics…) is the caller's extra.
+CHECKPOINT_KEYS = ("format_version", "config", "labels", "input_size", "normalisation", "state_dict", "trunk_stored")
 
 
 def save_checkpoint(
@@ -53,6 +55,18 @@ def save_checkpoint(
     torch.save(payload, tmp)
     tmp.replace(path)
     return path
+
+
+def resave_checkpoint(
+    path: str | os.PathLike[str], model: PartAttentionNetwork, payload: dict[str, Any], metrics: dict[str, Any]
+) -> Path:
+    """Write ``model`` to ``path`` with ``payload``'s extras (what the caller of save_checkpoint
+    added) and ``metrics`` in place of its metrics: a checkpoint given a new head, in float16, its
+    trunk stored or not as before."""
+    kept = {k: v for k, v in payload.items() if k not in CHECKPOINT_KEYS and k != "metrics"}
+    return save_checkpoint(
+        path, model, with_trunk=payload.get("trunk_stored", True), half=True, metrics=metrics, **kept
+    )
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[PartAttentionNetwork, dict[str, Any]]:

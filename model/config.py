@@ -22,6 +22,11 @@ CLASSIFICATIONS = ("softmax", "sigmoid", "asymmetric")
 ANCHOR_LAYOUTS = ("grid", "ring")
 
 
+# The fields that describe the heads fitted after training on the frozen trunk (model.products,
+# model.look_training): model.train --heads-from copies them with the heads' weights.
+HEAD_FIELDS = ("product_labels", "look_dim", "look_hidden", "look_colour_weight", "look_product_region")
+
+
 @dataclass
 class ModelConfig:
     labels: list[str] = field(default_factory=list)  # item label names, in score order

@@ -50,6 +50,9 @@ class Reframe:
     saturation: float = 1.0
     blur: float = 0.0  # Gaussian radius, in new pixels
     jpeg_quality: int | None = None  # re-encoded at this quality; None: not
+    # Where the new photo is drawn in the network's letterboxed frame (0: top, 0.5: centred, 1:
+    # bottom), as the service draws a wide photo (model.imaging.load_pixel_views).
+    align: float = 0.5
 
     def __post_init__(self) -> None:
         x0, y0, x1, y1 = self.crop
@@ -163,13 +166,16 @@ def frame_map(reframe: Reframe | None, photo_size: tuple[int, int], input_size: 
     """The input frame -> source map of a ``photo_size`` = (width, height) source photo, reframed
     (or not) and letterboxed into ``input_size`` = (H, W)."""
     width, height = reframe.size if reframe is not None else photo_size
-    return FrameMap.of(letterbox_placement(width, height, input_size)[0], reframe)
+    align = reframe.align if reframe is not None else 0.5
+    return FrameMap.of(letterbox_placement(width, height, input_size, align)[0], reframe)
 
 
 # A reframed item's label: kept where at least this many of its source pixels and this share of
 # them stay in the photo; absent where fewer than NOTHING_LEFT_PIXELS stay; unknown in between.
 KEPT_PIXELS = 100  # as CCP's test protocol counts a label
-KEPT_SHARE = 0.25
+# Any share (0): an item with KEPT_PIXELS left is present, as the measure counts it. Chosen on
+# validation (bench/any_photo.py --choose) over 0.25, the share before 2026-12-07.
+KEPT_SHARE = 0.0
 NOTHING_LEFT_PIXELS = 25
 
 
@@ -224,6 +230,9 @@ class Strength:
     light: float = 0.2  # brightness, contrast and saturation within 1 ± this
     blur_p: float = 0.25
     blur: float = 1.5  # radius at most
+    # A reframed photo that fills at most this share of the frame's height is drawn at the frame's
+    # top, middle or bottom (at random), as the service draws a wide photo; 0: always centred.
+    wide_fill: float = 0.0
 
 
 def random_reframe(

@@ -106,6 +106,12 @@ def load_pixels(
     return load_pixel_views(source, size, limits, formats, trim_max_area, wide_fill=0.0)[0]
 
 
+def frame_fill(width: float, height: float, size: tuple[int, int]) -> float:
+    """The share of a letterboxed frame's height (``size`` = (H, W)) a width x height photo fills:
+    at most ``wide_fill`` of it, a photo is wide."""
+    return min(size[1] / width, size[0] / height) * height / size[0]
+
+
 def load_pixel_views(
     source: bytes | str | os.PathLike[str],
     size: tuple[int, int],
@@ -124,8 +130,7 @@ def load_pixel_views(
         scale_x, scale_y = photo_size[0] / image.width, photo_size[1] / image.height
         crop = (crop[0] * scale_x, crop[1] * scale_y, crop[2] * scale_x, crop[3] * scale_y)
     shown_w, shown_h = (crop[2] - crop[0], crop[3] - crop[1]) if crop is not None else photo_size
-    fill = min(size[1] / shown_w, size[0] / shown_h) * shown_h / size[0]
-    aligns = wide_aligns if fill <= wide_fill else (0.5,)
+    aligns = wide_aligns if frame_fill(shown_w, shown_h, size) <= wide_fill else (0.5,)
     return [letterbox(image, size, photo_size, crop, align) for align in aligns]
 
 

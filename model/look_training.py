@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, resave_checkpoint
 from model.data import ClothingCoParsing, data_dir
 from model.errors import run_command
 from model.features import trunk_runner
@@ -387,15 +387,7 @@ def add_look_head(
     assert with_look.look is not None
     with_look.look.project.load_state_dict(head.project.state_dict())
     with_look.config = config
-    kept = {
-        k: v
-        for k, v in payload.items()
-        if k not in ("format_version", "config", "labels", "input_size", "normalisation", "state_dict", "trunk_stored")
-    }
-    metrics = {**kept.pop("metrics", {}), "look": report}
-    return save_checkpoint(
-        out, with_look.eval(), with_trunk=payload.get("trunk_stored", True), half=True, metrics=metrics, **kept
-    )
+    return resave_checkpoint(out, with_look.eval(), payload, {**payload.get("metrics", {}), "look": report})
 
 
 def street_photos(data: Path | None = None) -> list[Path]:

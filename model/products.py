@@ -39,7 +39,7 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader, Dataset
 
 from model.article_types import ARTICLE_TYPE_TO_LABEL
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, resave_checkpoint
 from model.data import CROP_MARGIN, MIN_CROP_PIXELS, VALIDATION_FRACTION, ClothingCoParsing, data_dir
 from model.errors import run_command
 from model.features import trunk_digest, trunk_features, trunk_runner
@@ -366,15 +366,7 @@ def add_product_head(
     """Fit the product head and write it into ``checkpoint`` (its other contents kept)."""
     model, payload = load_checkpoint(checkpoint, device)
     with_head, report = fit_product_head(model, root, cache_dir, workers, device, data)
-    kept = {
-        k: v
-        for k, v in payload.items()
-        if k not in ("format_version", "config", "labels", "input_size", "normalisation", "state_dict", "trunk_stored")
-    }
-    metrics = {**kept.pop("metrics", {}), "products": report}
-    return save_checkpoint(
-        checkpoint, with_head, with_trunk=payload.get("trunk_stored", True), half=True, metrics=metrics, **kept
-    )
+    return resave_checkpoint(checkpoint, with_head, payload, {**payload.get("metrics", {}), "products": report})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,8 @@
     python -m model.train --out checkpoints/ccp   # the first stage alone: CCP photos as shot
     python -m model.train --out checkpoints/attention --products ... --init-from checkpoints/ccp/best.pt
                                                   # the second stage from a first stage's model
+    python -m model.train ... --init-from ... --heads-from weights/ccp-attention.pt
+                                                  # ... with the product and look heads of a model
     python -m model.train --out checkpoints/weak --box-weight 0 --classification softmax --usage-weight 0 \
         --group-weight 0                          # weakly supervised, the paper's loss (first stage)
     python -m model.train --architecture global --group-weight 0 --out checkpoints/global
@@ -32,19 +34,21 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from model.attention import config_anchors
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.config import ModelConfig
+from model.checkpoint import file_sha256, load_checkpoint, resave_checkpoint, save_checkpoint
+from model.config import HEAD_FIELDS, ModelConfig
 from model.data import VALIDATION_FRACTION, ClothingCoParsing, Sample, data_dir, fit_and_validation, label_vector
 from model.encoding import map_descriptors
 from model.errors import run_command
-from model.framing import Strength
+from model.features import trunk_digest
+from model.framing import KEPT_SHARE, Strength
+from model.imaging import DEFAULT_WIDE_FILL
 from model.labels import group_matrix
 from model.losses import Item, total_loss
 from model.metrics import multilabel_report, own_group_report
@@ -114,6 +118,14 @@ class TrainConfig:
     product_reframes: int = 1  # random reframings of each product photo besides as shot
     backgrounds_per_epoch: int = 150  # street windows with nothing to wear, drawn each epoch (0: none)
     look: bool = True  # train the look head (model.look_training) after the product head
+    # Reframed views as wide as the service makes wide drawn at the frame's top, middle or bottom, as
+    # it draws them (model.views.as_served); off: centred, the recipe before 2026-12-07.
+    wide_views: bool = True
+    kept_share: float = KEPT_SHARE  # a reframed CCP item is present where this share of it stays
+    # Take the product and look heads of this checkpoint (same frozen trunk and labels) instead of
+    # fitting them (train.take_heads): the product head reads the trunk alone; the look head pools
+    # where the attention looks, so it was fitted to the donor's attention, not this model's.
+    heads_from: Path | None = None
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -483,10 +495,10 @@ def training_views(model_cfg: ModelConfig, cfg: TrainConfig, fit: list[Sample], 
     validation or held-out tenths)."""
     labels, size = model_cfg.labels, (model_cfg.image_height, model_cfg.image_width)
     training = TrainingViews()
-    strength = Strength()
+    strength = Strength(wide_fill=DEFAULT_WIDE_FILL if cfg.wide_views else 0.0)
     reframes = cfg.reframes if adapt else 0
     for sample in fit:
-        views = ccp_views(sample, labels, size, photo_rng(cfg.seed, sample.image), reframes, strength)
+        views = ccp_views(sample, labels, size, photo_rng(cfg.seed, sample.image), reframes, strength, cfg.kept_share)
         training.add(sample.source, views, tagged=sample.source == "image-level")
     if not adapt:
         return training
@@ -496,7 +508,8 @@ def training_views(model_cfg: ModelConfig, cfg: TrainConfig, fit: list[Sample], 
         training.examples = [e for e in training.examples if e.views]
     if cfg.products is not None and cfg.products_per_epoch > 0:
         for product in product_split(cfg.products, labels, "train"):
-            views = product_views(product, labels, photo_rng(cfg.seed, product.image), cfg.product_reframes, strength)
+            rng = photo_rng(cfg.seed, product.image)
+            views = product_views(product, labels, size, rng, cfg.product_reframes, strength)
             training.add("product", views)
     return training
 
@@ -506,7 +519,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
 
     The first stage on the CCP photos as shot (unless ``init_from`` gives its result); with a
     product set, the second stage in ``cfg.out`` from the first's best (kept in ``out/first-stage``),
-    then the product head and the look head."""
+    then the product head and the look head (or those of ``heads_from``)."""
+    if cfg.heads_from is not None:
+        if cfg.products is None or cfg.mode != "frozen":
+            raise ValueError("--heads-from takes the heads of a second stage on the frozen trunk: add --products")
+        heads_donor(cfg.heads_from, PartAttentionNetwork(model_cfg))  # refused now, not after the training
     if cfg.products is None:
         return train_stage(model_cfg, cfg, train_samples, adapt=False)
     start = cfg.init_from or train_stage(
@@ -514,6 +531,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
     )
     second = dataclasses.replace(cfg, init_from=start, epochs=cfg.adapt_epochs, lr=cfg.adapt_lr, warmup_epochs=0)
     best = train_stage(model_cfg, second, train_samples, adapt=True)
+    if cfg.heads_from is not None:
+        return take_heads(best, cfg.heads_from)
     from model.products import add_product_head
 
     add_product_head(best, cfg.products, cfg.cache_dir, cfg.workers, cfg.device, cfg.data)
@@ -522,6 +541,42 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample])
 
         add_trained_look_head(best, cfg.products, cfg.data, cfg.cache_dir.parent / "look", cfg.workers)
     return best
+
+
+HEAD_PREFIXES = ("product_head.", "look.")  # the heads' weights in a network's state dict
+
+
+def heads_donor(source: Path, model: PartAttentionNetwork) -> tuple[PartAttentionNetwork, dict[str, Any]]:
+    """``source``'s model and payload, refused unless it has a product head and ``model``'s trunk
+    weights and labels."""
+    donor, payload = load_checkpoint(source)
+    if donor.config.labels != model.config.labels or trunk_digest(donor) != trunk_digest(model):
+        raise ValueError(f"{source} has another trunk or other labels than this model: its heads do not fit")
+    if not donor.config.product_labels:
+        raise ValueError(f"{source} has no product head to take")
+    return donor, payload
+
+
+def take_heads(checkpoint: Path, source: Path) -> Path:
+    """Write into ``checkpoint`` the product and look heads of ``source`` (see heads_donor). The
+    product head reads the frozen trunk alone, so its figures hold and are kept; the look head pools
+    where this model's attention looks, so the donor's look figures are kept as the donor's only."""
+    model, payload = load_checkpoint(checkpoint)
+    donor, donor_payload = heads_donor(source, model)
+    heads = {name: getattr(donor.config, name) for name in HEAD_FIELDS}
+    merged = PartAttentionNetwork(dataclasses.replace(model.config, **heads, pretrained=False, trunk_weights=None))
+    merged.load_state_dict(donor.state_dict())
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
+    merged.load_state_dict(own, strict=False)  # everything but the heads from the trained model
+    merged.config = dataclasses.replace(model.config, **heads)
+    donor_metrics = donor_payload.get("metrics", {})
+    metrics = {
+        **{k: v for k, v in payload.get("metrics", {}).items() if k not in ("products", "look")},
+        **({"products": donor_metrics["products"]} if "products" in donor_metrics else {}),
+        "heads_from": {"checkpoint": str(source), "sha256": file_sha256(source), "look": donor_metrics.get("look")},
+    }
+    log.info("product and look heads taken from %s", source)
+    return resave_checkpoint(checkpoint, merged.eval(), payload, metrics)
 
 
 def train_stage(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sample], adapt: bool) -> Path:
@@ -601,17 +656,7 @@ def train_stage(model_cfg: ModelConfig, cfg: TrainConfig, train_samples: list[Sa
             trainer.save("best.pt", {"validation": val_report}, with_optimizer=False)
         trainer.save("last.pt", {"validation": val_report}, with_optimizer=True)
     log.info("best val mAP %.2f; checkpoint %s", trainer.best, cfg.out / "best.pt")
-    if cfg.products is not None:
-        from model.products import add_product_head
-
-        add_product_head(cfg.out / "best.pt", cfg.products, cfg.cache_dir, cfg.workers, cfg.device, cfg.data)
-        if cfg.look and model_cfg.architecture == "attention":
-            from model.look_training import add_trained_look_head
-
-            add_trained_look_head(
-                cfg.out / "best.pt", cfg.products, cfg.data, cfg.cache_dir.parent / "look", cfg.workers
-            )
-    return cfg.out / "best.pt"
+    return cfg.out / "best.pt"  # the heads on the frozen trunk are fitted once, by train()
 
 
 # ModelConfig fields the command line sets (the rest keep their defaults, recorded in the checkpoint).

@@ -4,9 +4,12 @@ with the labels it keeps and, in frozen-trunk training, its trunk maps, computed
 disk (memory-mapped: tens of thousands of views do not fit in memory as tensors).
 
 Partial labels: a view's ``known`` says which of its targets are known.
-- A CCP photo knows all its labels as shot. Reframed, an item that stays (KEPT_PIXELS, KEPT_SHARE)
-  is present, one that leaves is absent, one cut in part is unknown; a photo labelled without
-  masks (the image-level tags) keeps its labels only when the reframing keeps nearly all of it.
+- A CCP photo knows all its labels as shot. Reframed, an item that stays (KEPT_PIXELS and
+  ``kept_share`` of it, KEPT_SHARE unless the training says otherwise) is present, one that leaves
+  is absent, one cut in part is unknown; a photo labelled without masks (the image-level tags)
+  keeps its labels only when the reframing keeps nearly all of it.
+- A reframed photo as wide as the service makes wide is drawn at the frame's top, middle or bottom,
+  as the service draws it (``as_served``, with ``Strength.wide_fill``).
 - A product photo knows its own category present. A footwear or accessory photo shows the product
   alone (checked by eye on 64 random ones: all were), so every other group is known absent; an
   apparel photo (a model wearing the product with other clothes) knows nothing else.
@@ -20,7 +23,7 @@ import json
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +49,7 @@ from model.framing import (
     region_box,
     surviving_pixels,
 )
-from model.imaging import decode_image, letterbox, to_input
+from model.imaging import WIDE_ALIGNS, decode_image, frame_fill, letterbox, to_input
 from model.labels import group_of
 from model.losses import Item
 from model.network import PartAttentionNetwork
@@ -109,7 +112,17 @@ def region_on_frame(region: np.ndarray, to_source: FrameMap, size: tuple[int, in
     return F.grid_sample(source, grid.float(), align_corners=False)[0, 0]
 
 
-def ccp_view(sample: Sample, labels: list[str], size: tuple[int, int], reframe: Reframe | None) -> View:
+def as_served(reframe: Reframe, size: tuple[int, int], rng: np.random.Generator, strength: Strength) -> Reframe:
+    """``reframe`` drawn at a random one of the places in the frame where the service draws a photo
+    as wide as it makes (model.imaging.load_pixel_views); a photo that is not wide stays centred."""
+    if strength.wide_fill <= 0 or frame_fill(*reframe.size, size) > strength.wide_fill:
+        return reframe
+    return replace(reframe, align=float(rng.choice(WIDE_ALIGNS)))
+
+
+def ccp_view(
+    sample: Sample, labels: list[str], size: tuple[int, int], reframe: Reframe | None, kept_share: float = KEPT_SHARE
+) -> View:
     """A CCP training photo as ``reframe`` makes it, with the labels and item boxes it keeps."""
     width, height = photo_size(sample.image)
     to_source = frame_map(reframe, (width, height), size)
@@ -128,7 +141,7 @@ def ccp_view(sample: Sample, labels: list[str], size: tuple[int, int], reframe: 
             present = True
         elif region is not None:
             pixels, share = surviving_pixels(region, REGION_CELL, crop)
-            present = pixels >= KEPT_PIXELS and share >= KEPT_SHARE
+            present = pixels >= KEPT_PIXELS and share >= kept_share
             if present:
                 box = region_box(region, REGION_CELL, crop, box)
             elif pixels >= NOTHING_LEFT_PIXELS:
@@ -165,9 +178,16 @@ def product_view(product: Product, labels: list[str], reframe: Reframe | None) -
 
 
 def ccp_views(
-    sample: Sample, labels: list[str], size: tuple[int, int], rng: np.random.Generator, count: int, strength: Strength
+    sample: Sample,
+    labels: list[str],
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    count: int,
+    strength: Strength,
+    kept_share: float = KEPT_SHARE,
 ) -> list[View]:
-    """As shot, mirrored, and ``count`` random reframings (kinds taken in turn from a shuffled list)."""
+    """As shot, mirrored, and ``count`` random reframings (kinds taken in turn from a shuffled list);
+    a reframed item is present where ``kept_share`` of it stays (and KEPT_PIXELS)."""
     width, height = photo_size(sample.image)
     views = [ccp_view(sample, labels, size, None), ccp_view(sample, labels, size, as_shot(width, height, True))]
     kinds = list(rng.permutation(TRAIN_KINDS))
@@ -175,19 +195,26 @@ def ccp_views(
     for i in range(count):
         kind = str(kinds[i % len(kinds)])
         focus = boxes[int(rng.integers(len(boxes)))] if boxes and kind == "closeup" else None
-        views.append(ccp_view(sample, labels, size, random_reframe(rng, width, height, kind, strength, focus)))
+        reframe = as_served(random_reframe(rng, width, height, kind, strength, focus), size, rng, strength)
+        views.append(ccp_view(sample, labels, size, reframe, kept_share))
     return views
 
 
 def product_views(
-    product: Product, labels: list[str], rng: np.random.Generator, count: int, strength: Strength
+    product: Product,
+    labels: list[str],
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    count: int,
+    strength: Strength,
 ) -> list[View]:
     """As shot and ``count`` random reframings that keep the product in the photo."""
     width, height = photo_size(product.image)
     views = [product_view(product, labels, None)]
     for i in range(count):
         kind = PRODUCT_KINDS[i % len(PRODUCT_KINDS)]
-        views.append(product_view(product, labels, random_reframe(rng, width, height, kind, strength)))
+        reframe = as_served(random_reframe(rng, width, height, kind, strength), size, rng, strength)
+        views.append(product_view(product, labels, reframe))
     return views
 
 
@@ -221,7 +248,7 @@ def view_input(image: Path, reframe: Reframe | None, size: tuple[int, int]) -> t
     photo = decode_image(image)
     if reframe is not None:
         photo = reframe.apply(photo)
-    return to_input(letterbox(photo, size)[0])
+    return to_input(letterbox(photo, size, align=reframe.align if reframe is not None else 0.5)[0])
 
 
 def _views_key(model: PartAttentionNetwork, views: Sequence[tuple[Path, Reframe | None]]) -> str:

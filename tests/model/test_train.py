@@ -176,3 +176,44 @@ def test_a_second_stage_starts_from_a_checkpoint(tmp_path: Path) -> None:
     assert moved < 1e-2  # a step of almost nothing from where the first stage ended, not from afresh
     with pytest.raises(ValueError, match="other labels"):
         train(tiny_config(classification="sigmoid", pretrained=True, labels=["a", "b"]), cfg, samples)
+
+
+def test_heads_are_taken_from_a_checkpoint_with_the_same_trunk(tmp_path: Path) -> None:
+    from model.checkpoint import save_checkpoint
+    from model.train import take_heads
+
+    torch.manual_seed(0)
+    heads = {"product_labels": ["red", "blue"], "look_dim": 8, "look_colour_weight": 0.4}
+    donor = PartAttentionNetwork(tiny_config(**heads))
+    trained = PartAttentionNetwork(tiny_config(product_labels=["red", "green"], look_dim=8))  # heads of its own
+    trained.load_state_dict(donor.state_dict(), strict=False)  # the same trunk
+    with torch.no_grad():
+        for name, weight in trained.named_parameters():
+            if not name.startswith("trunk."):
+                weight.add_(1.0)  # what training moved
+    save_checkpoint(tmp_path / "donor.pt", donor, metrics={"products": {"group_top1": 0.9}, "look": {"r1": 0.5}})
+    save_checkpoint(tmp_path / "trained.pt", trained, metrics={"validation": {"map": 30.0}}, history=[1])
+    merged, payload = load_checkpoint(take_heads(tmp_path / "trained.pt", tmp_path / "donor.pt"))
+    assert merged.config.product_labels == ["red", "blue"] and merged.config.look_colour_weight == 0.4
+    state, donor_state, trained_state = merged.state_dict(), donor.state_dict(), trained.state_dict()
+    heads = [name for name in state if name.startswith(("product_head.", "look."))]
+    assert any(name.startswith("product_head.") for name in heads) and any(name.startswith("look.") for name in heads)
+    for name, tensor in state.items():
+        expected = donor_state[name] if name in heads else trained_state[name]
+        torch.testing.assert_close(tensor, expected, atol=2e-3, rtol=2e-3)  # float16 storage
+    assert payload["metrics"]["validation"] == {"map": 30.0} and payload["metrics"]["products"] == {"group_top1": 0.9}
+    assert "look" not in payload["metrics"]  # the donor's look figures are the donor's attention's
+    assert payload["metrics"]["heads_from"]["look"] == {"r1": 0.5}
+    assert payload["metrics"]["heads_from"]["checkpoint"] == str(tmp_path / "donor.pt")
+    assert payload["history"] == [1]
+    other = PartAttentionNetwork(tiny_config(labels=["a", "b", "c"]))
+    save_checkpoint(tmp_path / "other.pt", other)
+    with pytest.raises(ValueError, match="other labels"):
+        take_heads(tmp_path / "trained.pt", tmp_path / "other.pt")
+    bare = PartAttentionNetwork(tiny_config())
+    bare.load_state_dict(donor.state_dict(), strict=False)
+    save_checkpoint(tmp_path / "bare.pt", bare)
+    with pytest.raises(ValueError, match="no product head"):
+        take_heads(tmp_path / "bare.pt", tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="add --products"):  # before any training
+        train(tiny_config(), TrainConfig(out=tmp_path / "run", heads_from=tmp_path / "donor.pt"), [])

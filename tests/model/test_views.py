@@ -71,8 +71,11 @@ def test_a_crop_keeps_the_items_in_it_drops_those_outside_and_leaves_the_cut_one
     assert known_labels(as_shot_view) == {"top": "present", "skirt": "present", "shoes": "present", "bag": "absent"}
     assert len(as_shot_view.items) == 3
     # the top half and a little: the top whole, a seventh of the skirt, the shoes gone
-    upper = ccp_view(sample, LABELS, SIZE, Reframe((0.0, 0.0, 160.0, 112.0)))
+    upper = ccp_view(sample, LABELS, SIZE, Reframe((0.0, 0.0, 160.0, 112.0)), kept_share=0.25)
     assert known_labels(upper) == {"top": "present", "skirt": "unknown", "shoes": "absent", "bag": "absent"}
+    # with no share asked (the default), the seventh of the skirt (640 px) counts, as the measure counts it
+    counted = ccp_view(sample, LABELS, SIZE, Reframe((0.0, 0.0, 160.0, 112.0)), kept_share=0.0)
+    assert known_labels(counted) == {"top": "present", "skirt": "present", "shoes": "absent", "bag": "absent"}
     ((label, box, region),) = upper.items
     assert LABELS[label] == "top" and region is not None
     placement = letterbox_placement(160, 112, SIZE)[0]
@@ -126,3 +129,28 @@ def test_view_maps_are_the_trunks_maps_and_are_cached(tmp_path: Path, monkeypatc
     monkeypatch.setattr("model.views._compute_view_maps", lambda *a: pytest.fail("computed again"))
     again = view_maps(model, views, tmp_path / "cache", workers=0)
     assert all(np.array_equal(a, b) for a, b in zip(maps, again, strict=True))
+
+
+def test_a_wide_reframing_is_drawn_where_the_service_draws_it(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from model.framing import Strength
+    from model.views import as_served
+
+    sample = two_items(tmp_path)
+    upper = Reframe((0.0, 0.0, 160.0, 110.0))  # 160 x 110 fills 0.46 of the frame's height: wide
+    rng = np.random.default_rng(0)
+    drawn = {as_served(upper, SIZE, rng, Strength(wide_fill=0.6)).align for _ in range(30)}
+    assert drawn == {0.0, 0.5, 1.0}  # the service's three places (model.imaging.WIDE_ALIGNS)
+    assert as_served(upper, SIZE, rng, Strength(wide_fill=0.0)) == upper  # off: centred
+    assert as_served(upper, SIZE, rng, Strength(wide_fill=0.4)) == upper  # not as wide as that
+    # At the top, the top's box and the photo's pixels are where the service puts them: 64 x 44
+    # pixels drawn in rows 0-43 of the 96 x 64 frame, the padding below; centred, rows 26-69.
+    for align, first_row in ((0.0, 0), (0.5, 26)):
+        view = ccp_view(sample, LABELS, SIZE, replace(upper, align=align))
+        (box,) = [box for c, box, _ in view.items if LABELS[c] == "top"]
+        assert float(box[1]) == pytest.approx((first_row + 40 * 0.4) / 96 * 2 - 1, abs=0.02)
+        pixels = view_input(sample.image, replace(upper, align=align), SIZE)
+        grey = pixels[:, first_row + 2 : first_row + 40].mean()
+        assert float(grey) == pytest.approx(128 / 255, abs=0.02)  # the grey photo, not the padding
+        assert float((pixels[:, first_row + 2 : first_row + 40] - grey).abs().max()) < 0.02
