@@ -206,7 +206,7 @@ DEFAULT_PART_THRESHOLD = 0.55
 # When no group reaches the threshold, the most probable one is still answered, marked not
 # confident, unless even it is below this floor: then the photo has nothing to wear in it and the
 # answer is empty (FASHION_PART_FLOOR; chosen on validation with bench/any_photo.py).
-DEFAULT_PART_FLOOR = 0.1
+DEFAULT_PART_FLOOR = 0.2  # 0.1 with the model of before 2026-12-07
 # A catalogue item placed by its predicted street labels (no category known): a label's probability
 # at least (FASHION_ITEM_LABEL_THRESHOLD); low, since max fusion over crops makes present labels score high.
 DEFAULT_ITEM_LABEL_THRESHOLD = 0.05
