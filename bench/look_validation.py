@@ -3,7 +3,7 @@
 
     python bench/look_validation.py --checkpoint checkpoints/attention/best.pt \
         --products $FASHION_DATA_DIR/fashion-product --out reports/look_validation.json \
-        [--reshots 2 6] [--weight-decays 1e-4 0.05]
+        [--reshots 2 6] [--weight-decays 1e-4 0.05] [--incumbent CHECKPOINT]
 
 For each training setting (re-shot views per training product, weight decay) and each region a
 projection is trained (model.look_training); each colour weight is then scored
@@ -12,6 +12,8 @@ index of the whole catalogue) and by the CCP validation photos' parts answered f
 look vectors, as indexer.evaluate scores the service (colour agreement, the largest share of a
 group's answers its top product takes, distinct products). ``choose`` picks the setting that
 clears the issue's targets by the widest margin; its values become model.look_training.LookConfig's.
+``--incumbent`` scores another checkpoint's look head (same trunk and attention, e.g. one taken over
+with ``model.train --heads-from``) on the same views, as one more candidate.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from model.look import LookHead, colour_histogram, palette, pooled_crop_features
 from model.look_training import (
     REGIONS,
     LookConfig,
+    LookData,
     catalogue_side,
     fit_look_head,
     head_cache,
@@ -161,6 +164,35 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max(rows, key=lambda r: (round(r["margin"], 9), sum(margins(r))))
 
 
+def scored(
+    head: LookHead,
+    data: LookData,
+    region: str,
+    colour_weight: float,
+    ccp: tuple[list[dict[str, str]], list[Sample], list[list[StreetPart]], list[dict[str, str | None]]],
+) -> dict[str, Any]:
+    """A look head at a region and colour weight: the validation products' re-shot retrieval, the CCP
+    validation photos' answers, and the rule's margin."""
+    metadata, samples, parts, colours = ccp
+    catalogue = look_vectors(head, *catalogue_side(data.features["catalogue"], region), colour_weight)
+    row: dict[str, Any] = {
+        "region": region,
+        "colour_weight": colour_weight,
+        "reshot": retrieval(
+            head,
+            data.features["catalogue"],
+            data.features["validation"],
+            data.val_truth,
+            data.products,
+            region,
+            colour_weight,
+        ),
+        "ccp": shop_the_look(head, catalogue, data.products, metadata, samples, parts, colours, colour_weight),
+    }
+    row["margin"] = margin(row)
+    return row
+
+
 def ccp_validation(
     model: PartAttentionNetwork, payload: dict[str, Any], ccp: ClothingCoParsing, root: Path, products: list[Product]
 ) -> tuple[list[dict[str, str]], list[Sample], list[list[StreetPart]], list[dict[str, str | None]]]:
@@ -188,12 +220,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reshots", type=int, nargs="+", default=[LookConfig.reshots], help="views per product")
     parser.add_argument("--weight-decays", type=float, nargs="+", default=[LookConfig.weight_decay])
+    parser.add_argument(
+        "--incumbent",
+        type=Path,
+        default=None,
+        help="a checkpoint with the same trunk and attention whose look head (at its own region and colour "
+        "weight) is scored beside the trained ones and may be chosen",
+    )
     args = parser.parse_args()
     configure_logging()
     model, payload = load_checkpoint(args.checkpoint)
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
     streets = street_photos(args.data)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for reshots in args.reshots:
         data = look_data(
             model, args.checkpoint, args.products, streets, LookConfig(reshots=reshots), args.cache_dir, args.workers
@@ -206,29 +245,30 @@ def main() -> None:
                 cached = head_cache(args.cache_dir, data.key, cfg, region)
                 head, history = fit_look_head(model, data.features, data.train_owner, cfg, region, cached)
                 for colour_weight in COLOUR_WEIGHTS:
-                    catalogue = look_vectors(head, *catalogue_side(data.features["catalogue"], region), colour_weight)
                     row: dict[str, Any] = {
                         "reshots": reshots,
                         "weight_decay": weight_decay,
-                        "region": region,
-                        "colour_weight": colour_weight,
-                        "reshot": retrieval(
-                            head,
-                            data.features["catalogue"],
-                            data.features["validation"],
-                            data.val_truth,
-                            data.products,
-                            region,
-                            colour_weight,
-                        ),
-                        "ccp": shop_the_look(
-                            head, catalogue, data.products, metadata, val_samples, parts, colours, colour_weight
-                        ),
+                        **scored(head, data, region, colour_weight, (metadata, val_samples, parts, colours)),
                         "final_loss": history[-1],
                     }
-                    row["margin"] = margin(row)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+    if args.incumbent is not None:
+        incumbent, _ = load_checkpoint(args.incumbent)
+        assert incumbent.look is not None, f"{args.incumbent} has no look head"
+        own = incumbent.config
+        row = {
+            "incumbent": str(args.incumbent),
+            **scored(
+                incumbent.look,
+                data,
+                own.look_product_region,
+                own.look_colour_weight,
+                (metadata, val_samples, parts, colours),
+            ),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     chosen = choose(rows)
     print("chosen:", json.dumps(chosen))
     report = {

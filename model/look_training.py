@@ -165,8 +165,9 @@ class LookConfig:
     hidden: int = 512  # 1024 would take the committed checkpoint past its 20 MB
     seed: int = 0
     # Chosen on validation (bench/look_validation.py): where a catalogue photo is pooled, and the
-    # colour histogram's share of the look vector.
-    region: str = "crop"
+    # colour histogram's share of the look vector. "whole" since 2026-12-07, with the attention of
+    # that day's model (reports/look_validation_refit.json); "crop" was chosen with the one before.
+    region: str = "whole"
     colour_weight: float = 0.45
 
 
