@@ -193,6 +193,16 @@ def scored(
     return row
 
 
+def same_parts(model: PartAttentionNetwork, other: PartAttentionNetwork) -> None:
+    """Refuse a model whose parts differ from ``model``'s: a look head is scored here on ``model``'s
+    pooled features, which hold for another head only under the same trunk and attention."""
+    mine, theirs = model.state_dict(), other.state_dict()
+    shared = [k for k in mine if not k.startswith(("look.", "product_head."))]
+    differ = [k for k in shared if k not in theirs or not torch.equal(mine[k], theirs[k])]
+    if differ or model.config.trunk != other.config.trunk:
+        raise SystemExit(f"--incumbent has another trunk or attention than --checkpoint ({differ[:3]}…)")
+
+
 def ccp_validation(
     model: PartAttentionNetwork, payload: dict[str, Any], ccp: ClothingCoParsing, root: Path, products: list[Product]
 ) -> tuple[list[dict[str, str]], list[Sample], list[list[StreetPart]], list[dict[str, str | None]]]:
@@ -254,11 +264,15 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     if args.incumbent is not None:
-        incumbent, _ = load_checkpoint(args.incumbent)
+        incumbent, incumbent_payload = load_checkpoint(args.incumbent)
         assert incumbent.look is not None, f"{args.incumbent} has no look head"
+        same_parts(model, incumbent)
         own = incumbent.config
+        trained = incumbent_payload.get("metrics", {}).get("look", {}).get("settings", {})
         row = {
             "incumbent": str(args.incumbent),
+            "reshots": trained.get("reshots"),
+            "weight_decay": trained.get("weight_decay"),
             **scored(
                 incumbent.look,
                 data,
@@ -273,7 +287,7 @@ def main() -> None:
     print("chosen:", json.dumps(chosen))
     report = {
         "checkpoint": str(args.checkpoint),
-        "settings": dataclasses.asdict(LookConfig()),
+        "settings": dataclasses.asdict(LookConfig()),  # LookConfig's defaults when run (before the choice)
         "tried": {"reshots": args.reshots, "weight_decay": args.weight_decays},
         "targets": TARGETS,
         "chosen": chosen,
