@@ -55,6 +55,7 @@ from model.look_training import (
 from model.network import DEFAULT_PART_THRESHOLD, PartAttentionNetwork, query_parts
 from model.products import Product
 from model.progress import configure_logging
+from model.train import HEAD_PREFIXES
 
 log = logging.getLogger("bench.look_validation")
 Score = Callable[[str, np.ndarray], np.ndarray]
@@ -197,9 +198,9 @@ def same_parts(model: PartAttentionNetwork, other: PartAttentionNetwork) -> None
     """Refuse a model whose parts differ from ``model``'s: a look head is scored here on ``model``'s
     pooled features, which hold for another head only under the same trunk and attention."""
     mine, theirs = model.state_dict(), other.state_dict()
-    shared = [k for k in mine if not k.startswith(("look.", "product_head."))]
+    shared = [k for k in mine if not k.startswith(HEAD_PREFIXES)]  # the trunk's weights among them
     differ = [k for k in shared if k not in theirs or not torch.equal(mine[k], theirs[k])]
-    if differ or model.config.trunk != other.config.trunk:
+    if differ:
         raise SystemExit(f"--incumbent has another trunk or attention than --checkpoint ({differ[:3]}…)")
 
 
