@@ -47,7 +47,7 @@ from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
 from model.imaging import load_input  # noqa: E402
 from model.labels import group_of  # noqa: E402
-from model.network import PartAttentionNetwork, pooled_last_level  # noqa: E402
+from model.network import PartAttentionNetwork  # noqa: E402
 from model.products import read_products, split_products  # noqa: E402
 from model.progress import configure_logging  # noqa: E402
 from tests.indexer.bad_maps import BAD_MAPS  # noqa: E402  (the bad maps the tests feed the loader)
@@ -97,9 +97,8 @@ def head_categories(
     loader = DataLoader(_Photos(sources, size), batch_size=batch_size, num_workers=workers)
     found: list[str] = [""] * len(sources)
     for indices, images in loader:
-        scores = model.product_head(pooled_last_level(model.trunk_forward(images)))
-        for i, best in zip(indices.tolist(), scores.argmax(-1).tolist(), strict=True):
-            found[i] = model.config.product_labels[best]
+        for i, category in zip(indices.tolist(), model.product_categories(images), strict=True):
+            found[i] = category
     return found
 
 

@@ -27,7 +27,7 @@ from indexer.category_map import CategoryMap, Route, destination
 from indexer.embed import SMALL_JOB, _collate, _Decoded
 from model.imaging import DEFAULT_LIMITS, ImageLimits
 from model.labels import group_of
-from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, PartAttentionNetwork, pooled_last_level, select_parts
+from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, PartAttentionNetwork, select_parts
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,7 @@ def _place(
 
 def _head_groups(model: PartAttentionNetwork, images: torch.Tensor) -> list[set[str]]:
     """The product head's category of each photo, as its group (NO_PART: a category with no label)."""
-    assert model.product_head is not None
-    scores = model.product_head(pooled_last_level(model.trunk_forward(images)))
-    categories = [model.config.product_labels[int(i)] for i in scores.argmax(-1)]
+    categories = model.product_categories(images)
     return [{group_of(c)} if c in model.config.labels else {NO_PART} for c in categories]
 
 

@@ -157,6 +157,14 @@ class PartAttentionNetwork(nn.Module):
             out.part_looks, out.whole_look = self.look(trunk_maps, images, out.transforms)
         return out
 
+    def product_categories(self, images: torch.Tensor) -> list[str]:
+        """The product head's category of each product photo of (B, 3, H, W) ``images`` (only the
+        trunk and the head run)."""
+        if self.product_head is None:
+            raise ValueError("the model has no product head (python -m model.products adds one)")
+        scores = self.product_head(pooled_last_level(self.trunk_forward(images)))
+        return [self.config.product_labels[int(i)] for i in scores.argmax(-1)]
+
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Label probabilities in the form the model was trained with."""
         if self.config.classification == "softmax":

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -90,7 +91,13 @@ def test_product_head_is_fitted_saved_and_used_by_the_indexer(tmp_path: Path) ->
     ]
     assert [[label for label, _, _ in r.parts] for r in results] == [["bag"], ["jeans"], []]  # perfume: no part
     with torch.inference_mode():
-        assert loaded(torch.rand(1, 3, 64, 48)).product_scores.shape == (1, 4)  # type: ignore[union-attr]
+        photos = torch.rand(2, 3, 64, 48)
+        scores = loaded(photos).product_scores
+        assert scores is not None and scores.shape == (2, 4)
+        # the trunk-and-head path the indexer's dry run takes names what the full forward scores
+        assert loaded.product_categories(photos) == [loaded.config.product_labels[int(i)] for i in scores.argmax(-1)]
+        with pytest.raises(ValueError, match="no product head"):
+            PartAttentionNetwork(tiny_config(labels=["bag"])).eval().product_categories(photos)
 
 
 def test_the_choice_keeps_the_catalogue_and_then_takes_the_other_photography() -> None:
