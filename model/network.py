@@ -163,7 +163,7 @@ class PartAttentionNetwork(nn.Module):
         if self.product_head is None:
             raise ValueError("the model has no product head (python -m model.products adds one)")
         scores = self.product_head(pooled_last_level(self.trunk_forward(images)))
-        return [self.config.product_labels[int(i)] for i in scores.argmax(-1)]
+        return [self.config.product_labels[i] for i in scores.argmax(-1).tolist()]
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Label probabilities in the form the model was trained with."""

@@ -13,6 +13,7 @@ from PIL import Image
 from indexer.catalogue import CatalogueItem
 from indexer.embed import ItemParts, embed_items
 from model.checkpoint import load_checkpoint, save_checkpoint
+from model.imaging import load_input
 from model.network import PartAttentionNetwork
 from model.products import (
     C_VALUES,
@@ -96,6 +97,9 @@ def test_product_head_is_fitted_saved_and_used_by_the_indexer(tmp_path: Path) ->
         assert scores is not None and scores.shape == (2, 4)
         # the trunk-and-head path the indexer's dry run takes names what the full forward scores
         assert loaded.product_categories(photos) == [loaded.config.product_labels[int(i)] for i in scores.argmax(-1)]
+        # and names each product photo's own category, in batch order
+        batch = torch.stack([load_input(item.path, (64, 48))[0] for item in items])
+        assert loaded.product_categories(batch) == ["bag", "jeans", OTHER]
         with pytest.raises(ValueError, match="no product head"):
             PartAttentionNetwork(tiny_config(labels=["bag"])).eval().product_categories(photos)
 
