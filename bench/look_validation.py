@@ -266,7 +266,8 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
     if args.incumbent is not None:
         incumbent, incumbent_payload = load_checkpoint(args.incumbent)
-        assert incumbent.look is not None, f"{args.incumbent} has no look head"
+        if incumbent.look is None:
+            raise SystemExit(f"--incumbent {args.incumbent} has no look head")
         same_parts(model, incumbent)
         own = incumbent.config
         trained = incumbent_payload.get("metrics", {}).get("look", {}).get("settings", {})
