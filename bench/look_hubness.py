@@ -43,7 +43,7 @@ from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data import ClothingCoParsing, data_dir  # noqa: E402
 from model.look_training import (  # noqa: E402
     LookConfig,
-    catalogue_side,
+    catalogue_looks,
     fit_look_head,
     head_cache,
     label_pools,
@@ -129,7 +129,9 @@ def main() -> None:
     head, _ = fit_look_head(
         model, data.features, data.train_owner, cfg, cfg.region, head_cache(args.cache_dir, data.key, cfg, cfg.region)
     )
-    catalogue = look_vectors(head, *catalogue_side(data.features["catalogue"], cfg.region), cfg.colour_weight)
+    catalogue = catalogue_looks(
+        head, data.features["catalogue"], colour_weight=cfg.colour_weight, whole_share=cfg.whole_share
+    )
     train, val = data.features["train"], data.features["validation"]
     train_queries = look_vectors(head, train.crop, train.crop_colour, cfg.colour_weight)
     val_queries = look_vectors(head, val.crop, val.crop_colour, cfg.colour_weight)
@@ -164,7 +166,13 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     report = {
         "checkpoint": str(args.checkpoint),
-        "settings": {"region": cfg.region, "colour_weight": cfg.colour_weight, "csls_k": CSLS_K, "shrink": SHRINK},
+        "settings": {
+            "region": cfg.region,
+            "whole_share": cfg.whole_share,
+            "colour_weight": cfg.colour_weight,
+            "csls_k": CSLS_K,
+            "shrink": SHRINK,
+        },
         "targets": TARGETS,
         "rows": rows,
         "ccp_validation_photos": len(val_samples),

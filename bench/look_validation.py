@@ -1,12 +1,14 @@
 """Choose the look head's settings on validation (never on test): where a catalogue photo is pooled
-(its category's crop or the whole photo) and the colour histogram's share of the look vector.
+for training (its category's crop or the whole photo), how its indexed look mixes the two, and the
+colour histogram's share of the look vector.
 
     python bench/look_validation.py --checkpoint checkpoints/attention/best.pt \
         --products $FASHION_DATA_DIR/fashion-product --out reports/look_validation.json \
-        [--reshots 2 6] [--weight-decays 1e-4 0.05] [--incumbent CHECKPOINT]
+        [--reshots 2 6] [--weight-decays 1e-4 0.05] [--input-dropouts 0 0.3] [--incumbent CHECKPOINT]
 
-For each training setting (re-shot views per training product, weight decay) and each region a
-projection is trained (model.look_training); each colour weight is then scored
+For each training setting (re-shot views per training product, weight decay, input dropout) and
+each region a projection is trained (model.look_training); each whole share and colour weight is
+then scored
 by the validation products' re-shot retrieval (r1, r10 of the exact product in its category's
 index of the whole catalogue) and by the CCP validation photos' parts answered from the catalogue's
 look vectors, as indexer.evaluate scores the service (colour agreement, the largest share of a
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import itertools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -43,7 +46,7 @@ from model.look_training import (
     REGIONS,
     LookConfig,
     LookData,
-    catalogue_side,
+    catalogue_looks,
     fit_look_head,
     head_cache,
     label_pools,
@@ -60,6 +63,7 @@ from model.train import HEAD_PREFIXES
 log = logging.getLogger("bench.look_validation")
 Score = Callable[[str, np.ndarray], np.ndarray]
 COLOUR_WEIGHTS = (0.0, 0.15, 0.3, 0.45, 0.6)
+WHOLE_SHARES = (0.0, 0.5, 0.6, 0.7, 1.0)  # of an indexed product's look, its whole photo's (the rest its crop's)
 # The look issue's targets: re-shot r1 and r10 at least, colour agreement at least, the largest
 # group top share at most.
 TARGETS = {"r1": 0.6, "r10": 0.85, "colour_agreement": 0.40, "max_group_top_share": 0.10}
@@ -168,16 +172,16 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def scored(
     head: LookHead,
     data: LookData,
-    region: str,
+    whole_share: float,
     colour_weight: float,
     ccp: tuple[list[dict[str, str]], list[Sample], list[list[StreetPart]], list[dict[str, str | None]]],
 ) -> dict[str, Any]:
-    """A look head at a region and colour weight: the validation products' re-shot retrieval, the CCP
-    validation photos' answers, and the rule's margin."""
+    """A look head at a whole share and colour weight: the validation products' re-shot retrieval,
+    the CCP validation photos' answers, and the rule's margin."""
     metadata, samples, parts, colours = ccp
-    catalogue = look_vectors(head, *catalogue_side(data.features["catalogue"], region), colour_weight)
+    catalogue = catalogue_looks(head, data.features["catalogue"], colour_weight=colour_weight, whole_share=whole_share)
     row: dict[str, Any] = {
-        "region": region,
+        "whole_share": whole_share,
         "colour_weight": colour_weight,
         "reshot": retrieval(
             head,
@@ -185,8 +189,8 @@ def scored(
             data.features["validation"],
             data.val_truth,
             data.products,
-            region,
-            colour_weight,
+            colour_weight=colour_weight,
+            whole_share=whole_share,
         ),
         "ccp": shop_the_look(head, catalogue, data.products, metadata, samples, parts, colours, colour_weight),
     }
@@ -231,12 +235,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reshots", type=int, nargs="+", default=[LookConfig.reshots], help="views per product")
     parser.add_argument("--weight-decays", type=float, nargs="+", default=[LookConfig.weight_decay])
+    parser.add_argument("--input-dropouts", type=float, nargs="+", default=[LookConfig.input_dropout])
     parser.add_argument(
         "--incumbent",
         type=Path,
         default=None,
-        help="a checkpoint with the same trunk and attention whose look head (at its own region and colour "
-        "weight) is scored beside the trained ones and may be chosen",
+        help="a checkpoint with the same trunk and attention whose look head (at its own whole share and "
+        "colour weight) is scored beside the trained ones and may be chosen",
     )
     args = parser.parse_args()
     configure_logging()
@@ -250,16 +255,19 @@ def main() -> None:
         )
         if not rows:
             metadata, val_samples, parts, colours = ccp_validation(model, payload, ccp, args.products, data.products)
-        for weight_decay in args.weight_decays:
-            cfg = LookConfig(reshots=reshots, weight_decay=weight_decay)
+        for weight_decay, input_dropout in itertools.product(args.weight_decays, args.input_dropouts):
+            cfg = LookConfig(reshots=reshots, weight_decay=weight_decay, input_dropout=input_dropout)
             for region in REGIONS:
                 cached = head_cache(args.cache_dir, data.key, cfg, region)
                 head, history = fit_look_head(model, data.features, data.train_owner, cfg, region, cached)
-                for colour_weight in COLOUR_WEIGHTS:
+                ccp_views = (metadata, val_samples, parts, colours)
+                for whole_share, colour_weight in itertools.product(WHOLE_SHARES, COLOUR_WEIGHTS):
                     row: dict[str, Any] = {
                         "reshots": reshots,
                         "weight_decay": weight_decay,
-                        **scored(head, data, region, colour_weight, (metadata, val_samples, parts, colours)),
+                        "input_dropout": input_dropout,
+                        "region": region,
+                        **scored(head, data, whole_share, colour_weight, ccp_views),
                         "final_loss": history[-1],
                     }
                     rows.append(row)
@@ -275,10 +283,12 @@ def main() -> None:
             "incumbent": str(args.incumbent),
             "reshots": trained.get("reshots"),
             "weight_decay": trained.get("weight_decay"),
+            "input_dropout": trained.get("input_dropout", 0.0),
+            "region": trained.get("region"),
             **scored(
                 incumbent.look,
                 data,
-                own.look_product_region,
+                own.look_whole_share,
                 own.look_colour_weight,
                 (metadata, val_samples, parts, colours),
             ),
@@ -290,7 +300,14 @@ def main() -> None:
     report = {
         "checkpoint": str(args.checkpoint),
         "settings": dataclasses.asdict(LookConfig()),  # LookConfig's defaults when run (before the choice)
-        "tried": {"reshots": args.reshots, "weight_decay": args.weight_decays},
+        "tried": {
+            "reshots": args.reshots,
+            "weight_decay": args.weight_decays,
+            "input_dropout": args.input_dropouts,
+            "region": REGIONS,
+            "whole_share": WHOLE_SHARES,
+            "colour_weight": COLOUR_WEIGHTS,
+        },
         "targets": TARGETS,
         "chosen": chosen,
         "rows": rows,

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from indexer.catalogue import CatalogueItem
 from indexer.errors import IndexerError
 from model.imaging import DEFAULT_LIMITS, ImageDecodeError, ImageLimits, load_input
+from model.look import mix_product_look
 from model.network import NetworkOutput, Part, PartAttentionNetwork, product_parts, select_parts
 from model.runtime import Forward, make_forward
 
@@ -173,13 +174,13 @@ def item_parts(
 
 def product_vector(model: PartAttentionNetwork, out: NetworkOutput, row: int, part: Part) -> np.ndarray:
     """The vector of a product photo of known category (``part``: its category's part). With a look
-    head, the look of its category's crop or of the whole photo (model.config.look_product_region,
-    chosen on validation: bench/look_validation.py). Without, the whole photo's texture encoding:
+    head, its whole photo's look and its category crop's mixed (model.look.mix_product_look, the
+    share chosen on validation: bench/look_validation.py). Without, the whole photo's texture encoding:
     a product photo shows that one product, and its whole photo described it better than the crop
     of its category (colour agreement 0.259 against 0.185 on validation, bench/product_embedding.py)."""
     if out.whole_look is not None:
-        whole_look = model.config.look_product_region == "whole"
-        return (out.whole_look[row] if whole_look else part.embedding).float().cpu().numpy()
+        mixed = mix_product_look(out.whole_look[row].float(), part.embedding.float(), model.config.look_whole_share)
+        return mixed.cpu().numpy()
     return out.global_embedding[row].float().cpu().numpy()
 
 

@@ -85,6 +85,12 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[
         raise CheckpointError(f"{path} has checkpoint format {version}, expected {FORMAT_VERSION}")
     # Checkpoints written before the whole-map scores existed have none.
     recorded = {"whole_scores": False, **payload["config"]}
+    # Until look_whole_share (2026-12-07) a catalogue photo's look was its crop's or its whole photo's, by name.
+    if "look_product_region" in recorded:
+        region = recorded.pop("look_product_region")
+        if region not in ("crop", "whole"):
+            raise CheckpointError(f"{path} names an unknown look_product_region {region!r}")
+        recorded.setdefault("look_whole_share", 1.0 if region == "whole" else 0.0)
     if payload.get("trunk_stored", True):
         config = ModelConfig(**{**recorded, "pretrained": False, "trunk_weights": None})
     else:

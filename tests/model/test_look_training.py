@@ -1,12 +1,14 @@
 """Instance-level training of the look head: InfoNCE pulls a product's views together."""
 
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from model.look import LookHead
-from model.look_training import LookConfig, info_nce, label_pools, ranks, train_projection
+from model.look_training import LookConfig, head_cache, info_nce, label_pools, ranks, train_projection
 from model.products import Product
 from tests.helpers import tiny_config
 
@@ -19,7 +21,8 @@ def test_info_nce_is_low_when_each_view_is_nearest_its_own_product() -> None:
     assert float(right) < 0.01 < 5 < float(wrong)
 
 
-def test_training_brings_views_to_their_products() -> None:
+@pytest.mark.parametrize("input_dropout", [0.0, 0.3])
+def test_training_brings_views_to_their_products(input_dropout: float) -> None:
     # 40 products, each a random feature vector; its re-shot views are noisy copies
     torch.manual_seed(0)
     products = torch.randn(40, 20)
@@ -27,7 +30,7 @@ def test_training_brings_views_to_their_products() -> None:
     views = products[owner] + 0.8 * torch.randn(120, 20)
     config = tiny_config(look_dim=8, look_hidden=32)
     head = LookHead(config, [4, 6])  # 2 * (4 + 6) = 20 features
-    cfg = LookConfig(epochs=40, batch_size=32, lr=3e-3)
+    cfg = LookConfig(epochs=40, batch_size=32, lr=3e-3, input_dropout=input_dropout)
     history = train_projection(head, products, views, owner, cfg)
     assert history[-1] < history[0]
     with torch.inference_mode():
@@ -35,6 +38,30 @@ def test_training_brings_views_to_their_products() -> None:
             head.embed(views).numpy(), head.embed(products).numpy(), owner.numpy(), [np.arange(40)] * len(views)
         )
     assert float(np.mean(found == 0)) > 0.8
+
+
+def test_dropout_is_of_training_only() -> None:
+    head = LookHead(tiny_config(look_dim=8, look_hidden=32), [4, 6])
+    features = torch.randn(5, 20)
+    head.train()
+    assert not torch.equal(head.embed(features, 0.5), head.embed(features, 0.5))
+    head.eval()
+    torch.testing.assert_close(head.embed(features, 0.5), head.embed(features))
+
+
+def test_a_trained_head_is_kept_by_its_training_settings_only(tmp_path: Path) -> None:
+    base = LookConfig()
+    same = head_cache(tmp_path, "k", base, "whole")
+    # indexing-time settings do not train another head
+    assert head_cache(tmp_path, "k", LookConfig(whole_share=0.3, colour_weight=0.1), "whole") == same
+    without, with_dropout = (head_cache(tmp_path, "k", LookConfig(input_dropout=p), "whole") for p in (0.0, 0.3))
+    assert without != with_dropout
+    assert head_cache(tmp_path, "k", base, "crop") != same
+    # a head trained without dropout keeps the name it had before the dropout and the whole share existed
+    before = dict(reshots=6, epochs=30, batch_size=256, lr=1e-3, weight_decay=0.05, temperature=0.05)
+    before.update(look_dim=256, hidden=512, seed=0, region="whole", colour_weight=0.0)
+    name = f"head-k-{zlib.crc32(repr(sorted(before.items())).encode()):08x}.pt"
+    assert head_cache(tmp_path, "k", LookConfig(input_dropout=0.0), "whole").name == name
 
 
 def test_label_pools_hold_each_categorys_products(tmp_path: Path) -> None:

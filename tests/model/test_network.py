@@ -205,6 +205,22 @@ def test_checkpoint_from_before_whole_map_scores_loads_without_them(tmp_path) ->
     assert loaded.config.whole_scores is False
 
 
+@pytest.mark.parametrize(("region", "share"), [("whole", 1.0), ("crop", 0.0)])
+def test_checkpoint_naming_its_product_look_region_loads_as_a_whole_share(region, share, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = PartAttentionNetwork(tiny_config(look_dim=8, look_hidden=16)).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["look_whole_share"]  # as written before 2026-12-07
+    payload["config"]["look_product_region"] = region
+    torch.save(payload, path)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.config.look_whole_share == share
+    payload["config"]["look_product_region"] = "elsewhere"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="unknown look_product_region 'elsewhere'"):
+        load_checkpoint(path)
+
+
 def test_compact_checkpoint_leaves_out_the_packaged_trunk_and_stores_half(tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = PartAttentionNetwork(tiny_config(pretrained=True)).eval()  # the trunk: the package's ImageNet weights
     full = save_checkpoint(tmp_path / "full.pt", model)

@@ -183,7 +183,7 @@ def test_heads_are_taken_from_a_checkpoint_with_the_same_trunk(tmp_path: Path) -
     from model.train import take_heads
 
     torch.manual_seed(0)
-    heads = {"product_labels": ["red", "blue"], "look_dim": 8, "look_colour_weight": 0.4}
+    heads = {"product_labels": ["red", "blue"], "look_dim": 8, "look_colour_weight": 0.4, "look_whole_share": 0.7}
     donor = PartAttentionNetwork(tiny_config(**heads))
     trained = PartAttentionNetwork(tiny_config(product_labels=["red", "green"], look_dim=8))  # heads of its own
     trained.load_state_dict(donor.state_dict(), strict=False)  # the same trunk
@@ -195,6 +195,7 @@ def test_heads_are_taken_from_a_checkpoint_with_the_same_trunk(tmp_path: Path) -
     save_checkpoint(tmp_path / "trained.pt", trained, metrics={"validation": {"map": 30.0}}, history=[1])
     merged, payload = load_checkpoint(take_heads(tmp_path / "trained.pt", tmp_path / "donor.pt"))
     assert merged.config.product_labels == ["red", "blue"] and merged.config.look_colour_weight == 0.4
+    assert merged.config.look_whole_share == 0.7
     state, donor_state, trained_state = merged.state_dict(), donor.state_dict(), trained.state_dict()
     heads = [name for name in state if name.startswith(("product_head.", "look."))]
     assert any(name.startswith("product_head.") for name in heads) and any(name.startswith("look.") for name in heads)
