@@ -183,15 +183,7 @@ def scored(
     row: dict[str, Any] = {
         "whole_share": whole_share,
         "colour_weight": colour_weight,
-        "reshot": retrieval(
-            head,
-            data.features["catalogue"],
-            data.features["validation"],
-            data.val_truth,
-            data.products,
-            colour_weight=colour_weight,
-            whole_share=whole_share,
-        ),
+        "reshot": retrieval(head, catalogue, data.features["validation"], data.val_truth, data.products, colour_weight),
         "ccp": shop_the_look(head, catalogue, data.products, metadata, samples, parts, colours, colour_weight),
     }
     row["margin"] = margin(row)

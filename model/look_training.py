@@ -276,16 +276,14 @@ def catalogue_looks(head: LookHead, catalogue: ViewFeatures, *, colour_weight: f
 
 def retrieval(
     head: LookHead,
-    catalogue: ViewFeatures,
+    catalogue_vectors: np.ndarray,
     queries: ViewFeatures,
     truth: np.ndarray,
     products: list[Product],
-    *,
     colour_weight: float,
-    whole_share: float,
 ) -> dict[str, float]:
-    """Re-shot retrieval: r1, r10 of the own product in its category's index."""
-    catalogue_vectors = catalogue_looks(head, catalogue, colour_weight=colour_weight, whole_share=whole_share)
+    """Re-shot retrieval: r1, r10 of the own product in its category's index (``catalogue_vectors``:
+    catalogue_looks at the same colour weight)."""
     query_vectors = look_vectors(head, queries.crop, queries.crop_colour, colour_weight)
     pools = label_pools(products)
     found = ranks(query_vectors, catalogue_vectors, truth, [pools[products[t].category] for t in truth])
@@ -436,15 +434,11 @@ def add_trained_look_head(
     head, history = fit_look_head(
         model, looks.features, looks.train_owner, cfg, cfg.region, head_cache(cache, looks.key, cfg, cfg.region)
     )
-    catalogue, validation = looks.features["catalogue"], looks.features["validation"]
+    catalogue = catalogue_looks(
+        head, looks.features["catalogue"], colour_weight=cfg.colour_weight, whole_share=cfg.whole_share
+    )
     reshot = retrieval(
-        head,
-        catalogue,
-        validation,
-        looks.val_truth,
-        looks.products,
-        colour_weight=cfg.colour_weight,
-        whole_share=cfg.whole_share,
+        head, catalogue, looks.features["validation"], looks.val_truth, looks.products, cfg.colour_weight
     )
     log.info("validation products, re-shot: r1 %.3f, r10 %.3f", reshot["r1"], reshot["r10"])
     report = {"settings": dataclasses.asdict(cfg), "history": history, "validation_reshot": reshot}
