@@ -154,8 +154,8 @@ def _place(
 
 def _head_groups(model: PartAttentionNetwork, images: torch.Tensor) -> list[set[str]]:
     """The product head's category of each photo, as its group (NO_PART: a category with no label)."""
-    categories = model.product_categories(images)
-    return [{group_of(c)} if c in model.config.labels else {NO_PART} for c in categories]
+    labels = [model.config.part_label_of(c) for c in model.product_categories(images)]
+    return [{group_of(label)} if label is not None else {NO_PART} for label in labels]
 
 
 def _label_groups(model: PartAttentionNetwork, images: torch.Tensor, max_parts: int = 3) -> list[set[str]]:

@@ -110,5 +110,10 @@ class ModelConfig:
             return self.look_dim + PALETTE_LEVELS**3
         return self.embedding_dim
 
+    def part_label_of(self, category: str) -> str | None:
+        """The part label a product head's category is indexed under: itself when it is an item
+        label of the model, else None (``other`` and the like join no part index)."""
+        return category if category in self.labels else None
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -345,5 +345,5 @@ def product_parts(model: PartAttentionNetwork, out: NetworkOutput, i: int) -> li
     category with no item label (``other``); None when the model has no product head."""
     if out.product_scores is None:
         return None
-    category = model.config.product_labels[int(out.product_scores[i].argmax())]
-    return [category] if category in model.config.labels else []
+    label = model.config.part_label_of(model.config.product_labels[int(out.product_scores[i].argmax())])
+    return [label] if label is not None else []

@@ -100,6 +100,8 @@ def test_product_head_is_fitted_saved_and_used_by_the_indexer(tmp_path: Path) ->
         # and names each product photo's own category, in batch order
         batch = torch.stack([load_input(item.path, (64, 48))[0] for item in items])
         assert loaded.product_categories(batch) == ["bag", "jeans", OTHER]
+        # a category joins its own label's index; one with no item label joins none
+        assert [loaded.config.part_label_of(c) for c in ["bag", "jeans", OTHER]] == ["bag", "jeans", None]
         with pytest.raises(ValueError, match="no product head"):
             PartAttentionNetwork(tiny_config(labels=["bag"])).eval().product_categories(photos)
 
