@@ -9,22 +9,29 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 REDIS_PORT ?= 6379
 
-.PHONY: install redis-server browser test lint typecheck serve serve-redis train evaluate shop-the-look clean
+.PHONY: install install-dev redis-server browser test lint typecheck serve serve-redis train evaluate shop-the-look clean
 
+# What the service, the indexer and training need (make serve): a newcomer waits for no test tools.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: these wheels are the ones on the development machines' disk.
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# And what the tests, the linters, the docs and bench/ add (Ray, ONNX Runtime, selenium, mkdocs…).
+$(BIN)/.installed-dev: $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed
+install-dev: $(BIN)/.installed-dev
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 
 # mypy with the pydantic plugin over app/, indexer/ and model/ (settings in pyproject.toml).
-typecheck: install
+typecheck: install-dev
 	$(BIN)/mypy
 
 # The tests start their own redis-server on a free port: install Debian's when it is missing.
@@ -37,13 +44,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: install lint typecheck redis-server browser
+test: install-dev lint typecheck redis-server browser
 	$(BIN)/pytest -q
 
 # The documentation site (mkdocs.yml, docs/ into site/), strict: a broken link, anchor or reference fails.
 # `make test` builds it too. NO_MKDOCS_2_WARNING quiets mkdocs-material's end-of-life banner.
 .PHONY: docs
-docs: install
+docs: install-dev
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 test: docs
 
