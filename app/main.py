@@ -76,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         floor=settings.part_floor,
         trim_max_area=settings.trim_max_area,
         wide_fill=settings.wide_fill,
+        wide_threshold=settings.wide_part_threshold,
         make_batcher=app.state.make_batcher,
         batching=settings.batch_options(),
         cache=ResponseCache(coordinator, settings.cache_ttl_s, metrics) if settings.cache_ttl_s else None,

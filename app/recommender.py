@@ -43,7 +43,13 @@ from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPa
 from model.checkpoint import file_sha256, load_checkpoint
 from model.imaging import DEFAULT_TRIM_MAX_AREA, DEFAULT_WIDE_FILL, ImageLimits, Placement, load_input_views
 from model.labels import group_of
-from model.network import DEFAULT_PART_FLOOR, NetworkOutput, PartAttentionNetwork, photo_parts
+from model.network import (
+    DEFAULT_PART_FLOOR,
+    DEFAULT_WIDE_PART_THRESHOLD,
+    NetworkOutput,
+    PartAttentionNetwork,
+    photo_parts,
+)
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Forward, Runtime, make_forward
 
 log = logging.getLogger(__name__)
@@ -179,15 +185,18 @@ class Recommender:
         search_threads: int = 1,  # FAISS's OpenMP threads for one photo's search
         trim_max_area: float = DEFAULT_TRIM_MAX_AREA,  # a photo cut to its content box up to this share (0: never)
         wide_fill: float = DEFAULT_WIDE_FILL,  # a photo filling at most this share of the frame's height: seen 3 times
+        wide_threshold: float = DEFAULT_WIDE_PART_THRESHOLD,  # such a photo's part threshold (photo_parts)
         make_batcher: BatcherFactory[PhotoJob, PhotoAnswer] = MicroBatcher,  # Serve's replicas may use @serve.batch
     ) -> None:
         self.model, self.forward, self.bundles, self.metrics, self.cache = model, forward, bundles, metrics, cache
         self.model_version = model_sha256[:12]
         self.limits, self.threshold, self.floor, self.search_threads = limits, threshold, floor, search_threads
-        self.trim_max_area, self.wide_fill = trim_max_area, wide_fill
+        self.trim_max_area, self.wide_fill, self.wide_threshold = trim_max_area, wide_fill, wide_threshold
         # what else shapes an answer besides the photo, the bundle and the request's options: in the
         # cache key, so processes sharing one Redis under other settings never take each other's answers
-        self.answer_settings = f"threshold={threshold},floor={floor},trim={trim_max_area},wide={wide_fill}"
+        self.answer_settings = (
+            f"threshold={threshold},floor={floor},trim={trim_max_area},wide={wide_fill},wide_threshold={wide_threshold}"
+        )
         self.size = (model.config.image_height, model.config.image_width)
         self.batcher = make_batcher(self._answer_batch, batching, metrics.batch_size.observe)
         # decoding and search of a batch's photos, side by side (both release the GIL)
@@ -333,7 +342,9 @@ class Recommender:
         if options.labels is not None:
             searchable &= set(options.labels)
         seen = [(out, 0, placement) for out, placement in views]
-        found = photo_parts(self.model, seen, self.threshold, options.max_parts, searchable, self.floor)
+        found = photo_parts(
+            self.model, seen, self.threshold, options.max_parts, searchable, self.floor, self.wide_threshold
+        )
         query = [QueryPart(p.label, p.score, p.embedding.numpy(), p.box, p.index_label, p.confident) for p in found]
         results = recommend_parts(bundle, query, options.candidates, options.exclude_ids, options.labels)
         return [

@@ -22,7 +22,12 @@ from model.imaging import (
     DEFAULT_WIDE_FILL,
     ImageLimits,
 )
-from model.network import DEFAULT_ITEM_LABEL_THRESHOLD, DEFAULT_PART_FLOOR, DEFAULT_PART_THRESHOLD
+from model.network import (
+    DEFAULT_ITEM_LABEL_THRESHOLD,
+    DEFAULT_PART_FLOOR,
+    DEFAULT_PART_THRESHOLD,
+    DEFAULT_WIDE_PART_THRESHOLD,
+)
 from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Runtime
 
 DEFAULT_ADMIN_KEY = "change-me"
@@ -91,6 +96,8 @@ class Settings(BaseSettings):
     # A photo filling at most this share of the frame's height (wider than the frame: a half-body
     # shot) is seen at the frame's top, middle and bottom (model.imaging.load_pixel_views); 0: never.
     wide_fill: float = Field(DEFAULT_WIDE_FILL, ge=0, le=1)
+    # Such a wide photo's items are cut at its edge and surer less often: its groups are kept from this.
+    wide_part_threshold: float = Field(DEFAULT_WIDE_PART_THRESHOLD, ge=0, le=1)
     # a catalogue item placed by its predicted labels (no category known): a label's probability at least
     item_label_threshold: float = Field(DEFAULT_ITEM_LABEL_THRESHOLD, ge=0, le=1)
     # Who embeds a reindex job's catalogue: the worker's own process, or Ray Data (a cluster at

@@ -82,6 +82,8 @@ DESCRIPTIONS: dict[str, str] = {
     "middle and bottom, and each label keeps its highest probability: the model learnt where items sit from "
     "full-length photos. Such a photo costs three images in the forward instead of one; the whole-photo search "
     "(`mode=global`) sees it once. 0: never",
+    "wide_part_threshold": "the part threshold for such a wide photo (looked at three times): its items are cut "
+    "at the photo's edge (a coat's hem, a waistband, a bag at the hip) and the model is surer of them less often",
     "item_label_threshold": "indexing a product of unknown category with a model without a product head: a "
     "predicted label's probability at least for the product to join that label's index",
     "index_engine": "who embeds a reindex job's catalogue: the worker itself (`local`) or Ray Data (`ray`)",

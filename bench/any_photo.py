@@ -21,8 +21,9 @@ Each service is started from its checkout (``serve_latency.serving``) with its d
 off: the new one (this checkout, ``--checkpoint``, ``--bundles``) and the rivals: the service of
 before (``--before-root``: a worktree of the commit before, with its committed model and bundle),
 with ``--no-trim-rival``, this service with no photo cut to its content
-(``FASHION_TRIM_MAX_AREA=0``), and with ``--no-wide-rival``, this service with every photo seen once,
-centred in the frame (``FASHION_WIDE_FILL=0``).
+(``FASHION_TRIM_MAX_AREA=0``), with ``--no-wide-rival``, this service with every photo seen once,
+centred in the frame (``FASHION_WIDE_FILL=0``), and with ``--one-threshold-rival``, this service with
+wide photos kept from the usual part threshold (``FASHION_WIDE_PART_THRESHOLD`` set to it).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from model.imaging import (  # noqa: E402
     load_pixel_views,
 )
 from model.labels import group_of  # noqa: E402
-from model.network import photo_parts  # noqa: E402
+from model.network import DEFAULT_PART_THRESHOLD, photo_parts  # noqa: E402
 from model.products import SPLITS, read_products, split_products  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
@@ -390,6 +391,7 @@ def answers_in_process(
     searchable: set[str],
     threshold: float,
     floor: float | None,
+    wide_threshold: float | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """The parts the service would answer (photo_parts with these settings), without the catalogue:
     what the part counts need, for choosing settings on validation."""
@@ -399,7 +401,7 @@ def answers_in_process(
             {
                 "parts": [
                     {"label": p.label, "group": group_of(p.label), "confident": p.confident, "item": None}
-                    for p in photo_parts(model, views, threshold, DEFAULT_MAX_PARTS, searchable, floor)
+                    for p in photo_parts(model, views, threshold, DEFAULT_MAX_PARTS, searchable, floor, wide_threshold)
                 ]
             }
             for views in photos
@@ -408,11 +410,15 @@ def answers_in_process(
 
 
 THRESHOLDS = (0.4, 0.5, 0.55, 0.6, 0.7)
+WIDE_THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 FLOORS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
 TOLERANCE = 0.005  # how far under the model of before a candidate's CCP precision or recall may fall
 MAP_TOLERANCE = 1.0  # the issue's: labels and groups mAP within 1 point of the model of before
 # The floor keeps product photos this far inside the empty target: photos of other sources sit lower.
 FLOOR_EMPTY_MARGIN = EMPTY_TARGET / 4
+# A lower bar for wide photos must not answer the photos of nothing to wear: their empty share may
+# fall this much at most (three of the sixty-odd validation photos).
+NON_FASHION_TOLERANCE = 0.05
 
 
 def setting_row(
@@ -422,17 +428,33 @@ def setting_row(
     searchable: set[str],
     threshold: float,
     floor: float | None,
+    wide_threshold: float | None = None,
 ) -> dict[str, Any]:
-    answers = answers_in_process(model, outputs, searchable, threshold, floor)
+    answers = answers_in_process(model, outputs, searchable, threshold, floor, wide_threshold)
     row: dict[str, Any] = {
         "threshold": threshold,
         "floor": floor,
+        "wide_threshold": threshold if wide_threshold is None else wide_threshold,
         "held_out_products": held_out_report(sets["products"], answers["products"]),
         "ccp_reframed": {f: group_recall(sets[f], answers[f]) for f in EVAL_FRAMINGS},
         "non_fashion_empty_rate": float(np.mean([not a["parts"] for a in answers["non_fashion"]])),
     }
     row["ccp_reframed_ratio_to_full"] = ratios(row)
+    row["halves_f1"] = halves_f1(row)
     return row
+
+
+HALVES = ("upper_half", "lower_half")
+
+
+def halves_f1(row: dict[str, Any]) -> float:
+    """The mean over the two halves of the F1 of their group recall and part precision."""
+    scores = []
+    for framing in HALVES:
+        found = row["ccp_reframed"][framing]
+        recall, precision = found["group_recall"], found["part_precision"]
+        scores.append(2 * recall * precision / (recall + precision) if recall + precision else 0.0)
+    return float(np.mean(scores))
 
 
 def validation_map(checkpoint: dict[str, Any]) -> dict[str, float]:
@@ -447,6 +469,7 @@ def choose_settings(
     searchable: set[str],
     trims: Sequence[float] = (0.0,),
     wides: Sequence[tuple[float, tuple[float, ...]]] = ((0.0, WIDE_ALIGNS),),
+    wide_thresholds: Sequence[float] = (),
 ) -> dict[str, Any]:
     """The model, how far photos are cut to their content (``trims``: FASHION_TRIM_MAX_AREA values),
     which photos are seen at several places in the frame (``wides``: FASHION_WIDE_FILL values, each
@@ -459,7 +482,13 @@ def choose_settings(
     of the four framings' group recall to the photo's as shot. Where none keeps them all, the one
     that falls least short. The floor: of the model's and threshold's floors that keep the
     validation products' empty rate within FLOOR_EMPTY_MARGIN, the one with the most photos of
-    nothing to wear answered empty (then the lowest)."""
+    nothing to wear answered empty (then the lowest). Then, where ``wide_thresholds`` are given, the
+    wide photos' own threshold (FASHION_WIDE_PART_THRESHOLD) for the chosen model, trim, wide photos,
+    threshold and floor: of those that keep the validation products' empty rate within
+    FLOOR_EMPTY_MARGIN, their own-group rate within TOLERANCE of the chosen row's and its photos of
+    nothing to wear answered empty within NON_FASHION_TOLERANCE of its share, the one with
+    the highest mean F1 of the two halves' group recall and part precision (recall alone would take
+    the lowest: every group a part), and of equal F1 the highest threshold."""
     baseline_model, baseline_checkpoint = load_checkpoint(before)
     base = setting_row(baseline_model, outputs_in_process(baseline_model, sets), sets, searchable, 0.6, None)
     base["validation_map"] = base_map = validation_map(baseline_checkpoint)
@@ -499,7 +528,29 @@ def choose_settings(
     same = [r for r in rows if all(r[k] == best[k] for k in chosen_by)]
     within = [r for r in same if r["held_out_products"]["empty_rate"] <= FLOOR_EMPTY_MARGIN] or same
     chosen = max(within, key=lambda r: (r["non_fashion_empty_rate"], -r["floor"]))
-    return {"rule": choose_settings.__doc__, "before": base, "chosen": chosen, "rows": rows}
+    wide_rows = []
+    if wide_thresholds:
+        model, _ = load_checkpoint(Path(chosen["checkpoint"]))
+        outputs = outputs_in_process(
+            model, sets, chosen["trim_max_area"], chosen["wide_fill"], tuple(chosen["wide_aligns"])
+        )
+        settings = {k: chosen[k] for k in ("checkpoint", "trim_max_area", "wide_fill", "wide_aligns")}
+        for wide_threshold in wide_thresholds:
+            row = settings | setting_row(
+                model, outputs, sets, searchable, chosen["threshold"], chosen["floor"], wide_threshold
+            )
+            wide_rows.append(row)
+        products = chosen["held_out_products"]
+        kept = [
+            r
+            for r in wide_rows
+            if r["held_out_products"]["empty_rate"] <= FLOOR_EMPTY_MARGIN
+            and r["held_out_products"]["own_group_rate"] >= products["own_group_rate"] - TOLERANCE
+            and r["non_fashion_empty_rate"] >= chosen["non_fashion_empty_rate"] - NON_FASHION_TOLERANCE
+        ]
+        if kept:
+            chosen = max(kept, key=lambda r: (round(r["halves_f1"], 9), r["wide_threshold"]))
+    return {"rule": choose_settings.__doc__, "before": base, "chosen": chosen, "rows": rows, "wide_rows": wide_rows}
 
 
 def serve_and_ask(
@@ -529,12 +580,25 @@ def main() -> None:
         action="store_true",
         help="also this service with FASHION_WIDE_FILL=0 (every photo seen once, centred), as a rival",
     )
+    parser.add_argument(
+        "--one-threshold-rival",
+        action="store_true",
+        help="also this service with wide photos kept from the usual part threshold "
+        "(FASHION_WIDE_PART_THRESHOLD = FASHION_PART_THRESHOLD), as a rival",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/any_photo.json"))
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument(
         "--choose", action="store_true", help="in-process, no catalogue: the model, part threshold and floor"
     )
     parser.add_argument("--candidate", type=Path, action="append", default=[], help="--choose: a model to try")
+    parser.add_argument(
+        "--wide-threshold",
+        type=float,
+        nargs="*",
+        default=None,
+        help=f"--choose: then the wide photos' own part threshold, among these (no values: {WIDE_THRESHOLDS})",
+    )
     parser.add_argument(
         "--trim", type=float, action="append", default=None, help="--choose: a FASHION_TRIM_MAX_AREA to try (0: none)"
     )
@@ -562,25 +626,30 @@ def main() -> None:
             (float(fill), tuple(float(a) for a in aligns.split(",")) if aligns else WIDE_ALIGNS)
             for fill, _, aligns in (w.partition(":") for w in args.wide)
         ]
-        report |= choose_settings(args.candidate, args.before_checkpoint, sets, searchable, args.trim, wides)
+        wide_thresholds = () if args.wide_threshold is None else (args.wide_threshold or WIDE_THRESHOLDS)
+        report |= choose_settings(
+            args.candidate, args.before_checkpoint, sets, searchable, args.trim, wides, wide_thresholds
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))
-        for row in [report["before"], *report["rows"]]:
+        for row in [report["before"], *report["rows"], *report["wide_rows"]]:
             full, products = row["ccp_reframed"]["full"], row["held_out_products"]
             print(
                 f"{row.get('checkpoint', 'before')} trim {row.get('trim_max_area', 0)} "
                 f"wide {row.get('wide_fill', 0)}:{row.get('wide_aligns', '')} {row['threshold']} "
+                f"(wide {row['wide_threshold']}) "
                 f"{row['floor']}: products empty "
                 f"{products['empty_rate']:.3f} own {products['own_group_rate']:.3f}; CCP recall "
                 f"{full['group_recall']:.3f} precision {full['part_precision']:.3f}; framings "
                 + " ".join(f"{v:.2f}" for v in row["ccp_reframed_ratio_to_full"].values())
+                + f"; halves F1 {row['halves_f1']:.3f}"
                 + f"; non-fashion empty {row['non_fashion_empty_rate']:.2f}; shortfall {row.get('shortfall', 0):.3f}"
             )
         chosen = report["chosen"]
         print(
             f"chosen: {chosen['checkpoint']} trim {chosen['trim_max_area']} wide {chosen['wide_fill']}:"
             f"{chosen['wide_aligns']} threshold {chosen['threshold']} "
-            f"floor {chosen['floor']}"
+            f"floor {chosen['floor']} wide photos' threshold {chosen['wide_threshold']}"
         )
         return
 
@@ -616,9 +685,14 @@ def main() -> None:
     if args.no_wide_rival:  # this service with every photo seen once, centred in the frame
         once = serve_and_ask(ROOT, args.checkpoint, args.bundles, sets, {**env, "FASHION_WIDE_FILL": "0"})
         report["rival_no_wide"] = with_ratios(report_of(sets, once, colours))
+    if args.one_threshold_rival:  # this service with wide photos kept from the usual part threshold
+        threshold = env.get("FASHION_PART_THRESHOLD", str(DEFAULT_PART_THRESHOLD))
+        one_env = {**env, "FASHION_WIDE_PART_THRESHOLD": threshold}
+        one = serve_and_ask(ROOT, args.checkpoint, args.bundles, sets, one_env)
+        report["rival_one_threshold"] = with_ratios(report_of(sets, one, colours))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    rivals = ("rival_before", "rival_no_trim", "rival_no_wide")
+    rivals = ("rival_before", "rival_no_trim", "rival_no_wide", "rival_one_threshold")
     print(json.dumps({k: v for k, v in report.items() if k not in rivals}, indent=1)[:4000])
     if args.figure is not None:
         draw(sets, answers, bundle, args.figure)

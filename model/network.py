@@ -215,6 +215,10 @@ DEFAULT_PART_THRESHOLD = 0.55
 # confident, unless even it is below this floor: then the photo has nothing to wear in it and the
 # answer is empty (FASHION_PART_FLOOR; chosen on validation with bench/any_photo.py).
 DEFAULT_PART_FLOOR = 0.2  # 0.1 with the model of before 2026-12-07
+# A wide photo (seen at several places in the frame: a half-body shot) shows its items cut at the
+# frame's edge, and the network is less sure of them: its groups are kept from this probability
+# (FASHION_WIDE_PART_THRESHOLD; chosen on validation with bench/any_photo.py --choose --wide-threshold).
+DEFAULT_WIDE_PART_THRESHOLD = 0.35  # 2026-12-07: reports/any_photo_validation_wide_threshold.json
 # A catalogue item placed by its predicted street labels (no category known): a label's probability
 # at least (FASHION_ITEM_LABEL_THRESHOLD); low, since max fusion over crops makes present labels score high.
 DEFAULT_ITEM_LABEL_THRESHOLD = 0.05
@@ -265,6 +269,7 @@ def photo_parts(
     max_parts: int | None = None,
     searchable: Collection[str] | None = None,
     floor: float | None = DEFAULT_PART_FLOOR,
+    wide_threshold: float | None = None,
 ) -> list[Part]:
     """The parts of a shopper's photo: one per item group (footwear, bags, tops…), best first.
 
@@ -281,7 +286,8 @@ def photo_parts(
     several parts on one item and splits its evidence; one part per group does neither (on
     validation, group P@1 / coverage 0.822 / 0.612 with 3.8 parts a photo, against 0.728 / 0.578
     with 4.5 by labels: bench/part_threshold.py). Groups scoring at least ``threshold`` are kept,
-    ``max_parts`` at most. A group's part is its most probable label, found by that label's crop;
+    ``max_parts`` at most; for a photo of several views (a wide one), at least ``wide_threshold``
+    (None: ``threshold``). A group's part is its most probable label, found by that label's crop;
     its ``index_label`` is its most probable label among ``searchable`` (those the catalogue has
     products for; None: all): a "blouse" is answered from the "top" index of a shop that files its
     blouses as tops. A group with no searchable label is left out.
@@ -303,7 +309,8 @@ def photo_parts(
             best = max(members, key=lambda c: float(probs[c]))
             scored.append((group_probability, best, max(usable, key=lambda c: float(probs[c]))))
     scored.sort(reverse=True)
-    chosen = [entry for entry in scored if entry[0] >= threshold]
+    bar = wide_threshold if wide_threshold is not None and len(views) > 1 else threshold
+    chosen = [entry for entry in scored if entry[0] >= bar]
     confident = bool(chosen)
     if not chosen and floor is not None and scored and scored[0][0] >= floor:
         chosen = scored[:1]

@@ -252,6 +252,29 @@ def test_a_wide_photo_is_seen_at_each_place_in_one_forward_and_answered_in_its_o
             assert batches == [1]
 
 
+def test_a_wide_photo_is_answered_by_its_own_part_threshold(tiny_checkpoint, bundles_dir) -> None:  # type: ignore[no-untyped-def]
+    """FASHION_WIDE_PART_THRESHOLD reaches the parts of a wide photo (and the cache key), and only theirs."""
+    import numpy as np
+
+    from app.main import create_app
+
+    def photo(width: int, height: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+            buffer, "PNG"
+        )
+        return buffer.getvalue()
+
+    # no group reaches 1.0: a photo seen once gets its likeliest group only, unsure; a wide one all it can
+    settings = make_settings(tiny_checkpoint, bundles_dir, part_threshold=1.0, part_floor=0.0, wide_part_threshold=0.0)
+    with TestClient(create_app(settings)) as client:
+        assert "wide_threshold=0.0" in client.app.state.recommender.answer_settings  # type: ignore[attr-defined]
+        wide = post(client, photo(400, 100), name="wide.png", kind="image/png", max_parts=3).json()["parts"]
+        assert len(wide) == 3 and all(p["confident"] for p in wide)
+        tall = post(client, photo(100, 150), name="tall.png", kind="image/png", max_parts=3).json()["parts"]
+        assert [p["confident"] for p in tall] == [False]
+
+
 @pytest.mark.parametrize("wide_fill,views", [(0.6, 3), (0.45, 3), (0.0, 1)])
 def test_the_warm_up_runs_the_largest_forward_wide_photos_make(tiny_checkpoint, bundles_dir, wide_fill, views) -> None:  # type: ignore[no-untyped-def]
     """The warm-up's batch is of wide photos wherever wide photos are seen several times, so its

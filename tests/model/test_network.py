@@ -372,6 +372,24 @@ def test_a_photo_seen_twice_keeps_each_labels_higher_probability_and_its_views_p
         photo_parts(model, [])
 
 
+def test_a_wide_photo_keeps_its_groups_from_its_own_threshold_a_photo_seen_once_from_the_usual() -> None:
+    model = PartAttentionNetwork(tiny_config(labels=["shoes", "heels", "bag", "jeans"], steps=4)).eval()
+    at_top = _output_with_probabilities([0.05, 0.05, 0.7, 0.42])  # jeans cut at the frame's edge: unsure
+    at_bottom = _output_with_probabilities([0.6, 0.05, 0.2, 0.3])
+    top, bottom = Placement(100, 50, 100, 150, 0, 0), Placement(100, 50, 100, 150, 0, 100)
+    views = [(at_top, 0, top), (at_bottom, 0, bottom)]
+    assert [p.label for p in photo_parts(model, views, threshold=0.5)] == ["bag", "shoes"]
+    wide = photo_parts(model, views, threshold=0.5, wide_threshold=0.4)
+    assert [(p.label, round(p.score, 2), p.confident) for p in wide] == [
+        ("bag", 0.7, True),
+        ("shoes", 0.62, True),
+        ("jeans", 0.42, True),
+    ]
+    assert [p.label for p in photo_parts(model, views, threshold=0.3, wide_threshold=0.65)] == ["bag"]
+    # a photo seen once keeps the usual threshold whatever the wide one
+    assert [p.label for p in photo_parts(model, [(at_top, 0, top)], threshold=0.5, wide_threshold=0.4)] == ["bag"]
+
+
 def test_query_parts_sum_softmax_probabilities_of_a_group() -> None:
     model = PartAttentionNetwork(tiny_config(labels=["shoes", "heels", "bag"], steps=3, classification="softmax"))
     out = _output_with_probabilities([0.3, 0.3, 0.4])
