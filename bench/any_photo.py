@@ -488,7 +488,8 @@ def choose_settings(
     FLOOR_EMPTY_MARGIN, their own-group rate within TOLERANCE of the chosen row's and its photos of
     nothing to wear answered empty within NON_FASHION_TOLERANCE of its share, the one with
     the highest mean F1 of the two halves' group recall and part precision (recall alone would take
-    the lowest: every group a part), and of equal F1 the highest threshold."""
+    the lowest: every group a part), and of equal F1 the highest threshold; where none keeps them,
+    the chosen threshold holds for wide photos too."""
     baseline_model, baseline_checkpoint = load_checkpoint(before)
     base = setting_row(baseline_model, outputs_in_process(baseline_model, sets), sets, searchable, 0.6, None)
     base["validation_map"] = base_map = validation_map(baseline_checkpoint)
@@ -534,7 +535,11 @@ def choose_settings(
         outputs = outputs_in_process(
             model, sets, chosen["trim_max_area"], chosen["wide_fill"], tuple(chosen["wide_aligns"])
         )
-        settings = {k: chosen[k] for k in ("checkpoint", "trim_max_area", "wide_fill", "wide_aligns")}
+        # the settings chosen above, and what they were judged by (photos as shot are not wide: unchanged)
+        settings = {
+            k: chosen[k]
+            for k in ("checkpoint", "trim_max_area", "wide_fill", "wide_aligns", "validation_map", "shortfall")
+        }
         for wide_threshold in wide_thresholds:
             row = settings | setting_row(
                 model, outputs, sets, searchable, chosen["threshold"], chosen["floor"], wide_threshold
@@ -686,7 +691,8 @@ def main() -> None:
         once = serve_and_ask(ROOT, args.checkpoint, args.bundles, sets, {**env, "FASHION_WIDE_FILL": "0"})
         report["rival_no_wide"] = with_ratios(report_of(sets, once, colours))
     if args.one_threshold_rival:  # this service with wide photos kept from the usual part threshold
-        threshold = env.get("FASHION_PART_THRESHOLD", str(DEFAULT_PART_THRESHOLD))
+        given = {**os.environ, **env}  # what the service reads (its .env aside)
+        threshold = given.get("FASHION_PART_THRESHOLD", str(DEFAULT_PART_THRESHOLD))
         one_env = {**env, "FASHION_WIDE_PART_THRESHOLD": threshold}
         one = serve_and_ask(ROOT, args.checkpoint, args.bundles, sets, one_env)
         report["rival_one_threshold"] = with_ratios(report_of(sets, one, colours))

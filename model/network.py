@@ -292,7 +292,7 @@ def photo_parts(
     products for; None: all): a "blouse" is answered from the "top" index of a shop that files its
     blouses as tops. A group with no searchable label is left out.
 
-    When no group reaches ``threshold``, the most probable group is still answered, marked not
+    When no group reaches that bar, the most probable group is still answered, marked not
     ``confident``, if its probability is at least ``floor`` (None: no fallback).
     """
     if not views:
