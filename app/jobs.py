@@ -37,7 +37,7 @@ from typing import assert_never
 from app.coordination import CoordinationUnavailable, Coordinator
 from app.paths import confine, first_outside
 from app.reindex import reindex_source
-from app.schemas import Job, JobKind
+from app.schemas import SKIPPED_LISTED, Job, JobKind
 from app.settings import Settings
 from app.uploads import UploadStore
 from indexer.build import add_items, build_bundle, complete_bundle, delete_items
@@ -242,6 +242,7 @@ async def run_job(coordinator: Coordinator, settings: Settings, job: Job, stop: 
     try:
         job.version = task.result()
         job.state = "succeeded"
+        _record_skipped(job, BundleStore(settings.bundles_dir))
     except JobInterrupted:
         return True  # given up after it was lost: its new run records the end
     except Exception as exc:  # the job fails; the worker and the live bundle carry on
@@ -257,6 +258,17 @@ async def run_job(coordinator: Coordinator, settings: Settings, job: Job, stop: 
         except CoordinationUnavailable as exc:
             log.warning("could not announce %s (%s); API processes will find it by polling", job.version, exc)
     return True
+
+
+def _record_skipped(job: Job, store: BundleStore) -> None:
+    """What the job left out, in its status: an admin who reindexed over HTTP sees it there."""
+    assert job.version is not None
+    try:
+        skipped = store.skipped_by(job.version)
+    except BundleError as exc:  # the version is published; only its report is missing
+        log.warning("job %s: cannot read what it skipped: %s", job.id, exc)
+        return
+    job.skipped_count, job.skipped = len(skipped), skipped[:SKIPPED_LISTED]
 
 
 async def _recover(coordinator: Coordinator, settings: Settings, restarted: str | None) -> None:

@@ -100,6 +100,7 @@ class ReindexRequest(BaseModel):
 
 ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # also a safe file name
 IMAGE_TYPES = "image/jpeg, image/png, image/webp"
+SKIPPED_LISTED = 20  # a job's skipped catalogue entries listed in its status (all are in the manifest)
 
 
 class AddItem(BaseModel):
@@ -155,6 +156,14 @@ class Job(BaseModel):
     requeued: list[str] = Field(
         default_factory=list,
         description="each time the job went back to the queue, why: its worker was stopped (handed back) or lost",
+    )
+    skipped_count: int = Field(
+        0, description="catalogue entries the job left out (a missing or unreadable image, a duplicate id…)"
+    )
+    skipped: list[dict[str, str]] = Field(
+        default_factory=list,
+        description=f"the first {SKIPPED_LISTED} of them, each with its id, path and reason; the bundle's "
+        "manifest lists them all",
     )
 
     @classmethod

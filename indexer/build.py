@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 
 from indexer.bundle import Bundle, BundleError, BundleStore, ItemRecord, new_version, write_bundle
-from indexer.catalogue import Catalogue, CatalogueItem
+from indexer.catalogue import Catalogue, CatalogueItem, skipped_summary
 from indexer.category_map import CategoryMap, CategoryMapError, destination
 from indexer.embed import DEFAULT_WORKER_TIMEOUT_S, ItemParts, KnownLabels, Skipped, embed_items
 from indexer.errors import IndexerError
@@ -323,6 +323,8 @@ def build_bundle(
     checkpoint = Path(checkpoint)
     model = _load_model(checkpoint, options)
     items = first_slice(catalogue.items, first) if first else catalogue.items
+    if catalogue.skipped:  # in the manifest too; said here so that a shop sees what was left out
+        log.warning("%s", skipped_summary(catalogue.skipped))
     min_items = max(1, min_items)
     if len(items) < min_items:
         raise IndexerError(_too_few(catalogue, len(items), min_items, "lists"))

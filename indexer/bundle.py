@@ -210,6 +210,20 @@ class BundleStore:
         except (OSError, json.JSONDecodeError) as exc:
             raise BundleError(f"cannot read {path}: {exc}") from exc
 
+    def skipped_by(self, version: str) -> list[dict[str, str]]:
+        """The catalogue entries left out by the job that published ``version`` ({"id", "path",
+        "reason"}): its manifest's, less those carried over from its parent (an add or a delete
+        keeps its base's list; a build has no parent). A parent no longer kept: all of them."""
+        manifest = self.manifest(version)
+        skipped: list[dict[str, str]] = manifest.get("skipped", [])
+        if manifest.get("parent"):
+            try:
+                carried = len(self.manifest(manifest["parent"]).get("skipped", []))
+            except BundleError:
+                carried = 0
+            skipped = skipped[carried:]
+        return skipped
+
     def _path(self, version: str | None) -> Path:
         version = version or self.current_version()
         if version is None:

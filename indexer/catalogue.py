@@ -22,6 +22,10 @@ from pathlib import Path
 from indexer.errors import IndexerError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+NOT_AN_IMAGE = "not a JPEG, PNG or WebP file"  # a folder's other files: reported, so that none vanishes unsaid
+# A metadata CSV's field separator, read off its header line: a spreadsheet saved where the decimal
+# mark is a comma writes semicolons.
+CSV_DELIMITERS = (",", ";", "\t", "|")
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl", "styles.csv", "items.csv", "items.jsonl")
 
 
@@ -67,8 +71,16 @@ def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
                         raise CatalogueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
                     yield {str(k): "" if v is None else str(v) for k, v in row.items()}
     else:
-        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-            yield from csv.DictReader(handle)
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would otherwise
+        # become part of the first column's name ("\ufeffid")
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+            header = handle.readline()
+            handle.seek(0)
+            delimiter = max(CSV_DELIMITERS, key=header.count) if header.strip() else ","
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            if reader.fieldnames:
+                reader.fieldnames = [name.strip() for name in reader.fieldnames]
+            yield from reader
 
 
 def _find_image(folder: Path, item_id: str) -> Path | None:
@@ -110,19 +122,46 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
         Path(metadata) if metadata else next((source / n for n in METADATA_NAMES if (source / n).is_file()), None)
     )
     if meta_path is None:
-        images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        return _dedupe([(p.stem, p, {}) for p in images], str(source), str(source))
+        return _from_folder(source)
     entries: list[tuple[str, Path | None, dict[str, str]]] = []
     if not meta_path.is_file():
         raise CatalogueError(f"no metadata file at {meta_path}")
     for row in _read_metadata(meta_path):
         if "id" not in row:
-            raise CatalogueError(f"{meta_path} has no 'id' column")
+            columns = ", ".join(repr(k) for k in list(row)[:12] if k is not None)
+            raise CatalogueError(
+                f"{meta_path} has no 'id' column (its columns: {columns}); name the items' id column id"
+            )
         item_id = (row.pop("id") or "").strip()
         given = row.pop("path", None) or row.pop("image", None)
         path = source / given if given else _find_image(source, item_id)
         entries.append((item_id, path, {k: v for k, v in row.items() if k is not None}))
     return _dedupe(entries, str(meta_path), str(source), str(meta_path))
+
+
+def _from_folder(folder: Path) -> Catalogue:
+    """Every image under ``folder``, its id the file's stem; its other files (hidden ones aside)
+    reported as skipped."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    catalogue = _dedupe(
+        [(p.stem, p, {}) for p in files if p.suffix.lower() in IMAGE_SUFFIXES], str(folder), str(folder)
+    )
+    others = [
+        {"id": "", "path": str(p), "reason": NOT_AN_IMAGE} for p in files if p.suffix.lower() not in IMAGE_SUFFIXES
+    ]
+    return dataclasses.replace(catalogue, skipped=catalogue.skipped + others)
+
+
+def skipped_summary(skipped: list[dict[str, str]], examples: int = 3) -> str:
+    """One line: how many entries were skipped, by reason, with a few of each reason's ids."""
+    by_reason: dict[str, list[str]] = {}
+    for entry in skipped:
+        by_reason.setdefault(entry["reason"], []).append(entry["id"] or Path(entry["path"]).name)
+    parts = [
+        f"{len(ids)} {reason} ({', '.join(ids[:examples])}{', …' if len(ids) > examples else ''})"
+        for reason, ids in sorted(by_reason.items(), key=lambda kv: -len(kv[1]))
+    ]
+    return f"{len(skipped)} catalogue entries skipped: " + "; ".join(parts)
 
 
 def _from_list(list_file: Path) -> Catalogue:

@@ -191,8 +191,6 @@ def _decode(
         width, height = image.size
         if width < 1 or height < 1:
             raise ImageDecodeError("image has no pixels")
-        if width * height > limits.max_pixels:
-            raise ImageDecodeError(f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
         if max(width, height) > limits.max_side:
             raise ImageDecodeError(f"{width}x{height} has a side over the limit of {limits.max_side} pixels")
         if max(width, height) / min(width, height) > limits.max_aspect:
@@ -204,6 +202,10 @@ def _decode(
                 _, scale, _, _ = letterbox_placement(*upright, fit)
                 # at least twice the drawn size stays, so the resize after still averages pixels
                 image.draft(None, (max(1, round(2 * width * scale)), max(1, round(2 * height * scale))))
+            # The pixels decoded are what the limit is for: a 48-megapixel phone photo, decoded at
+            # an eighth of its side, is 0.75 megapixels; a PNG is decoded in full.
+            if image.size[0] * image.size[1] > limits.max_pixels:
+                raise ImageDecodeError(f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # in place: an upright photo is not copied
             return _rgb(image), upright

@@ -52,13 +52,29 @@ def test_reindex_job_publishes_and_the_service_swaps(client: TestClient, tmp_pat
     wait_for_version(client, job["version"])
     body = client.post("/recommend", files={"image": ("x", photo_bytes())}).json()
     assert body["bundle_version"] == job["version"]
+    assert (job["skipped_count"], job["skipped"]) == (0, [])
+
+
+def test_a_reindex_job_says_what_it_left_out(client: TestClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    catalogue = make_catalogue(tmp_path / "with-bad-rows", count=15, bad=True)
+    accepted = client.post("/admin/reindex", headers=KEY, json={"catalogue": str(catalogue)})
+    job = wait_for_job(client, accepted.json()["job_id"])
+    assert job["state"] == "succeeded", job
+    reasons = {s["id"]: s["reason"] for s in job["skipped"]}
+    assert job["skipped_count"] == len(reasons) == 6  # the rows make_catalogue spoils, as the manifest has them
+    assert reasons["missing"] == "missing image file" and reasons["p1"] == "duplicate id"
+    assert "not a readable image" in reasons["text"]
 
 
 def test_add_and_delete_items(client: TestClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
     extra = make_catalogue(tmp_path / "extra", count=14)
     items = [{"id": "new13", "path": str(extra / "images" / "p13.jpg"), "metadata": {"name": "new"}}]
+    (extra / "images" / "broken.jpg").write_bytes(b"not a photo")
+    items.append({"id": "broken", "path": str(extra / "images" / "broken.jpg")})
     job = wait_for_job(client, client.post("/admin/items", headers=KEY, json={"items": items}).json()["job_id"])
     assert job["state"] == "succeeded", job
+    # only this job's own: not what the bundle it added to had skipped before
+    assert job["skipped_count"] == 1 and job["skipped"][0]["id"] == "broken", job
     wait_for_version(client, job["version"])
     bundle = client.app.state.recommender.bundles.current  # type: ignore[attr-defined]
     assert "new13" in bundle.keys_by_id and bundle.manifest["items"] == 13

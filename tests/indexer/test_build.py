@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -51,10 +52,15 @@ def faiss_ids(index) -> np.ndarray:  # type: ignore[no-untyped-def]
     return faiss.vector_to_array(index.id_map)
 
 
-def test_bad_entries_are_skipped_and_reported(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_bad_entries_are_skipped_and_reported(
+    tmp_path: Path, tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = BundleStore(tmp_path / "bundles")
     catalogue = load_catalogue(make_catalogue(tmp_path / "cat", count=4, bad=True))
-    build_bundle(store, tiny_checkpoint, catalogue, OPTIONS)
+    with caplog.at_level(logging.WARNING, logger="indexer.build"):
+        build_bundle(store, tiny_checkpoint, catalogue, OPTIONS)
+    # the catalogue's own misses said in one line, as each unreadable image is
+    assert "2 catalogue entries skipped: 1 missing image file (missing); 1 duplicate id (p1)" in caplog.messages
     manifest = store.open().manifest
     reasons = {s["id"]: s["reason"] for s in manifest["skipped"]}
     assert set(reasons) == {"empty", "text", "truncated", "huge", "missing", "p1"}
@@ -62,6 +68,12 @@ def test_bad_entries_are_skipped_and_reported(tmp_path: Path, tiny_checkpoint: P
     assert "truncated" in reasons["truncated"] and reasons["missing"] == "missing image file"
     assert reasons["empty"] == "empty file" and reasons["p1"] == "duplicate id"
     assert manifest["items"] == 4
+    assert store.skipped_by(store.current_version()) == manifest["skipped"]  # a build has no parent
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    added = add_items(store, tiny_checkpoint, [CatalogueItem("broken", broken)], OPTIONS)
+    assert len(store.manifest(added)["skipped"]) == 7  # the manifest carries its base's list on
+    assert [s["id"] for s in store.skipped_by(added)] == ["broken"]  # the add's own
 
 
 def test_add_and_delete_make_new_versions_without_reembedding(

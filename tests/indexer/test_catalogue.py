@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from indexer.catalogue import CatalogueError, load_catalogue
+from indexer.catalogue import NOT_AN_IMAGE, CatalogueError, load_catalogue, skipped_summary
 from tests.helpers import SHARED_DATA, make_catalogue
 
 
@@ -47,8 +47,45 @@ def test_bad_catalogue_errors(tmp_path: Path) -> None:
     with pytest.raises(CatalogueError, match="no catalogue"):
         load_catalogue(tmp_path / "nope")
     (tmp_path / "metadata.csv").write_text("sku,name\n1,a\n")
-    with pytest.raises(CatalogueError, match="no 'id' column"):
+    with pytest.raises(CatalogueError, match=r"no 'id' column \(its columns: 'sku', 'name'\)"):
         load_catalogue(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufeffid,kind\r\nx,Jackets\r\n",  # a spreadsheet's "CSV UTF-8": a byte-order mark, CRLF
+        "id;kind\nx;Jackets\n",  # where the decimal mark is a comma, fields are split by semicolons
+        "id\tkind\nx\tJackets\n",
+        " id , kind\nx,Jackets\n",  # spaces around the header's names
+    ],
+)
+def test_metadata_as_spreadsheets_save_it(tmp_path: Path, text: str) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.jpg")
+    (tmp_path / "metadata.csv").write_text(text, encoding="utf-8")
+    [item] = load_catalogue(tmp_path).items
+    assert item.id == "x" and item.metadata == {"kind": "Jackets"}
+
+
+def test_a_folders_other_files_are_reported_not_dropped_unsaid(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (4, 4)).save(tmp_path / "b.tif")
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "sub" / "c.gif")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")  # a system's own file: not the shop's
+    catalogue = load_catalogue(tmp_path)
+    assert [i.id for i in catalogue.items] == ["a"]
+    assert sorted(Path(s["path"]).name for s in catalogue.skipped) == ["b.tif", "c.gif", "notes.txt"]
+    assert {s["reason"] for s in catalogue.skipped} == {NOT_AN_IMAGE}
+
+
+def test_skipped_summary_counts_by_reason_with_examples() -> None:
+    skipped = [{"id": f"m{i}", "path": "", "reason": "missing image file"} for i in range(5)]
+    skipped += [{"id": "", "path": "/shop/b.tif", "reason": NOT_AN_IMAGE}]
+    assert skipped_summary(skipped) == (
+        "6 catalogue entries skipped: 5 missing image file (m0, m1, m2, …); 1 not a JPEG, PNG or WebP file (b.tif)"
+    )
 
 
 def test_fingerprint_changes_with_the_files(tmp_path: Path) -> None:

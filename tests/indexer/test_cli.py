@@ -32,7 +32,12 @@ def test_cli_build_passes_every_option(tmp_path: Path, tiny_checkpoint: Path, ca
         "pytorch",
     ]
     assert main(args) == 0
-    assert json.loads(capsys.readouterr().out)["items"] == 3
+    assert json.loads(capsys.readouterr().out) | {"timings": None} == {
+        "version": BundleStore(tmp_path / "b").current_version(),
+        "items": 3,
+        "timings": None,
+        "skipped": 0,
+    }
     manifest = BundleStore(tmp_path / "b").open().manifest
     assert manifest["options"] == {
         "threshold": 0.0,

@@ -15,6 +15,7 @@ from model.imaging import (
     PAD_VALUE,
     WIDE_ALIGNS,
     ImageDecodeError,
+    ImageLimits,
     content_box,
     decode_image,
     letterbox,
@@ -235,3 +236,19 @@ def test_a_wide_photo_is_seen_at_the_top_middle_and_bottom_of_the_frame() -> Non
     ((tall, tall_placement),) = load_pixel_views(buffer.getvalue(), SIZE)
     pixels, plain = load_pixels(buffer.getvalue(), SIZE)
     assert tall_placement == plain and np.array_equal(tall, pixels)
+
+
+def test_the_pixel_limit_counts_the_pixels_decoded() -> None:
+    """A JPEG drawn small is decoded at a reduced DCT scale, and the limit holds for what is decoded:
+    a photo over the limit in full loads (as a 48-megapixel phone photo would under the default), a
+    PNG of the same size, decoded in full, is refused, and so is the JPEG decoded in full."""
+    limits = ImageLimits(max_pixels=3_000_000)
+    jpeg = _jpeg(2400, 1800)  # 4.3 Mpx: decoded at half its side for the network, 1.1 Mpx
+    pixels, placement = load_pixels(jpeg, SIZE, limits)
+    assert pixels.shape == (*SIZE, 3) and (placement.width, placement.height) == (2400, 1800)
+    with pytest.raises(ImageDecodeError, match="2400x1800 is over the limit of 3000000 pixels"):
+        decode_image(jpeg, limits)
+    png = io.BytesIO()
+    Image.new("RGB", (2400, 1800)).save(png, "PNG")
+    with pytest.raises(ImageDecodeError, match="over the limit"):
+        load_pixels(png.getvalue(), SIZE, limits)
