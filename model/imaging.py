@@ -214,8 +214,21 @@ def _decode(
 
 
 def _rgb(image: Image.Image) -> Image.Image:
-    """``image`` in RGB: itself when it is RGB already, not a copy of every pixel."""
-    return image if image.mode == "RGB" else image.convert("RGB")
+    """``image`` in RGB: itself when it is RGB already, not a copy of every pixel. A photo with
+    transparency (a product cut out as a PNG) is laid on white, where the catalogue's products sit
+    and where the padding is, not on the black its transparent pixels usually hold; 16-bit grey is
+    scaled to 8 bits (Pillow's own conversion clips it: nearly every pixel white)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        cut_out = image.convert("RGBA")
+        white = Image.new("RGBA", cut_out.size, (PAD_VALUE, PAD_VALUE, PAD_VALUE, 255))
+        return Image.alpha_composite(white, cut_out).convert("RGB")
+    if image.mode.startswith("I"):  # I;16 (a 16-bit grey PNG or TIFF), I
+        grey = np.asarray(image, dtype=np.float32)
+        scale = 257.0 if grey.max(initial=0) > 255 else 1.0
+        return Image.fromarray(np.clip(grey / scale + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    return image.convert("RGB")
 
 
 def _special(path: str | os.PathLike[str]) -> bool:

@@ -252,3 +252,38 @@ def test_the_pixel_limit_counts_the_pixels_decoded() -> None:
     Image.new("RGB", (2400, 1800)).save(png, "PNG")
     with pytest.raises(ImageDecodeError, match="over the limit"):
         load_pixels(png.getvalue(), SIZE, limits)
+
+
+def _cut_out() -> np.ndarray:
+    """A red product on a fully transparent background whose hidden pixels are black, as cut-out
+    product PNGs are usually saved."""
+    pixels = np.zeros((100, 80, 4), np.uint8)
+    pixels[30:70, 20:60] = (200, 30, 30, 255)
+    return pixels
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_a_cut_out_photo_is_laid_on_white_not_black(mode: str) -> None:
+    image = Image.fromarray(_cut_out())
+    if mode == "LA":
+        image = image.convert("LA")
+    elif mode == "P":  # a palette with one transparent colour (GIF-like PNG)
+        image = image.convert("RGB").quantize(colors=4)
+        image.info["transparency"] = image.getpixel((0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    decoded = np.asarray(decode_image(buffer.getvalue()))
+    assert tuple(decoded[2, 2]) == (PAD_VALUE,) * 3  # the background: white, as the catalogue's
+    product = decoded[50, 40]
+    assert product[0] > 150 if mode != "LA" else 40 < product[0] < 120  # the product's own colour (grey in LA)
+    pixels, _ = load_pixels(buffer.getvalue(), SIZE)
+    assert tuple(pixels[5, 5]) == (PAD_VALUE,) * 3
+
+
+def test_a_16_bit_grey_photo_keeps_its_tones() -> None:
+    ramp = np.linspace(0, 65535, 100 * 80).reshape(100, 80).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, "PNG")
+    decoded = np.asarray(decode_image(buffer.getvalue()))
+    assert decoded[0, 0, 0] == 0 and decoded[-1, -1, 0] == 255
+    assert abs(int(decoded[50, 40, 0]) - 128) <= 2  # Pillow's own conversion would clip it to white
