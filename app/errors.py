@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model.imaging import PHOTO_TYPE_NAMES
+
 log = logging.getLogger(__name__)
 
 # What each error status means on this API; every one has the body ErrorResponse {detail, code}.
@@ -19,7 +21,7 @@ ERROR_MEANINGS = {
     403: "a path outside the catalogue roots",
     404: "no such job or item",
     413: "the upload is over the size limit",
-    415: "not multipart/form-data, or not a JPEG, PNG or WebP photo",
+    415: f"not multipart/form-data, or not a {PHOTO_TYPE_NAMES} photo",
     422: "invalid input; `code` says which (invalid_request, missing_image, undecodable_image, ...)",
     503: "not ready, overloaded, the job queue unavailable, or (Ray Serve) the replica lost; see Retry-After",
 }

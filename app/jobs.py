@@ -106,18 +106,21 @@ def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]
             raise IndexerError(f"{outside} is outside the catalogue roots")
         catalogue = confine(uploads.added_to(load_catalogue(source.catalogue, source.metadata)), roots)
         options = dataclasses.replace(options, category_map=source.category_map)
-        return build_bundle(
+        version = build_bundle(
             store, settings.checkpoint, catalogue, options, report, min_items=_min_items(store, job, settings)
         )
+        return _with_skipped(job, store, version)
     if job.kind is JobKind.COMPLETE:
         catalogue = uploads.added_to(load_catalogue(params["catalogue"], params.get("metadata")))
-        return complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
+        live = store.current_version()
+        version = complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
+        return version if version == live else _with_skipped(job, store, version)  # the same: nothing added
     if job.kind is JobKind.ADD:
         items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]
         outside = first_outside([item.path for item in items], roots)
         if outside:
             raise IndexerError(f"{outside} is outside the catalogue roots")
-        return add_items(store, settings.checkpoint, items, options, report)
+        return _with_skipped(job, store, add_items(store, settings.checkpoint, items, options, report))
     if job.kind is JobKind.DELETE:
         return delete_items(store, params["ids"])
     assert_never(job.kind)
@@ -242,7 +245,6 @@ async def run_job(coordinator: Coordinator, settings: Settings, job: Job, stop: 
     try:
         job.version = task.result()
         job.state = "succeeded"
-        _record_skipped(job, BundleStore(settings.bundles_dir))
     except JobInterrupted:
         return True  # given up after it was lost: its new run records the end
     except Exception as exc:  # the job fails; the worker and the live bundle carry on
@@ -260,15 +262,16 @@ async def run_job(coordinator: Coordinator, settings: Settings, job: Job, stop: 
     return True
 
 
-def _record_skipped(job: Job, store: BundleStore) -> None:
-    """What the job left out, in its status: an admin who reindexed over HTTP sees it there."""
-    assert job.version is not None
+def _with_skipped(job: Job, store: BundleStore, version: str) -> str:
+    """``version``, the job's, once what it left out is in the job's status (an admin who
+    reindexed over HTTP sees it there)."""
     try:
-        skipped = store.skipped_by(job.version)
+        skipped = store.skipped_by(version)
     except BundleError as exc:  # the version is published; only its report is missing
         log.warning("job %s: cannot read what it skipped: %s", job.id, exc)
-        return
+        return version
     job.skipped_count, job.skipped = len(skipped), skipped[:SKIPPED_LISTED]
+    return version
 
 
 async def _recover(coordinator: Coordinator, settings: Settings, restarted: str | None) -> None:

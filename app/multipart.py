@@ -10,11 +10,16 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.errors import ServiceError
+from model.imaging import PHOTO_TYPE_NAMES, PHOTO_TYPES
 
 MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and text fields around the image
 # Magic numbers of the accepted types; the client's file name and declared type are not trusted.
 SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
-ACCEPTED = ("image/jpeg", "image/png", "image/webp")
+# HEIF and AVIF files open with an ISO media "ftyp" box naming their brands: its major brand, then
+# the compatible ones (an AVIF may say mif1 first and avif after).
+AVIF_BRANDS = {b"avif", b"avis"}
+HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+ACCEPTED = tuple(t.media_type for t in PHOTO_TYPES)
 MAX_PARTS = 21  # the image and up to 20 text fields
 
 
@@ -26,8 +31,17 @@ class ImageForm:
 
 
 def sniff(data: bytes) -> str | None:
+    """The photo's media type by its first bytes, or None for anything else."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    if data[4:8] == b"ftyp":
+        size = int.from_bytes(data[:4], "big")
+        brands = {data[8:12]} | {data[i : i + 4] for i in range(16, min(size, len(data), 256) - 3, 4)}
+        if brands & AVIF_BRANDS:
+            return "image/avif"
+        if brands & HEIC_BRANDS:
+            return "image/heic"
+        return None  # a video (mp4, mov) or another ISO media file
     return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
 
 
@@ -67,7 +81,7 @@ async def read_image_form(request: Request, max_bytes: int, field: str = "image"
     if kind is None:
         if upload.content_type in ACCEPTED:
             raise ServiceError(422, "undecodable_image", f"the bytes are not a {upload.content_type} image")
-        raise ServiceError(415, "unsupported_media_type", "only JPEG, PNG and WebP photos are accepted")
+        raise ServiceError(415, "unsupported_media_type", f"only {PHOTO_TYPE_NAMES} photos are accepted")
     fields = {p.name: bytes(p.data).decode("utf-8", "replace") for p in parts if p.filename is None}
     return ImageForm(data, kind, fields)
 

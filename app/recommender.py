@@ -41,7 +41,14 @@ from app.schemas import Item, PartRecommendation, RecommendResponse
 from indexer.bundle import Bundle, BundleError, BundleStore
 from indexer.search import DEFAULT_CANDIDATES, DEFAULT_MAX_PARTS, Match, QueryPart, recommend_global, recommend_parts
 from model.checkpoint import file_sha256, load_checkpoint
-from model.imaging import DEFAULT_TRIM_MAX_AREA, DEFAULT_WIDE_FILL, ImageLimits, Placement, load_input_views
+from model.imaging import (
+    DEFAULT_TRIM_MAX_AREA,
+    DEFAULT_WIDE_FILL,
+    PHOTO_FORMATS,
+    ImageLimits,
+    Placement,
+    load_input_views,
+)
 from model.labels import group_of
 from model.network import (
     DEFAULT_PART_FLOOR,
@@ -54,7 +61,6 @@ from model.runtime import DEFAULT_CACHE, DEFAULT_RUNTIME, Forward, Runtime, make
 
 log = logging.getLogger(__name__)
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 T = TypeVar("T")
 
 
@@ -243,7 +249,7 @@ class Recommender:
         """A photo's views for the network: one, or several for a wide photo (load_input_views;
         ``wide`` False: always one, centred, as the whole-photo search and the catalogue are)."""
         wide_fill = self.wide_fill if wide else 0.0
-        return load_input_views(data, self.size, self.limits, ACCEPTED_FORMATS, self.trim_max_area, wide_fill)
+        return load_input_views(data, self.size, self.limits, PHOTO_FORMATS, self.trim_max_area, wide_fill)
 
     def _decode_job(self, job: PhotoJob) -> list[tuple[torch.Tensor, Placement]]:
         return self.decode(job.data, wide=job.options.mode != "global")

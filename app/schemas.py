@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from model.imaging import PHOTO_TYPES
+
 
 class Item(BaseModel):
     id: str
@@ -99,7 +101,7 @@ class ReindexRequest(BaseModel):
 
 
 ITEM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"  # also a safe file name
-IMAGE_TYPES = "image/jpeg, image/png, image/webp"
+IMAGE_TYPES = ", ".join(t.media_type for t in PHOTO_TYPES)
 SKIPPED_LISTED = 20  # a job's skipped catalogue entries listed in its status (all are in the manifest)
 
 

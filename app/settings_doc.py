@@ -48,7 +48,7 @@ DESCRIPTIONS: dict[str, str] = {
     "catalogue); a job adds the rest and the service swaps to it; 0: all at once",
     "max_upload_bytes": "413 above (10 MiB by default)",
     "max_pixels": "422 above (decompression bombs); a large JPEG counts the pixels it is decoded at "
-    "(down to an eighth of its side)",
+    "(down to an eighth of its side), its full size at most twice this",
     "max_image_side": "422 for a longer side",
     "max_aspect_ratio": "422 for a longer shape (the long side over this many times the short one)",
     "max_batch": "micro-batching: photos per forward at most (a wide photo's views, `FASHION_WIDE_FILL`, go "

@@ -18,11 +18,12 @@ from typing import Any
 
 from app.schemas import ITEM_ID_PATTERN
 from indexer.catalogue import Catalogue, CatalogueItem, load_catalogue, merge_catalogues
+from model.imaging import PHOTO_TYPES
 
 ITEMS = "items.jsonl"
 ITEM_ID = re.compile(ITEM_ID_PATTERN)
 RESERVED = ("id", "path", "image")  # columns the catalogue reader takes for itself
-EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+EXTENSIONS = {t.media_type: t.suffixes[0] for t in PHOTO_TYPES}
 
 
 class UploadStore:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 from pathlib import Path
 
 from indexer.build import INDEX_ENGINES, IndexOptions, add_items, build_bundle, delete_items
 from indexer.bundle import BundleStore
-from indexer.catalogue import load_catalogue, skipped_summary
+from indexer.catalogue import load_catalogue
 from indexer.categories import DEFAULT_SAMPLE, category_report, format_report
 from indexer.category_map import read_category_map
 from indexer.errors import IndexerError
@@ -32,7 +31,6 @@ from model.errors import ModelError, run_command
 from model.progress import configure_logging
 from model.runtime import RUNTIMES
 
-log = logging.getLogger("indexer")
 DEFAULT_CHECKPOINT = Path("weights/ccp-attention.pt")  # the committed model, as the service's default
 
 
@@ -178,17 +176,17 @@ def _run(args: argparse.Namespace) -> int:
         version = build_bundle(store, args.checkpoint, load_catalogue(args.catalogue, args.metadata), _options(args))
     elif args.command == "add":
         catalogue = load_catalogue(args.catalogue, args.metadata)
-        if catalogue.skipped:
-            log.warning("%s", skipped_summary(catalogue.skipped))
-        version = add_items(store, args.checkpoint, catalogue.items, _options(args))
+        version = add_items(store, args.checkpoint, catalogue.items, _options(args), skipped=catalogue.skipped)
     elif args.command == "delete":
         version = delete_items(store, [i.strip() for i in args.ids.split(",") if i.strip()], args.keep)
     else:
         store.rollback(args.version)
         version = args.version
     manifest = store.manifest(version)
-    summary = {k: manifest[k] for k in ("version", "items", "timings") if k in manifest}
-    print(json.dumps({**summary, "skipped": len(store.skipped_by(version))}, indent=2))
+    summary: dict[str, object] = {k: manifest[k] for k in ("version", "items", "timings") if k in manifest}
+    if args.command in ("build", "add"):  # what this command left out (the manifest lists each)
+        summary["skipped"] = len(store.skipped_by(version))
+    print(json.dumps(summary, indent=2))
     return 0
 
 

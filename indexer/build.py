@@ -408,10 +408,15 @@ def add_items(
     options: IndexOptions | None = None,
     progress: Progress | None = None,
     catalogue: Catalogue | None = None,
+    skipped: Sequence[dict[str, str]] = (),
 ) -> str:
     """Embed only ``items`` and publish the live bundle plus them (an existing id is replaced).
-    ``catalogue``: the items complete this catalogue (recorded as such in the manifest)."""
+    ``catalogue``: the items complete this catalogue (recorded as such in the manifest).
+    ``skipped``: entries of the catalogue the items came from that could not be items (reported
+    with those the embedding skips)."""
     options = options or IndexOptions()
+    if skipped:
+        log.warning("%s", skipped_summary(list(skipped)))
     checkpoint = Path(checkpoint)
     with store.writer():
         base = store.open(mmap=False)  # changed in place: a memory-mapped index is read-only
@@ -433,7 +438,8 @@ def add_items(
         timings: dict[str, float] = {}
         started = time.monotonic()
         first_key = max(base.items, default=-1) + 1
-        new_records, parts, whole, skipped = _embed(model, checkpoint, items, first_key, options, progress)
+        new_records, parts, whole, unreadable = _embed(model, checkpoint, items, first_key, options, progress)
+        own_skipped = [*skipped, *unreadable]
         timings["embed_s"] = round(time.monotonic() - started, 3)
         added = {label: parts.arrays(label) for label in parts.keys}
         if new_records:
@@ -448,8 +454,8 @@ def add_items(
         manifest.update(
             index={"search": search},
             parent=base.version,
-            change={"added": [r.id for r in new_records]},
-            skipped=base.manifest.get("skipped", []) + skipped,
+            change={"added": [r.id for r in new_records], "skipped": own_skipped},
+            skipped=base.manifest.get("skipped", []) + own_skipped,
         )
         return _publish(store, manifest, records + new_records, part_indexes, global_index, options.keep, timings)
 

@@ -212,17 +212,12 @@ class BundleStore:
 
     def skipped_by(self, version: str) -> list[dict[str, str]]:
         """The catalogue entries left out by the job that published ``version`` ({"id", "path",
-        "reason"}): its manifest's, less those carried over from its parent (an add or a delete
-        keeps its base's list; a build has no parent). A parent no longer kept: all of them."""
+        "reason"}): a build's whole list; an add's own (its manifest's ``change``: the list it
+        carries on is its base's too), none for a delete."""
         manifest = self.manifest(version)
-        skipped: list[dict[str, str]] = manifest.get("skipped", [])
         if manifest.get("parent"):
-            try:
-                carried = len(self.manifest(manifest["parent"]).get("skipped", []))
-            except BundleError:
-                carried = 0
-            skipped = skipped[carried:]
-        return skipped
+            return list(manifest.get("change", {}).get("skipped", []))
+        return list(manifest.get("skipped", []))
 
     def _path(self, version: str | None) -> Path:
         version = version or self.current_version()

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexer.errors import IndexerError
+from model.imaging import PHOTO_TYPE_NAMES, PHOTO_TYPES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-NOT_AN_IMAGE = "not a JPEG, PNG or WebP file"  # a folder's other files: reported, so that none vanishes unsaid
+IMAGE_SUFFIXES = tuple(suffix for t in PHOTO_TYPES for suffix in t.suffixes)
+NOT_AN_IMAGE = f"not a {PHOTO_TYPE_NAMES} file"  # a folder's other files: reported, so that none vanishes unsaid
 # A metadata CSV's field separator, read off its header line: a spreadsheet saved where the decimal
 # mark is a comma writes semicolons.
 CSV_DELIMITERS = (",", ";", "\t", "|")
@@ -62,7 +63,7 @@ class Catalogue:
 
 def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
     if path.suffix == ".jsonl":
-        with open(path) as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, 1):
                 if line.strip():
                     try:
@@ -76,11 +77,25 @@ def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
             header = handle.readline()
             handle.seek(0)
-            delimiter = max(CSV_DELIMITERS, key=header.count) if header.strip() else ","
-            reader = csv.DictReader(handle, delimiter=delimiter)
-            if reader.fieldnames:
-                reader.fieldnames = [name.strip() for name in reader.fieldnames]
+            reader = csv.DictReader(handle, delimiter=_delimiter(header), skipinitialspace=True)
+            names = [name.strip() for name in reader.fieldnames or []]
+            if "id" not in names:  # said even when no row follows the header
+                raise _no_id_column(path, names)
+            reader.fieldnames = names
             yield from reader
+
+
+def _no_id_column(path: Path, columns: list[str]) -> CatalogueError:
+    named = ", ".join(repr(c) for c in columns[:12]) or "none: the file is empty"
+    return CatalogueError(f"{path} has no 'id' column (its columns: {named}); name the items' id column id")
+
+
+def _delimiter(header: str) -> str:
+    """The separator that splits the header into an ``id`` column (quotes respected), else the one
+    that splits it into the most columns; a comma for a header of one column."""
+    split = {d: [f.strip() for f in next(csv.reader([header], delimiter=d), [])] for d in CSV_DELIMITERS}
+    with_id = [d for d in CSV_DELIMITERS if "id" in split[d]]
+    return with_id[0] if with_id else max(CSV_DELIMITERS, key=lambda d: len(split[d]))
 
 
 def _find_image(folder: Path, item_id: str) -> Path | None:
@@ -127,13 +142,10 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
     if not meta_path.is_file():
         raise CatalogueError(f"no metadata file at {meta_path}")
     for row in _read_metadata(meta_path):
-        if "id" not in row:
-            columns = ", ".join(repr(k) for k in list(row)[:12] if k is not None)
-            raise CatalogueError(
-                f"{meta_path} has no 'id' column (its columns: {columns}); name the items' id column id"
-            )
+        if "id" not in row:  # a JSON line without one (a CSV's header is checked as it is read)
+            raise _no_id_column(meta_path, [k for k in row if k is not None])
         item_id = (row.pop("id") or "").strip()
-        given = row.pop("path", None) or row.pop("image", None)
+        given = (row.pop("path", None) or row.pop("image", None) or "").strip()
         path = source / given if given else _find_image(source, item_id)
         entries.append((item_id, path, {k: v for k, v in row.items() if k is not None}))
     return _dedupe(entries, str(meta_path), str(source), str(meta_path))
@@ -142,7 +154,11 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
 def _from_folder(folder: Path) -> Catalogue:
     """Every image under ``folder``, its id the file's stem; its other files (hidden ones aside)
     reported as skipped."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     catalogue = _dedupe(
         [(p.stem, p, {}) for p in files if p.suffix.lower() in IMAGE_SUFFIXES], str(folder), str(folder)
     )

@@ -51,7 +51,8 @@ def _cache_key(model: PartAttentionNetwork, paths: Sequence[Path], flips: bool, 
         "paths": [str(p.resolve()) for p in paths],
         "flips": flips,
         "multiscale": cfg.multiscale,
-        "preprocess": "letterbox-v2",  # bump when model.imaging.load_pixels changes (v2: large JPEGs decoded reduced)
+        "preprocess": "letterbox-v3",  # bump when model.imaging.load_pixels changes (v2: large JPEGs decoded
+        # reduced; v3: transparency laid on white, 16-bit grey scaled)
         **({"pooled": True} if pooled else {}),
     }
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]

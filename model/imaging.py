@@ -22,10 +22,36 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from PIL.JpegImagePlugin import JpegImageFile
+from pillow_heif import register_heif_opener
 
 from model.errors import ModelError
 
+register_heif_opener()  # HEIC: an iPhone's photos (AVIF is Pillow's own)
+
+
+@dataclass(frozen=True)
+class PhotoType:
+    media_type: str
+    pillow_format: str  # Image.open(formats=...)
+    suffixes: tuple[str, ...]  # a catalogue's files of this type, the first for a stored upload
+
+
+# The photo types read here, by the service's uploads and the indexer's catalogue files alike (the
+# one list: the routes' OpenAPI types, the upload check by signature, the file suffixes).
+PHOTO_TYPES = (
+    PhotoType("image/jpeg", "JPEG", (".jpg", ".jpeg")),
+    PhotoType("image/png", "PNG", (".png",)),
+    PhotoType("image/webp", "WEBP", (".webp",)),
+    PhotoType("image/heic", "HEIF", (".heic", ".heif")),
+    PhotoType("image/avif", "AVIF", (".avif",)),
+)
+PHOTO_TYPE_NAMES = "JPEG, PNG, WebP, HEIC or AVIF"
+PHOTO_FORMATS = tuple(t.pillow_format for t in PHOTO_TYPES)
 DEFAULT_MAX_PIXELS = 40_000_000  # more is a decompression bomb, not a photo
+# A JPEG drawn small is decoded at a reduced DCT scale, and the limit holds for the pixels decoded;
+# its full size may then be this many times the limit (a 48- or 64-megapixel phone photo), no more:
+# libjpeg still reads every coefficient, and holds them all for a progressive file.
+JPEG_FULL_SIZE_FACTOR = 2
 DEFAULT_MAX_SIDE = 20_000  # no camera or product shot has a longer side
 DEFAULT_MAX_ASPECT = 10.0  # long side over short side: panoramas stay well under it
 PAD_VALUE = 255  # catalogue photos sit on white
@@ -195,17 +221,20 @@ def _decode(
             raise ImageDecodeError(f"{width}x{height} has a side over the limit of {limits.max_side} pixels")
         if max(width, height) / min(width, height) > limits.max_aspect:
             raise ImageDecodeError(f"{width}x{height} is more than {limits.max_aspect:g} times as long as it is wide")
+        reduced = fit is not None and isinstance(image, JpegImageFile)  # phones' MPO files are JPEGs too
+        # Checked before anything is decoded: reading a PNG's EXIF (below) decodes the whole image.
+        if width * height > limits.max_pixels * (JPEG_FULL_SIZE_FACTOR if reduced else 1):
+            raise ImageDecodeError(f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
         try:
             turned = image.getexif().get(0x0112, 1) in _QUARTER_TURNS
             upright = (height, width) if turned else (width, height)
-            if fit is not None and isinstance(image, JpegImageFile):  # phones' MPO files are JPEGs too
+            if reduced:
+                assert fit is not None
                 _, scale, _, _ = letterbox_placement(*upright, fit)
                 # at least twice the drawn size stays, so the resize after still averages pixels
                 image.draft(None, (max(1, round(2 * width * scale)), max(1, round(2 * height * scale))))
-            # The pixels decoded are what the limit is for: a 48-megapixel phone photo, decoded at
-            # an eighth of its side, is 0.75 megapixels; a PNG is decoded in full.
-            if image.size[0] * image.size[1] > limits.max_pixels:
-                raise ImageDecodeError(f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
+                if image.size[0] * image.size[1] > limits.max_pixels:  # decoded at too large a scale still
+                    raise ImageDecodeError(f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # in place: an upright photo is not copied
             return _rgb(image), upright
@@ -218,17 +247,17 @@ def _rgb(image: Image.Image) -> Image.Image:
     transparency (a product cut out as a PNG) is laid on white, where the catalogue's products sit
     and where the padding is, not on the black its transparent pixels usually hold; 16-bit grey is
     scaled to 8 bits (Pillow's own conversion clips it: nearly every pixel white)."""
-    if image.mode == "RGB":
-        return image
+    if image.mode.startswith("I"):  # I;16 (a 16-bit grey PNG or TIFF): its transparency, if any, dropped
+        grey = np.asarray(image, dtype=np.float32)
+        # "I" may hold 8-bit values too (a 32-bit TIFF of them); I;16 is 16-bit by its mode
+        scale = 257.0 if image.mode.startswith("I;16") or grey.max(initial=0) > 255 else 1.0
+        return Image.fromarray(np.clip(grey / scale + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         cut_out = image.convert("RGBA")
-        white = Image.new("RGBA", cut_out.size, (PAD_VALUE, PAD_VALUE, PAD_VALUE, 255))
-        return Image.alpha_composite(white, cut_out).convert("RGB")
-    if image.mode.startswith("I"):  # I;16 (a 16-bit grey PNG or TIFF), I
-        grey = np.asarray(image, dtype=np.float32)
-        scale = 257.0 if grey.max(initial=0) > 255 else 1.0
-        return Image.fromarray(np.clip(grey / scale + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    return image.convert("RGB")
+        white = Image.new("RGB", cut_out.size, (PAD_VALUE, PAD_VALUE, PAD_VALUE))
+        white.paste(cut_out, mask=cut_out.getchannel("A"))
+        return white
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _special(path: str | os.PathLike[str]) -> bool:

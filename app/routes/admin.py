@@ -33,7 +33,7 @@ from app.settings import Settings
 from app.uploads import UploadStore
 from indexer.catalogue import CatalogueItem
 from indexer.category_map import CategoryMapError, read_category_map
-from model.imaging import ImageDecodeError, decode_image
+from model.imaging import PHOTO_FORMATS, ImageDecodeError, load_pixels
 
 router = APIRouter(
     prefix="/admin",
@@ -130,13 +130,15 @@ async def reindex(
         }
     },
 )
-async def add(request: Request, coordinator: CoordinatorDep, settings: SettingsDep) -> JobAccepted:
+async def add(
+    request: Request, coordinator: CoordinatorDep, settings: SettingsDep, recommender: RecommenderDep
+) -> JobAccepted:
     """Add (or replace) items; only they are embedded. Either upload one product photo as
     multipart/form-data (fields ``id``, ``image``, ``metadata``: it is kept in the upload store and
     every later reindex includes it), or send JSON naming image files on the worker's disk."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        item = await _store_upload(request, settings)
+        item = await _store_upload(request, settings, recommender.size)
         params = {"items": [{"id": item.id, "path": str(item.path), "metadata": item.metadata}]}
         return await _enqueue(request, coordinator, JobKind.ADD, params)
     if not content_type.startswith("application/json"):
@@ -149,11 +151,12 @@ async def add(request: Request, coordinator: CoordinatorDep, settings: SettingsD
     return await _enqueue(request, coordinator, JobKind.ADD, body.model_dump())
 
 
-async def _store_upload(request: Request, settings: Settings) -> CatalogueItem:
-    """The multipart item, checked as /recommend checks a photo (size, type, pixels), then kept."""
+async def _store_upload(request: Request, settings: Settings, size: tuple[int, int]) -> CatalogueItem:
+    """The multipart item, checked as /recommend checks a photo (size, type, pixels, decoded as the
+    network's input ``size`` asks: a large JPEG at a reduced scale), then kept."""
     form = await read_image_form(request, settings.max_upload_bytes)
     try:
-        await asyncio.to_thread(decode_image, form.data, settings.image_limits())
+        await asyncio.to_thread(load_pixels, form.data, size, settings.image_limits(), PHOTO_FORMATS)
     except ImageDecodeError as exc:
         raise ServiceError(422, "undecodable_image", str(exc)) from exc
     item_id = form.fields.get("id")

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, Response
 from app.deps import RecommenderDep
 from app.errors import ServiceError, error_responses
 from app.multipart import sniff
+from model.imaging import PHOTO_TYPES
 
 router = APIRouter(tags=["items"])
 
@@ -21,7 +22,7 @@ CACHE_CONTROL = "public, max-age=3600"  # an id's photo changes only when the it
     "/items/{item_id}/image",
     response_class=FileResponse,
     responses={
-        200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}},
+        200: {"content": {t.media_type: {} for t in PHOTO_TYPES}},
         **error_responses(404, 503),
     },
 )
@@ -38,7 +39,7 @@ async def item_image(item_id: str, request: Request, recommender: RecommenderDep
     path = Path(record.image)
     try:
         with open(path, "rb") as handle:
-            media_type, stat = sniff(handle.read(16)), os.fstat(handle.fileno())
+            media_type, stat = sniff(handle.read(64)), os.fstat(handle.fileno())  # an ISO file lists its brands
     except OSError:
         media_type = None
     if not record.image or media_type is None:

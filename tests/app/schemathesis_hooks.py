@@ -7,8 +7,13 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import strategies as st
 
+from model.imaging import PHOTO_TYPES
 from tests.app.conftest import photo_bytes
 
-for media_type, fmt in {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}.items():
-    photos = [photo_bytes(fmt, size, colour) for colour in ("red", "navy") for size in ((96, 144), (200, 120))]
-    schemathesis.openapi.media_type(media_type, st.sampled_from(photos))
+for photo_type in PHOTO_TYPES:
+    photos = [
+        photo_bytes(photo_type.pillow_format, size, colour)
+        for colour in ("red", "navy")
+        for size in ((96, 144), (200, 120))
+    ]
+    schemathesis.openapi.media_type(photo_type.media_type, st.sampled_from(photos))

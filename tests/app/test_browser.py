@@ -21,6 +21,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from app.main import create_app
 from app.settings import Settings
+from model.imaging import PHOTO_TYPE_NAMES
 from tests.app.conftest import photo_bytes
 from tests.conftest import free_port
 
@@ -96,7 +97,7 @@ def test_page_says_why_an_upload_is_rejected(live_url: str, browser: webdriver.C
     status = WebDriverWait(browser, 30).until(
         expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, "#status.error"))
     )
-    assert "rejected" in status.text and "JPEG, PNG and WebP" in status.text
+    assert "rejected" in status.text and PHOTO_TYPE_NAMES in status.text
     assert not browser.find_elements(By.CSS_SELECTOR, "#parts-cards .card")
 
 

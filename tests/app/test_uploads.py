@@ -20,6 +20,12 @@ from tests.app.conftest import make_settings, photo_bytes
 from tests.app.test_admin import KEY, wait_for_job, wait_for_version
 from tests.helpers import make_catalogue
 
+MP4_HEADER = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"  # a phone's video: ISO media, not a photo
+
+
+def post_recommend(client: TestClient, data: bytes):  # type: ignore[no-untyped-def]
+    return client.post("/recommend", files={"image": ("photo.jpg", data)})
+
 
 def upload(client: TestClient, item_id: str, data: bytes, metadata: object = None, name: str = "p.jpg"):  # type: ignore[no-untyped-def]
     fields = {"id": item_id}
@@ -48,6 +54,24 @@ def test_uploaded_item_is_indexed_kept_and_found_by_a_later_reindex(client: Test
     assert "upload-1" in bundle.keys_by_id and "p0" in bundle.keys_by_id
 
 
+def test_a_large_phone_jpeg_is_checked_as_recommend_decodes_it(client: TestClient) -> None:
+    # 4.3 Mpx, over the tests' 4 Mpx limit in full: decoded at a quarter of its side, as /recommend
+    # and the indexer decode it, it is accepted; a PNG of that size is decoded in full and is not
+    large = photo_bytes("JPEG", (2400, 1800))
+    assert post_recommend(client, large).status_code == 200
+    assert upload(client, "big-1", large).status_code == 202
+    assert upload(client, "big-2", photo_bytes("PNG", (2400, 1800))).status_code == 422
+
+
+def test_an_iphone_photo_is_uploaded_kept_and_served_as_it_came(client: TestClient, settings: Settings) -> None:
+    job = wait_for_job(client, upload(client, "phone-1", photo_bytes("HEIF"), name="IMG_0001.HEIC").json()["job_id"])
+    assert job["state"] == "succeeded", job
+    wait_for_version(client, job["version"])
+    assert [p.name for p in (settings.uploads_dir / "images").iterdir()] == ["phone-1.heic"]
+    photo = client.get("/items/phone-1/image")
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/heic"
+
+
 def test_upload_replaces_an_item_of_the_same_id(client: TestClient, settings: Settings) -> None:
     for fmt, colour in (("PNG", "blue"), ("JPEG", "green")):
         job = wait_for_job(client, upload(client, "same", photo_bytes(fmt, colour=colour)).json()["job_id"])
@@ -62,6 +86,8 @@ def test_bad_uploads_get_clear_errors_and_keep_nothing(client: TestClient, setti
     Image.new("L", (2500, 2000)).save(bomb, "PNG")  # 5 Mpx: over the tests' 4 Mpx limit, few bytes
     cases = [
         (upload(client, "x1", b"hello, not an image", name="notes.txt"), 415, "unsupported_media_type"),
+        (upload(client, "x11", MP4_HEADER + b"\0" * 100, name="clip.mp4"), 415, "unsupported_media_type"),
+        (upload(client, "x12", photo_bytes("HEIF")[:200], name="cut.heic"), 422, "undecodable_image"),
         (upload(client, "x2", b"\xff\xd8\xff" + b"\0" * 100), 422, "undecodable_image"),
         (upload(client, "x3", bomb.getvalue()), 422, "undecodable_image"),
         (upload(client, "x4", b"\xff" * 2_100_000), 413, "too_large"),

@@ -74,6 +74,10 @@ def test_bad_entries_are_skipped_and_reported(
     added = add_items(store, tiny_checkpoint, [CatalogueItem("broken", broken)], OPTIONS)
     assert len(store.manifest(added)["skipped"]) == 7  # the manifest carries its base's list on
     assert [s["id"] for s in store.skipped_by(added)] == ["broken"]  # the add's own
+    # an add from a catalogue: what its catalogue could not make items of is the add's too
+    missing = [{"id": "gone", "path": "/nowhere.jpg", "reason": "missing image file"}]
+    again = add_items(store, tiny_checkpoint, [CatalogueItem("broken", broken)], OPTIONS, skipped=missing)
+    assert [s["id"] for s in store.skipped_by(again)] == ["gone", "broken"]
 
 
 def test_add_and_delete_make_new_versions_without_reembedding(

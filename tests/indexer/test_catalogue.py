@@ -57,25 +57,46 @@ def test_bad_catalogue_errors(tmp_path: Path) -> None:
         "\ufeffid,kind\r\nx,Jackets\r\n",  # a spreadsheet's "CSV UTF-8": a byte-order mark, CRLF
         "id;kind\nx;Jackets\n",  # where the decimal mark is a comma, fields are split by semicolons
         "id\tkind\nx\tJackets\n",
-        " id , kind\nx,Jackets\n",  # spaces around the header's names
+        " id , kind\nx, Jackets\n",  # spaces around the header's names and after a separator
+        'id;"Preis, EUR";kind\nx;"9,50";Jackets\n',  # a quoted comma does not make it a comma file
     ],
 )
 def test_metadata_as_spreadsheets_save_it(tmp_path: Path, text: str) -> None:
     Image.new("RGB", (4, 4)).save(tmp_path / "x.jpg")
     (tmp_path / "metadata.csv").write_text(text, encoding="utf-8")
     [item] = load_catalogue(tmp_path).items
-    assert item.id == "x" and item.metadata == {"kind": "Jackets"}
+    assert item.id == "x" and item.metadata["kind"] == "Jackets"
 
 
-def test_a_folders_other_files_are_reported_not_dropped_unsaid(tmp_path: Path) -> None:
+def test_a_metadata_file_without_ids_is_refused_even_with_no_rows(tmp_path: Path) -> None:
+    for text, columns in (("", "none: the file is empty"), ("sku;name\n", "'sku', 'name'")):
+        (tmp_path / "metadata.csv").write_text(text)
+        with pytest.raises(CatalogueError, match=f"no 'id' column \\(its columns: {columns}\\)"):
+            load_catalogue(tmp_path)
+
+
+def test_json_lines_with_a_byte_order_mark_and_a_path_with_spaces(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
+    (tmp_path / "items.jsonl").write_text(
+        "\ufeff" + json.dumps({"id": "x", "path": " x.png "}) + "\n", encoding="utf-8"
+    )
+    [item] = load_catalogue(tmp_path).items
+    assert item.id == "x" and item.path == tmp_path / "x.png"
+
+
+def test_a_folders_photos_are_indexed_and_its_other_files_reported(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (16, 16)).save(tmp_path / "d.heic", "HEIF")  # an iPhone's
+    Image.new("RGB", (16, 16)).save(tmp_path / "e.avif")
     Image.new("RGB", (4, 4)).save(tmp_path / "b.tif")
     (tmp_path / "sub").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "sub" / "c.gif")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / ".DS_Store").write_bytes(b"\0")  # a system's own file: not the shop's
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref")  # nor what is in a hidden folder
     catalogue = load_catalogue(tmp_path)
-    assert [i.id for i in catalogue.items] == ["a"]
+    assert [i.id for i in catalogue.items] == ["a", "d", "e"]
     assert sorted(Path(s["path"]).name for s in catalogue.skipped) == ["b.tif", "c.gif", "notes.txt"]
     assert {s["reason"] for s in catalogue.skipped} == {NOT_AN_IMAGE}
 
@@ -84,7 +105,8 @@ def test_skipped_summary_counts_by_reason_with_examples() -> None:
     skipped = [{"id": f"m{i}", "path": "", "reason": "missing image file"} for i in range(5)]
     skipped += [{"id": "", "path": "/shop/b.tif", "reason": NOT_AN_IMAGE}]
     assert skipped_summary(skipped) == (
-        "6 catalogue entries skipped: 5 missing image file (m0, m1, m2, …); 1 not a JPEG, PNG or WebP file (b.tif)"
+        "6 catalogue entries skipped: 5 missing image file (m0, m1, m2, …); "
+        "1 not a JPEG, PNG, WebP, HEIC or AVIF file (b.tif)"
     )
 
 

@@ -243,13 +243,32 @@ def test_the_pixel_limit_counts_the_pixels_decoded() -> None:
     a photo over the limit in full loads (as a 48-megapixel phone photo would under the default), a
     PNG of the same size, decoded in full, is refused, and so is the JPEG decoded in full."""
     limits = ImageLimits(max_pixels=3_000_000)
-    jpeg = _jpeg(2400, 1800)  # 4.3 Mpx: decoded at half its side for the network, 1.1 Mpx
+    jpeg = _jpeg(2400, 1800)  # 4.3 Mpx: decoded at a quarter of its side for the network, 0.27 Mpx
     pixels, placement = load_pixels(jpeg, SIZE, limits)
     assert pixels.shape == (*SIZE, 3) and (placement.width, placement.height) == (2400, 1800)
     with pytest.raises(ImageDecodeError, match="2400x1800 is over the limit of 3000000 pixels"):
         decode_image(jpeg, limits)
     png = io.BytesIO()
     Image.new("RGB", (2400, 1800)).save(png, "PNG")
+    with pytest.raises(ImageDecodeError, match="over the limit"):
+        load_pixels(png.getvalue(), SIZE, limits)
+    # its full size has a ceiling too (twice the limit): libjpeg still reads every coefficient
+    with pytest.raises(ImageDecodeError, match="3000x2100 is over the limit"):
+        load_pixels(_jpeg(3000, 2100), SIZE, limits)
+
+
+def test_a_png_over_the_limit_is_refused_before_any_pixel_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL.PngImagePlugin import PngImageFile
+
+    def refuse(self: PngImageFile):  # type: ignore[no-untyped-def]
+        raise AssertionError("decoded before the limit was checked")
+
+    png = io.BytesIO()
+    Image.new("RGB", (2400, 1800)).save(png, "PNG")
+    monkeypatch.setattr(PngImageFile, "load", refuse)
+    limits = ImageLimits(max_pixels=3_000_000)
+    with pytest.raises(ImageDecodeError, match="over the limit"):
+        decode_image(png.getvalue(), limits)
     with pytest.raises(ImageDecodeError, match="over the limit"):
         load_pixels(png.getvalue(), SIZE, limits)
 
