@@ -2,6 +2,13 @@
 large JPEG decoded at a reduced DCT scale), side by side in one run; and whether the answers change.
 
     python bench/decode.py --checkpoint weights/ccp-attention.pt --bundles bundles --out reports/decode.json
+    python bench/decode.py --formats --out reports/decode_formats.json
+
+``--formats`` alone: a phone-sized photo's cost to load for the network (load_pixels) in each photo
+type the service takes (JPEG q90, HEIC q80, AVIF q70, WebP q85, PNG), 5 phone-sized CCP test
+photos, median of 3 each. Only a JPEG has a reduced decode. The HEIC here is one image as
+pillow-heif writes it; an iPhone's is a grid of 512-px tiles, which libheif decodes on several
+threads.
 
 Photos: the 502 CCP test photos (550 x ~830, what the quality figures are measured on: load_pixels
 decodes them in full, so their pixels are identical) and the same photos made phone-sized (3024 x
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import statistics
 import time
@@ -86,6 +94,34 @@ def served(
     return answers, np.stack(probabilities)
 
 
+FORMATS = {
+    "JPEG": {"quality": 90},
+    "HEIF": {"quality": 80},
+    "AVIF": {"quality": 70},
+    "WEBP": {"quality": 85},
+    "PNG": {},
+}
+
+
+def format_costs(phone: list[bytes]) -> dict[str, object]:
+    """Each photo type's bytes and median load_pixels time for the same phone-sized photos."""
+    out: dict[str, object] = {}
+    for fmt, options in FORMATS.items():
+        encoded = []
+        for data in phone:
+            buffer = io.BytesIO()
+            with Image.open(io.BytesIO(data)) as image:
+                image.convert("RGB").save(buffer, fmt, **options)
+            encoded.append(buffer.getvalue())
+        median_ms(reduced, encoded[:1], 1)  # warm the codec
+        out[fmt] = {
+            "mb": round(statistics.mean(len(d) for d in encoded) / 1e6, 2),
+            "load_ms": round(median_ms(reduced, encoded, 3), 1),
+        }
+        print(fmt, json.dumps(out[fmt]), flush=True)
+    return out
+
+
 def reencoded(data: bytes) -> bytes:
     """The same photo saved again as a JPEG of quality 95: a change no shopper would see."""
     with Image.open(io.BytesIO(data)) as image:
@@ -100,11 +136,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("weights/ccp-attention.pt"))
     parser.add_argument("--bundles", type=Path, default=Path("bundles"))
     parser.add_argument("--out", type=Path, default=Path("reports/decode.json"))
+    parser.add_argument("--formats", action="store_true", help="only each photo type's cost to load")
     args = parser.parse_args()
     _, test = ClothingCoParsing(data_dir(args.data) / "ccp").split()
     ccp = [s.image.read_bytes() for s in test]
+    report: dict[str, object] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "size": SIZE}
+    if args.formats:
+        report["phone_sized_photos"] = 5
+        report["formats"] = format_costs([phone_sized(data) for data in ccp[:5]])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        return
     phone = [phone_sized(data) for data in ccp]
-    report: dict[str, object] = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "size": SIZE}
     for name, photos, repeats in (("ccp", ccp[:100], 3), ("phone", phone[:20], 2)):
         median_ms(reduced, photos[:3], 1)  # warm the allocator and the codec
         rows = {"full decode": median_ms(full, photos, repeats), "reduced decode": median_ms(reduced, photos, repeats)}
