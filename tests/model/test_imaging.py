@@ -306,3 +306,21 @@ def test_a_16_bit_grey_photo_keeps_its_tones() -> None:
     decoded = np.asarray(decode_image(buffer.getvalue()))
     assert decoded[0, 0, 0] == 0 and decoded[-1, -1, 0] == 255
     assert abs(int(decoded[50, 40, 0]) - 128) <= 2  # Pillow's own conversion would clip it to white
+
+
+def test_a_turned_iphone_photo_is_upright_as_the_same_jpeg_is() -> None:
+    """pillow-heif applies a HEIC's rotation itself and resets its EXIF orientation: the photo must
+    not be turned twice, and must come out as the JPEG with the same orientation does."""
+    image = Image.new("RGB", (180, 120), "blue")
+    image.paste(Image.new("RGB", (20, 20), "red"), (0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, upright portrait
+    decoded = {}
+    for fmt in ("HEIF", "JPEG"):
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, exif=exif.tobytes())
+        decoded[fmt] = decode_image(buffer.getvalue())
+        _, placement = load_pixels(buffer.getvalue(), SIZE)
+        assert (placement.width, placement.height) == decoded[fmt].size == (120, 180)
+    for fmt, photo in decoded.items():
+        assert photo.getpixel((110, 5))[0] > 200 and photo.getpixel((5, 5))[2] > 200, fmt  # red at the top right
