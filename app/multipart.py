@@ -10,15 +10,11 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.errors import ServiceError
-from model.imaging import PHOTO_TYPE_NAMES, PHOTO_TYPES
+from model.imaging import PHOTO_TYPE_NAMES, PHOTO_TYPES, iso_media_type
 
 MULTIPART_SLACK = 64 * 1024  # room for the multipart framing and text fields around the image
 # Magic numbers of the accepted types; the client's file name and declared type are not trusted.
 SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
-# HEIF and AVIF files open with an ISO media "ftyp" box naming their brands: its major brand, then
-# the compatible ones (an AVIF may say mif1 first and avif after).
-AVIF_BRANDS = {b"avif", b"avis"}
-HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 ACCEPTED = tuple(t.media_type for t in PHOTO_TYPES)
 MAX_PARTS = 21  # the image and up to 20 text fields
 
@@ -34,14 +30,8 @@ def sniff(data: bytes) -> str | None:
     """The photo's media type by its first bytes, or None for anything else."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    if data[4:8] == b"ftyp":
-        size = int.from_bytes(data[:4], "big")
-        brands = {data[8:12]} | {data[i : i + 4] for i in range(16, min(size, len(data), 256) - 3, 4)}
-        if brands & AVIF_BRANDS:
-            return "image/avif"
-        if brands & HEIC_BRANDS:
-            return "image/heic"
-        return None  # a video (mp4, mov) or another ISO media file
+    if data[4:8] == b"ftyp":  # HEIC, AVIF, or a video in the same box
+        return iso_media_type(data[:256])
     return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
 
 

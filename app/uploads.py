@@ -54,7 +54,7 @@ class UploadStore:
             rows.append({"id": item_id, "path": str(path.relative_to(self.root)), **metadata})
             _write_atomic(self.index, "".join(json.dumps(row) + "\n" for row in rows).encode())
             for stale in self.images.glob(f"{item_id}.*"):  # the same id uploaded before in another format
-                if stale != path:
+                if stale != path and stale.stem == item_id:  # not item "a.b"'s photo when "a" is uploaded
                     stale.unlink()
         return CatalogueItem(item_id, path, {k: str(v) for k, v in metadata.items()})
 

@@ -100,7 +100,7 @@ def _delimiter(header: str) -> str:
 
 def _find_image(folder: Path, item_id: str) -> Path | None:
     for base in (folder, folder / "images"):
-        for suffix in IMAGE_SUFFIXES:
+        for suffix in (*IMAGE_SUFFIXES, *(s.upper() for s in IMAGE_SUFFIXES)):  # IMG_0001.HEIC
             candidate = base / f"{item_id}{suffix}"
             if candidate.is_file():
                 return candidate

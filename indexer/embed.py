@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from indexer.catalogue import CatalogueItem
 from indexer.errors import IndexerError
-from model.imaging import DEFAULT_LIMITS, ImageDecodeError, ImageLimits, load_input
+from model.imaging import DEFAULT_LIMITS, PHOTO_FORMATS, ImageDecodeError, ImageLimits, load_input
 from model.look import mix_product_look
 from model.network import NetworkOutput, Part, PartAttentionNetwork, product_parts, select_parts
 from model.runtime import Forward, make_forward
@@ -56,7 +56,7 @@ class _Decoded(Dataset[tuple[int, torch.Tensor | None, str]]):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
         try:
-            return i, load_input(self.items[i].path, self.size, self.limits)[0], ""
+            return i, load_input(self.items[i].path, self.size, self.limits, PHOTO_FORMATS)[0], ""
         except ImageDecodeError as exc:
             return i, None, str(exc)
 

@@ -29,7 +29,7 @@ import torch
 from indexer.catalogue import CatalogueItem
 from indexer.embed import ItemParts, KnownLabels, Skipped, item_parts
 from indexer.errors import IndexerError
-from model.imaging import ImageDecodeError, ImageLimits, load_pixels, to_input
+from model.imaging import PHOTO_FORMATS, ImageDecodeError, ImageLimits, load_pixels, to_input
 from model.runtime import Runtime, make_forward
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _decode(batch: dict[str, np.ndarray], size: tuple[int, int], limits: ImageLi
     errors = []
     for n, path in enumerate(batch["path"]):
         try:
-            pixels[n] = load_pixels(str(path), size, limits)[0]
+            pixels[n] = load_pixels(str(path), size, limits, PHOTO_FORMATS)[0]
             errors.append("")
         except ImageDecodeError as exc:
             errors.append(str(exc))

@@ -20,13 +20,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from pi_heif import register_heif_opener
+from PIL import AvifImagePlugin, Image, ImageOps
 from PIL.JpegImagePlugin import JpegImageFile
-from pillow_heif import register_heif_opener
 
 from model.errors import ModelError
 
-register_heif_opener()  # HEIC: an iPhone's photos (AVIF is Pillow's own)
+# HEIC (an iPhone's photos) through pi-heif, the decoding build of pillow-heif (LGPL libheif and
+# libde265; pillow-heif's own wheels bundle GPL x265 for encoding). AVIF is Pillow's own. One thread
+# per decode: photos are decoded in parallel already (the service's decode pool, the indexer's
+# workers), and each codec would otherwise start a thread per core for every photo.
+register_heif_opener(decode_threads=1)
+AvifImagePlugin.DEFAULT_MAX_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,27 @@ PHOTO_TYPES = (
 )
 PHOTO_TYPE_NAMES = "JPEG, PNG, WebP, HEIC or AVIF"
 PHOTO_FORMATS = tuple(t.pillow_format for t in PHOTO_TYPES)
+# HEIF and AVIF files open with an ISO media "ftyp" box naming their brands: the major one, then
+# the compatible ones (an AVIF may say mif1 first and avif after; a video says isom, mp42, qt).
+AVIF_BRANDS = {b"avif", b"avis"}
+HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+# What a codec raises on a bad file besides OSError and ValueError: libavif's errors come as
+# RuntimeError, libheif's as EOFError or RuntimeError, an absurd allocation as MemoryError.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, RuntimeError, MemoryError, Image.DecompressionBombError)
+
+
+def iso_media_type(head: bytes) -> str | None:
+    """ "image/avif" or "image/heic" for a file that begins with an ISO media box of those brands;
+    None for any other (a video in the same box too)."""
+    if head[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(head[:4], "big")
+    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(size, len(head)) - 3, 4)}
+    if brands & AVIF_BRANDS:  # before HEIC's: an AVIF may name the generic mif1 too
+        return "image/avif"
+    return "image/heic" if brands & HEIC_BRANDS else None
+
+
 DEFAULT_MAX_PIXELS = 40_000_000  # more is a decompression bomb, not a photo
 # A JPEG drawn small is decoded at a reduced DCT scale, and the limit holds for the pixels decoded;
 # its full size may then be this many times the limit (a 48- or 64-megapixel phone photo), no more:
@@ -209,10 +235,10 @@ def _decode(
         raise ImageDecodeError(f"cannot open: {exc.strerror or exc}") from exc
     with handle:
         try:
-            image = Image.open(handle, formats=formats)
+            image = Image.open(handle, formats=_formats_for(handle, formats))
         except Image.DecompressionBombError as exc:
             raise ImageDecodeError(f"too many pixels: {exc}") from exc
-        except (OSError, ValueError, SyntaxError) as exc:
+        except DECODE_ERRORS as exc:
             raise ImageDecodeError("not a readable image") from exc
         width, height = image.size
         if width < 1 or height < 1:
@@ -236,10 +262,26 @@ def _decode(
                 if image.size[0] * image.size[1] > limits.max_pixels:  # decoded at too large a scale still
                     raise ImageDecodeError(f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
             image.load()
+            if image.size[0] * image.size[1] > limits.max_pixels:  # a HEIF's size is its header's word until decoded
+                raise ImageDecodeError(
+                    f"{image.size[0]}x{image.size[1]} is over the limit of {limits.max_pixels} pixels"
+                )
             ImageOps.exif_transpose(image, in_place=True)  # in place: an upright photo is not copied
             return _rgb(image), upright
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        except DECODE_ERRORS as exc:
             raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+
+
+def _formats_for(handle: io.BufferedIOBase | io.BytesIO, formats: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The formats to open a photo with: an ISO media file by its brands alone (HEIF's and AVIF's
+    openers both take a generic mif1 file, and each fails on the other's codec), else ``formats``."""
+    head = handle.read(64)
+    handle.seek(0)
+    kind = iso_media_type(head)
+    if kind is None:
+        return formats
+    chosen = next(t.pillow_format for t in PHOTO_TYPES if t.media_type == kind)
+    return (chosen,) if formats is None or chosen in formats else formats
 
 
 def _rgb(image: Image.Image) -> Image.Image:

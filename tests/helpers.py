@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -110,3 +111,16 @@ def tiny_ccp(root: Path, photos: int = 10) -> Path:
         tags = np.array([[TINY_CCP_LABELS.index("bag")]])
         scipy.io.savemat(root / "annotations" / "image-level" / f"{n:04d}.mat", {"tags": tags})
     return root
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    """``image`` saved as ``fmt``; HEIF by pillow-heif's encoder (a dev dependency: the service
+    reads HEIC through pi-heif, which only decodes)."""
+    buffer = io.BytesIO()
+    if fmt == "HEIF":
+        import pillow_heif  # not registered as a Pillow opener: pi-heif stays the one that decodes
+
+        pillow_heif.from_pillow(image).save(buffer, **options)
+    else:
+        image.save(buffer, fmt, **options)
+    return buffer.getvalue()

@@ -39,7 +39,7 @@ async def item_image(item_id: str, request: Request, recommender: RecommenderDep
     path = Path(record.image)
     try:
         with open(path, "rb") as handle:
-            media_type, stat = sniff(handle.read(64)), os.fstat(handle.fileno())  # an ISO file lists its brands
+            media_type, stat = sniff(handle.read(256)), os.fstat(handle.fileno())  # an ISO file lists its brands
     except OSError:
         media_type = None
     if not record.image or media_type is None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +13,7 @@ from app.settings import Settings
 from indexer.build import IndexOptions, build_bundle
 from indexer.bundle import BundleStore
 from indexer.catalogue import load_catalogue
-from tests.helpers import make_catalogue
+from tests.helpers import encode, make_catalogue
 
 if TYPE_CHECKING:
     from tests.app.live import Processes
@@ -77,6 +76,4 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def photo_bytes(fmt: str = "JPEG", size: tuple[int, int] = (120, 180), colour: str = "red") -> bytes:
     image = Image.new("RGB", size, "white")
     image.paste(Image.new("RGB", (size[0] // 2, size[1] // 3), colour), (size[0] // 4, size[1] // 3))
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
+    return encode(image, fmt)

@@ -73,12 +73,15 @@ def test_an_iphone_photo_is_uploaded_kept_and_served_as_it_came(client: TestClie
 
 
 def test_upload_replaces_an_item_of_the_same_id(client: TestClient, settings: Settings) -> None:
+    job = wait_for_job(client, upload(client, "same.v2", photo_bytes("PNG")).json()["job_id"])  # an id with a dot
+    assert job["state"] == "succeeded", job
     for fmt, colour in (("PNG", "blue"), ("JPEG", "green")):
         job = wait_for_job(client, upload(client, "same", photo_bytes(fmt, colour=colour)).json()["job_id"])
         assert job["state"] == "succeeded", job
-    assert [p.name for p in (settings.uploads_dir / "images").iterdir()] == ["same.jpg"]
-    rows = (settings.uploads_dir / "items.jsonl").read_text().splitlines()
-    assert len(rows) == 1 and json.loads(rows[0])["path"] == "images/same.jpg"
+    # "same"'s PNG replaced by its JPEG; "same.v2"'s photo untouched
+    assert sorted(p.name for p in (settings.uploads_dir / "images").iterdir()) == ["same.jpg", "same.v2.png"]
+    rows = [json.loads(row) for row in (settings.uploads_dir / "items.jsonl").read_text().splitlines()]
+    assert {row["id"]: row["path"] for row in rows} == {"same.v2": "images/same.v2.png", "same": "images/same.jpg"}
 
 
 def test_bad_uploads_get_clear_errors_and_keep_nothing(client: TestClient, settings: Settings) -> None:

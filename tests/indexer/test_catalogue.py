@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from indexer.catalogue import NOT_AN_IMAGE, CatalogueError, load_catalogue, skipped_summary
-from tests.helpers import SHARED_DATA, make_catalogue
+from tests.helpers import SHARED_DATA, encode, make_catalogue
 
 
 def test_kaggle_layout_as_it_is() -> None:
@@ -86,7 +86,7 @@ def test_json_lines_with_a_byte_order_mark_and_a_path_with_spaces(tmp_path: Path
 
 def test_a_folders_photos_are_indexed_and_its_other_files_reported(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(tmp_path / "a.jpg")
-    Image.new("RGB", (16, 16)).save(tmp_path / "d.heic", "HEIF")  # an iPhone's
+    (tmp_path / "d.HEIC").write_bytes(encode(Image.new("RGB", (16, 16)), "HEIF"))  # an iPhone's
     Image.new("RGB", (16, 16)).save(tmp_path / "e.avif")
     Image.new("RGB", (4, 4)).save(tmp_path / "b.tif")
     (tmp_path / "sub").mkdir()

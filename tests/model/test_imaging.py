@@ -13,6 +13,7 @@ from PIL.JpegImagePlugin import JpegImageFile
 from model.imaging import (
     MAX_ZOOM,
     PAD_VALUE,
+    PHOTO_FORMATS,
     WIDE_ALIGNS,
     ImageDecodeError,
     ImageLimits,
@@ -22,6 +23,7 @@ from model.imaging import (
     load_pixel_views,
     load_pixels,
 )
+from tests.helpers import encode
 
 SIZE = (384, 256)
 
@@ -309,18 +311,41 @@ def test_a_16_bit_grey_photo_keeps_its_tones() -> None:
 
 
 def test_a_turned_iphone_photo_is_upright_as_the_same_jpeg_is() -> None:
-    """pillow-heif applies a HEIC's rotation itself and resets its EXIF orientation: the photo must
-    not be turned twice, and must come out as the JPEG with the same orientation does."""
+    """pi-heif applies a HEIC's rotation itself and resets its EXIF orientation, Pillow's AVIF
+    reader leaves it to the EXIF: either way the photo is turned once, as the JPEG is."""
     image = Image.new("RGB", (180, 120), "blue")
     image.paste(Image.new("RGB", (20, 20), "red"), (0, 0))
     exif = Image.Exif()
     exif[0x0112] = 6  # stored landscape, upright portrait
     decoded = {}
-    for fmt in ("HEIF", "JPEG"):
-        buffer = io.BytesIO()
-        image.save(buffer, fmt, exif=exif.tobytes())
-        decoded[fmt] = decode_image(buffer.getvalue())
-        _, placement = load_pixels(buffer.getvalue(), SIZE)
+    for fmt in ("HEIF", "AVIF", "JPEG"):
+        data = encode(image, fmt, exif=exif.tobytes())
+        decoded[fmt] = decode_image(data)
+        _, placement = load_pixels(data, SIZE)
         assert (placement.width, placement.height) == decoded[fmt].size == (120, 180)
     for fmt, photo in decoded.items():
         assert photo.getpixel((110, 5))[0] > 200 and photo.getpixel((5, 5))[2] > 200, fmt  # red at the top right
+
+
+def _avif() -> bytes:
+    return encode(Image.new("RGB", (64, 96), "navy"), "AVIF")
+
+
+def test_a_damaged_avif_or_heic_is_a_clear_error_not_a_crash() -> None:
+    """libavif and libheif report a bad file as RuntimeError: it must come out as ImageDecodeError
+    (a 422 for the service, a skipped item for the indexer), never an exception nobody catches."""
+    for data in (_avif(), encode(Image.new("RGB", (64, 96), "navy"), "HEIF")):
+        damaged = bytearray(data)
+        picture = data.index(b"mdat") + 4
+        damaged[picture:] = bytes(255 - b for b in damaged[picture:])  # the coded picture garbled, its header whole
+        for spoiled in (bytes(damaged), data[:40]):  # garbled (fails decoding); cut short (fails opening)
+            with pytest.raises(ImageDecodeError):
+                load_pixels(spoiled, SIZE, formats=PHOTO_FORMATS)
+
+
+def test_an_avif_whose_first_brand_is_the_generic_mif1_is_read_as_avif() -> None:
+    data = bytearray(_avif())
+    assert data[8:12] == b"avif"
+    data[8:12] = b"mif1"  # the major brand generic; "avif" stays among the compatible ones
+    pixels, placement = load_pixels(bytes(data), SIZE, formats=PHOTO_FORMATS)  # as the service asks
+    assert (placement.width, placement.height) == (64, 96) and pixels[SIZE[0] // 2, SIZE[1] // 2][2] > 80
