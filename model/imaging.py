@@ -259,10 +259,9 @@ def _decode(
                 _, scale, _, _ = letterbox_placement(*upright, fit)
                 # at least twice the drawn size stays, so the resize after still averages pixels
                 image.draft(None, (max(1, round(2 * width * scale)), max(1, round(2 * height * scale))))
-                if image.size[0] * image.size[1] > limits.max_pixels:  # decoded at too large a scale still
-                    raise ImageDecodeError(f"{width}x{height} is over the limit of {limits.max_pixels} pixels")
             image.load()
-            if image.size[0] * image.size[1] > limits.max_pixels:  # a HEIF's size is its header's word until decoded
+            # what was decoded: a reduced JPEG's pixels; a HEIF's size is its header's word until decoded
+            if image.size[0] * image.size[1] > limits.max_pixels:
                 raise ImageDecodeError(
                     f"{image.size[0]}x{image.size[1]} is over the limit of {limits.max_pixels} pixels"
                 )
