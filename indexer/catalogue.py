@@ -77,7 +77,7 @@ def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
             header = handle.readline()
             handle.seek(0)
-            reader = csv.DictReader(handle, delimiter=_delimiter(header), skipinitialspace=True)
+            reader = csv.DictReader(handle, delimiter=csv_delimiter(header, "id"), skipinitialspace=True)
             names = [name.strip() for name in reader.fieldnames or []]
             if "id" not in names:  # said even when no row follows the header
                 raise _no_id_column(path, names)
@@ -90,11 +90,11 @@ def _no_id_column(path: Path, columns: list[str]) -> CatalogueError:
     return CatalogueError(f"{path} has no 'id' column (its columns: {named}); name the items' id column id")
 
 
-def _delimiter(header: str) -> str:
-    """The separator that splits the header into an ``id`` column (quotes respected), else the one
-    that splits it into the most columns; a comma for a header of one column."""
-    split = {d: [f.strip() for f in next(csv.reader([header], delimiter=d), [])] for d in CSV_DELIMITERS}
-    with_id = [d for d in CSV_DELIMITERS if "id" in split[d]]
+def csv_delimiter(header: str, column: str) -> str:
+    """The separator that splits a CSV's header line into a ``column`` column (quotes respected, case
+    and spaces ignored), else the one that splits it into the most columns; a comma for one column."""
+    split = {d: [f.strip().lower() for f in next(csv.reader([header], delimiter=d), [])] for d in CSV_DELIMITERS}
+    with_id = [d for d in CSV_DELIMITERS if column in split[d]]
     return with_id[0] if with_id else max(CSV_DELIMITERS, key=lambda d: len(split[d]))
 
 

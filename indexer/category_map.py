@@ -4,8 +4,9 @@ A product's part index comes from a metadata field (``--labels-from FIELD``). It
 in this order:
 
 1. the shop's **category map**, a small file the shop writes: CSV with the header ``category,label``
-   or a YAML mapping ``category: label``; each label a part label of the model, or ``none`` (the
-   product joins no part index, only the global one);
+   (separated by commas, or as a spreadsheet saves it: semicolons, tabs) or a YAML mapping
+   ``category: label``; each label a part label of the model, or ``none`` (the product joins no
+   part index, only the global one);
 2. the **built-in names**: the Kaggle product set's ``articleType`` values (model/article_types.py,
    those with no item label going nowhere) and the model's own label names;
 3. else the **model**: its product head places the product by its photo, as it places a product
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from indexer.catalogue import csv_delimiter
 from indexer.errors import IndexerError
 from model.article_types import ARTICLE_TYPE_TO_LABEL, ARTICLE_TYPES_WITHOUT_LABEL
 
@@ -126,7 +128,11 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def _csv_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # The separator is read off the header, as for a metadata CSV: where the decimal mark is a comma,
+    # a spreadsheet saves "category;label".
+    first = next((line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
+    delimiter = csv_delimiter(first, HEADER[0])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows, header = [], None
     try:
         for row in reader:
@@ -137,25 +143,18 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
             if header is None:
                 header = [cell.lower() for cell in cells]
                 if tuple(header) != HEADER:
-                    raise CategoryMapError(f"{path}:{line}: the header must be 'category,label', not {_shown(row)}")
+                    written = delimiter.join(row)
+                    raise CategoryMapError(f"{path}:{line}: the header must be 'category,label', not {written!r}")
                 continue
             if len(cells) != 2:
-                hint = " (quote a category that holds a comma)" if len(cells) > 2 else ""
+                held = "a comma" if delimiter == "," else repr(delimiter)
+                hint = f" (quote a category that holds {held})" if len(cells) > 2 else ""
                 fields = f"{len(cells)} field" + ("s" if len(cells) > 1 else "")
                 raise CategoryMapError(f"{path}:{line}: {fields}, not 2 (category,label){hint}")
             rows.append((line, cells[0], cells[1]))
     except csv.Error as exc:
         raise CategoryMapError(f"{path}:{reader.line_num}: not CSV ({exc})") from None
     return rows
-
-
-def _shown(row: list[str]) -> str:
-    """A header row as written; a separator other than the comma said so."""
-    written = ",".join(row)
-    for name, separator in (("semicolons", ";"), ("tabs", "\t")):
-        if len(row) == 1 and separator in row[0]:
-            return f"{written!r} (fields separated by {name}: use commas)"
-    return repr(written)
 
 
 def _yaml_rows(path: Path, text: str) -> list[tuple[int, str, str]]:

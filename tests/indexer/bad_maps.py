@@ -67,13 +67,6 @@ BAD_MAPS = [
         "{path}:1: the header must be 'category,label', not 'T-Shirt,t-shirt'",
     ),
     BadMap(
-        "semicolon-separated",
-        "semicolons.csv",
-        b"category;label\nHat;hat\n",
-        "{path}:1: the header must be 'category,label', not 'category;label' (fields separated by semicolons: "
-        "use commas)",
-    ),
-    BadMap(
         "wrong number of fields",
         "three-fields.csv",
         b"category,label\nShirts, long sleeve,shirt\n",

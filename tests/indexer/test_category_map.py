@@ -60,6 +60,24 @@ def test_a_good_csv_map(tmp_path: Path) -> None:
     assert CategoryMap.from_record(mapped.record()) == mapped
 
 
+@pytest.mark.parametrize("separator", [";", "\t"], ids=["semicolons", "tabs"])
+def test_a_spreadsheets_separator_is_read_off_the_header(separator: str, tmp_path: Path) -> None:
+    # where the decimal mark is a comma, a spreadsheet saves "category;label"
+    path = tmp_path / "map.csv"
+    text = 'Category{0} Label\nT-Shirt{0}t-shirt\n"Pants{0} chinos"{0}pants\nShirts, long sleeve{0}shirt\n'
+    path.write_text(text.format(separator), encoding="utf-8")
+    mapped = load_category_map(path, LABELS)
+    assert mapped.entries == {"T-Shirt": "t-shirt", f"Pants{separator} chinos": "pants", "Shirts, long sleeve": "shirt"}
+    assert mapped.lines["Shirts, long sleeve"] == 4
+
+
+def test_a_semicolon_map_with_a_row_of_three_fields_names_the_separator(tmp_path: Path) -> None:
+    path = tmp_path / "map.csv"
+    path.write_text("category;label\nShirts; long sleeve;shirt\n", encoding="utf-8")
+    with pytest.raises(CategoryMapError, match=r"map.csv:2: 3 fields, not 2 .*quote a category that holds ';'"):
+        load_category_map(path, LABELS)
+
+
 def test_a_good_yaml_map_keeps_every_name_as_written(tmp_path: Path) -> None:
     path = tmp_path / "map.yml"
     path.write_text("# YAML 1.1 would read No as false and 1.0 as a number\nNo: none\n'1.0': hat\n  # note\nOn: Bag\n")
