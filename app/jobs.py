@@ -112,9 +112,8 @@ def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]
         return _with_skipped(job, store, version)
     if job.kind is JobKind.COMPLETE:
         catalogue = uploads.added_to(load_catalogue(params["catalogue"], params.get("metadata")))
-        live = store.current_version()
-        version = complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
-        return version if version == live else _with_skipped(job, store, version)  # the same: nothing added
+        version, added = complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
+        return _with_skipped(job, store, version) if added else version  # nothing added: nothing of its own skipped
     if job.kind is JobKind.ADD:
         items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]
         outside = first_outside([item.path for item in items], roots)

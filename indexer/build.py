@@ -467,16 +467,17 @@ def complete_bundle(
     *,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
-) -> str:
+) -> tuple[str, bool]:
     """Add the catalogue's items the live bundle lacks (after a first slice); their embeddings
-    only are computed. Returns the published version, or the live one when nothing is missing."""
+    only are computed. Returns the published version, or the live one when nothing is missing, and
+    whether this call published it (the live version may be another writer's by the time it returns)."""
     live = store.open()
     missing = [item for item in catalogue.items if item.id not in live.keys_by_id]
     if not missing and live.complete:
         log.info("bundle %s already holds the whole catalogue", live.version)
-        return live.version
+        return live.version, False
     log.info("completing bundle %s: %d of %d items to add", live.version, len(missing), len(catalogue.items))
-    return add_items(store, checkpoint, missing, options, progress, catalogue=catalogue)
+    return add_items(store, checkpoint, missing, options, progress, catalogue=catalogue), True
 
 
 def delete_items(store: BundleStore, ids: Sequence[str], keep: int = 3) -> str:

@@ -127,3 +127,28 @@ def test_first_slice_is_completed_by_the_service(tmp_path: Path, tiny_checkpoint
         bundle = client.app.state.recommender.bundles.current  # type: ignore[attr-defined]
         assert sorted(record.id for record in bundle.items.values()) == sorted(i.id for i in catalogue.items)
         assert bundle.manifest["parent"] == first.version  # the slice's embeddings were kept, not redone
+
+
+def test_a_completion_that_adds_nothing_reports_no_other_writers_skips(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Another worker may publish between a completion job's start and its end: when the job itself
+    added nothing, what that worker's build left out is not the job's to report."""
+    from app import jobs
+    from app.schemas import Job, JobKind
+
+    catalogue = make_catalogue(tmp_path / "catalogue", count=12)
+    store = BundleStore(tmp_path / "bundles")
+    options = IndexOptions(threshold=0.0, workers=0)
+    build_bundle(store, tiny_checkpoint, load_catalogue(catalogue), options)
+    spoilt = load_catalogue(make_catalogue(tmp_path / "spoilt", count=12, bad=True))
+
+    def another_writer_publishes_meanwhile(store, checkpoint, catalogue, **kwargs):  # type: ignore[no-untyped-def]
+        return build_bundle(store, checkpoint, spoilt, options), False  # live now: a bundle with skipped rows
+
+    monkeypatch.setattr(jobs, "complete_bundle", another_writer_publishes_meanwhile)
+    params = {"catalogue": str(catalogue)}
+    job = Job(id="j", kind=JobKind.COMPLETE, state="running", params=params, created=0, updated=0)
+    version = jobs.execute_job(job, make_settings(tiny_checkpoint, store.root), lambda done, total: None)
+    assert version == store.current_version() and store.skipped_by(version)  # the other build did skip rows
+    assert (job.skipped_count, job.skipped) == (0, [])
