@@ -90,9 +90,10 @@ class JobRun:
             return True
 
 
-def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]) -> str:
-    """Run one job to completion (blocking); returns the published bundle version. ``report(done,
-    total)`` follows the embedding, item by item; an exception it raises stops the job there."""
+def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]) -> str | None:
+    """Run one job to completion (blocking); returns the published bundle version (None: a
+    completion that found the catalogue whole publishes nothing). ``report(done, total)`` follows
+    the embedding, item by item; an exception it raises stops the job there."""
     store = BundleStore(settings.bundles_dir)
     options = settings.index_options()
     params = job.params
@@ -112,8 +113,8 @@ def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]
         return _with_skipped(job, store, version)
     if job.kind is JobKind.COMPLETE:
         catalogue = uploads.added_to(load_catalogue(params["catalogue"], params.get("metadata")))
-        version, added = complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
-        return _with_skipped(job, store, version) if added else version  # nothing added: nothing of its own skipped
+        completed = complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
+        return None if completed is None else _with_skipped(job, store, completed)
     if job.kind is JobKind.ADD:
         items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]
         outside = first_outside([item.path for item in items], roots)
@@ -137,11 +138,11 @@ def _min_items(store: BundleStore, job: Job, settings: Settings) -> int:
     return max(1, math.ceil(settings.reindex_min_fraction * live_items))
 
 
-def _in_thread(fn: Callable[[], str], name: str) -> asyncio.Future[str]:
+def _in_thread(fn: Callable[[], str | None], name: str) -> asyncio.Future[str | None]:
     """Run ``fn`` in a daemon thread: a worker that gave its job up may exit without waiting for it
     (asyncio.to_thread's pool would hold the process until the thread ends)."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[str] = loop.create_future()
+    future: asyncio.Future[str | None] = loop.create_future()
     future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an abandoned one logs nothing
 
     def settle(result: str | None, error: BaseException | None) -> None:
@@ -150,7 +151,7 @@ def _in_thread(fn: Callable[[], str], name: str) -> asyncio.Future[str]:
         if error is not None:
             future.set_exception(error)
         else:
-            future.set_result(result or "")
+            future.set_result(result)
 
     def run() -> None:
         try:

@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 async def _follow_announcements(app: FastAPI) -> None:
     while True:  # a failure must not end the loop: the next announcement may be fine
         try:
-            async for version in app.state.coordinator.announcements():
-                await app.state.recommender.bundles.swap_to(version)
+            async for _version in app.state.coordinator.announcements():
+                # An announcement says the pointer moved: the pointer, not the version named, is
+                # the truth (a late announcement may name a bundle another writer has replaced).
+                await app.state.recommender.bundles.swap_to()
         except Exception:
             log.exception("following bundle announcements failed; resuming")
             await asyncio.sleep(1.0)

@@ -414,50 +414,11 @@ def add_items(
     ``catalogue``: the items complete this catalogue (recorded as such in the manifest).
     ``skipped``: entries of the catalogue the items came from that could not be items (reported
     with those the embedding skips)."""
-    options = options or IndexOptions()
     if skipped:
         log.warning("%s", skipped_summary(list(skipped)))
-    checkpoint = Path(checkpoint)
     with store.writer():
         base = store.open(mmap=False)  # changed in place: a memory-mapped index is read-only
-        if file_sha256(checkpoint) != base.model_sha256:
-            raise BundleError("the checkpoint differs from the live bundle's model: rebuild the whole bundle")
-        # New items are embedded the way the bundle's own items were.
-        built = base.manifest.get("options", {})
-        options = dataclasses.replace(
-            options,
-            threshold=built.get("threshold", options.threshold),
-            max_parts=built.get("max_parts", options.max_parts),
-            labels_from=built.get("labels_from", options.labels_from),
-            category_map=CategoryMap.from_record(built["category_map"])
-            if "category_map" in built
-            else options.category_map,
-        )
-        model = _load_model(Path(checkpoint), options)
-        part_indexes, global_index, records = _changed(base, {item.id for item in items})
-        timings: dict[str, float] = {}
-        started = time.monotonic()
-        first_key = max(base.items, default=-1) + 1
-        new_records, parts, whole, unreadable = _embed(model, checkpoint, items, first_key, options, progress)
-        own_skipped = [*skipped, *unreadable]
-        timings["embed_s"] = round(time.monotonic() - started, 3)
-        added = {label: parts.arrays(label) for label in parts.keys}
-        if new_records:
-            added[GLOBAL_KEY] = whole.arrays("")
-        indexes = {**part_indexes, GLOBAL_KEY: global_index}
-        rebuilt = _add_to(indexes, added, options)
-        part_indexes, global_index = {k: v for k, v in indexes.items() if k != GLOBAL_KEY}, indexes[GLOBAL_KEY]
-        search = {**base.manifest.get("index", {}).get("search", {}), **_tune(indexes, rebuilt)}
-        manifest = {key: base.manifest[key] for key in ("model", "catalogue", "options")}
-        if catalogue is not None:
-            manifest["catalogue"] = _catalogue_manifest(catalogue, complete=True)
-        manifest.update(
-            index={"search": search},
-            parent=base.version,
-            change={"added": [r.id for r in new_records], "skipped": own_skipped},
-            skipped=base.manifest.get("skipped", []) + own_skipped,
-        )
-        return _publish(store, manifest, records + new_records, part_indexes, global_index, options.keep, timings)
+        return _add_to_live(store, base, Path(checkpoint), items, options, progress, catalogue, skipped)
 
 
 def complete_bundle(
@@ -467,17 +428,72 @@ def complete_bundle(
     *,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
-) -> tuple[str, bool]:
+) -> str | None:
     """Add the catalogue's items the live bundle lacks (after a first slice); their embeddings
-    only are computed. Returns the published version, or the live one when nothing is missing, and
-    whether this call published it (the live version may be another writer's by the time it returns)."""
-    live = store.open()
-    missing = [item for item in catalogue.items if item.id not in live.keys_by_id]
-    if not missing and live.complete:
-        log.info("bundle %s already holds the whole catalogue", live.version)
-        return live.version, False
-    log.info("completing bundle %s: %d of %d items to add", live.version, len(missing), len(catalogue.items))
-    return add_items(store, checkpoint, missing, options, progress, catalogue=catalogue), True
+    only are computed. Returns the published version, or None when the live bundle already holds
+    the whole catalogue. Decided under the writer lock: two completions (several API processes may
+    each ask) embed the missing items once, and none reports another writer's bundle as its own."""
+    with store.writer():
+        live = store.open(mmap=False)
+        if live.complete:
+            log.info("bundle %s already holds the whole catalogue", live.version)
+            return None
+        left_out = {entry.get("id") for entry in live.manifest.get("skipped", [])}  # skipped again otherwise
+        missing = [item for item in catalogue.items if item.id not in live.keys_by_id and item.id not in left_out]
+        log.info("completing bundle %s: %d of %d items to add", live.version, len(missing), len(catalogue.items))
+        return _add_to_live(store, live, Path(checkpoint), missing, options, progress, catalogue)
+
+
+def _add_to_live(
+    store: BundleStore,
+    base: Bundle,
+    checkpoint: Path,
+    items: Sequence[CatalogueItem],
+    options: IndexOptions | None,
+    progress: Progress | None,
+    catalogue: Catalogue | None,
+    skipped: Sequence[dict[str, str]] = (),
+) -> str:
+    """add_items' work on the live bundle ``base``, its writer lock held."""
+    options = options or IndexOptions()
+    if file_sha256(checkpoint) != base.model_sha256:
+        raise BundleError("the checkpoint differs from the live bundle's model: rebuild the whole bundle")
+    # New items are embedded the way the bundle's own items were.
+    built = base.manifest.get("options", {})
+    options = dataclasses.replace(
+        options,
+        threshold=built.get("threshold", options.threshold),
+        max_parts=built.get("max_parts", options.max_parts),
+        labels_from=built.get("labels_from", options.labels_from),
+        category_map=(
+            CategoryMap.from_record(built["category_map"]) if "category_map" in built else options.category_map
+        ),
+    )
+    model = _load_model(checkpoint, options)
+    part_indexes, global_index, records = _changed(base, {item.id for item in items})
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    first_key = max(base.items, default=-1) + 1
+    new_records, parts, whole, unreadable = _embed(model, checkpoint, items, first_key, options, progress)
+    own_skipped = [*skipped, *unreadable]
+    timings["embed_s"] = round(time.monotonic() - started, 3)
+    added = {label: parts.arrays(label) for label in parts.keys}
+    if new_records:
+        added[GLOBAL_KEY] = whole.arrays("")
+    indexes = {**part_indexes, GLOBAL_KEY: global_index}
+    rebuilt = _add_to(indexes, added, options)
+    part_indexes, global_index = {k: v for k, v in indexes.items() if k != GLOBAL_KEY}, indexes[GLOBAL_KEY]
+    search = {**base.manifest.get("index", {}).get("search", {}), **_tune(indexes, rebuilt)}
+    manifest = {key: base.manifest[key] for key in ("model", "catalogue", "options")}
+    if catalogue is not None:
+        manifest["catalogue"] = _catalogue_manifest(catalogue, complete=True)
+    manifest.update(
+        index={"search": search},
+        parent=base.version,
+        change={"added": [r.id for r in new_records], "skipped": own_skipped},
+        skipped=base.manifest.get("skipped", []) + own_skipped,
+    )
+    return _publish(store, manifest, records + new_records, part_indexes, global_index, options.keep, timings)
 
 
 def delete_items(store: BundleStore, ids: Sequence[str], keep: int = 3) -> str:

@@ -129,26 +129,38 @@ def test_first_slice_is_completed_by_the_service(tmp_path: Path, tiny_checkpoint
         assert bundle.manifest["parent"] == first.version  # the slice's embeddings were kept, not redone
 
 
-def test_a_completion_that_adds_nothing_reports_no_other_writers_skips(
-    tmp_path: Path, tiny_checkpoint: Path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
-    """Another worker may publish between a completion job's start and its end: when the job itself
-    added nothing, what that worker's build left out is not the job's to report."""
+def test_a_completion_of_a_whole_catalogue_publishes_and_reports_nothing(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Its decision is taken under the writer lock: the live bundle, whoever published it, is not
+    announced again nor its skipped rows reported as the job's."""
     from app import jobs
     from app.schemas import Job, JobKind
 
-    catalogue = make_catalogue(tmp_path / "catalogue", count=12)
+    catalogue = make_catalogue(tmp_path / "spoilt", count=12, bad=True)
     store = BundleStore(tmp_path / "bundles")
-    options = IndexOptions(threshold=0.0, workers=0)
-    build_bundle(store, tiny_checkpoint, load_catalogue(catalogue), options)
-    spoilt = load_catalogue(make_catalogue(tmp_path / "spoilt", count=12, bad=True))
-
-    def another_writer_publishes_meanwhile(store, checkpoint, catalogue, **kwargs):  # type: ignore[no-untyped-def]
-        return build_bundle(store, checkpoint, spoilt, options), False  # live now: a bundle with skipped rows
-
-    monkeypatch.setattr(jobs, "complete_bundle", another_writer_publishes_meanwhile)
+    live = build_bundle(store, tiny_checkpoint, load_catalogue(catalogue), IndexOptions(threshold=0.0, workers=0))
+    assert store.skipped_by(live)  # another writer's build, with rows it left out
     params = {"catalogue": str(catalogue)}
     job = Job(id="j", kind=JobKind.COMPLETE, state="running", params=params, created=0, updated=0)
-    version = jobs.execute_job(job, make_settings(tiny_checkpoint, store.root), lambda done, total: None)
-    assert version == store.current_version() and store.skipped_by(version)  # the other build did skip rows
-    assert (job.skipped_count, job.skipped) == (0, [])
+    assert jobs.execute_job(job, make_settings(tiny_checkpoint, store.root), lambda done, total: None) is None
+    assert (job.skipped_count, job.skipped) == (0, []) and store.current_version() == live
+
+
+def test_a_late_announcement_does_not_take_the_service_back(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Two workers publish one after the other; the first one's announcement arrives last. The
+    service follows the pointer on disk, not the version an announcement names."""
+    catalogue = load_catalogue(make_catalogue(tmp_path / "catalogue", count=12))
+    store = BundleStore(tmp_path / "bundles")
+    options = IndexOptions(threshold=0.0, workers=0)
+    build_bundle(store, tiny_checkpoint, catalogue, options)
+    settings = make_settings(tiny_checkpoint, store.root, bundle_poll_s=3600)  # announcements alone move it
+    with TestClient(create_app(settings)) as client:
+        coordinator, bundles = client.app.state.coordinator, client.app.state.recommender.bundles  # type: ignore[attr-defined]
+        first, second = (build_bundle(store, tiny_checkpoint, catalogue, options) for _ in range(2))
+        client.portal.call(coordinator.announce, second)  # type: ignore[union-attr]
+        deadline = time.monotonic() + 10
+        while bundles.current.version != second:
+            assert time.monotonic() < deadline, "the announcement was not followed"
+            time.sleep(0.05)
+        client.portal.call(coordinator.announce, first)  # type: ignore[union-attr]  # late: replaced already
+        time.sleep(0.5)
+        assert bundles.current.version == second

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import pytest
 
 import indexer.build
 import indexer.embed
-from indexer.build import IndexOptions, add_items, build_bundle, delete_items
+from indexer.build import IndexOptions, add_items, build_bundle, complete_bundle, delete_items
 from indexer.bundle import BundleError, BundleStore
 from indexer.catalogue import CatalogueItem, load_catalogue
 from indexer.errors import IndexerError
@@ -312,3 +313,25 @@ def test_an_index_grown_past_the_exact_limit_becomes_compact_and_stays_editable(
     after = store.open()
     assert after.global_index.ntotal == 22 and "q0" not in after.keys_by_id
     assert after.manifest["index"]["search"] == bundle.manifest["index"]["search"]
+
+
+def test_a_first_slice_is_completed_once_and_its_skipped_rows_are_not_tried_again(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    catalogue = load_catalogue(make_catalogue(tmp_path / "catalogue", count=20, bad=True))
+    unreadable = {"empty", "text", "truncated", "huge"}  # first, so that the slice tries some
+    catalogue = dataclasses.replace(catalogue, items=sorted(catalogue.items, key=lambda i: i.id not in unreadable))
+    store = BundleStore(tmp_path / "bundles")
+    options = IndexOptions(threshold=0.0, workers=0)
+    slice_version = build_bundle(store, tiny_checkpoint, catalogue, options, first=6)
+    left_out = {entry["id"] for entry in store.skipped_by(slice_version)}
+    assert left_out & unreadable
+    completed = complete_bundle(store, tiny_checkpoint, catalogue, options=options)
+    assert completed is not None and completed == store.current_version()
+    bundle = store.open()
+    assert bundle.complete and bundle.manifest["parent"] == slice_version
+    assert not {e["id"] for e in bundle.manifest["change"]["skipped"]} & left_out  # not tried, not listed again
+    expected = {item.id for item in catalogue.items} - {e["id"] for e in bundle.manifest["skipped"]}
+    assert set(bundle.keys_by_id) == expected
+    assert complete_bundle(store, tiny_checkpoint, catalogue, options=options) is None  # whole: nothing published
+    assert store.current_version() == completed
