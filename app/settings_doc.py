@@ -68,7 +68,7 @@ DESCRIPTIONS: dict[str, str] = {
     "model's product head (one category per product; without a head, the street labels it predicts). Items "
     "added later are placed the way their bundle was built",
     "category_map": "the shop's category map for the `FASHION_LABELS_FROM` field: CSV `category,label` "
-    "(commas, semicolons or tabs) or YAML "
+    "(commas, semicolons, tabs or |) or YAML "
     "`category: label`, each label a part label of the model or `none` "
     "([Your own category names](index.md#your-own-category-names)); read at start (a bad map stops it with the "
     "row's problem) and by every reindex",

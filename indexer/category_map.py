@@ -4,7 +4,7 @@ A product's part index comes from a metadata field (``--labels-from FIELD``). It
 in this order:
 
 1. the shop's **category map**, a small file the shop writes: CSV with the header ``category,label``
-   (separated by commas, or as a spreadsheet saves it: semicolons, tabs) or a YAML mapping
+   (separated by commas, or as a spreadsheet saves it: semicolons, tabs, |) or a YAML mapping
    ``category: label``; each label a part label of the model, or ``none`` (the product joins no
    part index, only the global one);
 2. the **built-in names**: the Kaggle product set's ``articleType`` values (model/article_types.py,
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from indexer.catalogue import csv_delimiter
+from indexer.catalogue import CSV_DELIMITERS, csv_delimiter
 from indexer.errors import IndexerError
 from model.article_types import ARTICLE_TYPE_TO_LABEL, ARTICLE_TYPES_WITHOUT_LABEL
 
@@ -149,6 +149,8 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, str, str]]:
             if len(cells) != 2:
                 held = "a comma" if delimiter == "," else repr(delimiter)
                 hint = f" (quote a category that holds {held})" if len(cells) > 2 else ""
+                if len(cells) == 1 and any(d in cells[0] for d in CSV_DELIMITERS if d != delimiter):
+                    hint = f" (the header separates its fields with {held})"
                 fields = f"{len(cells)} field" + ("s" if len(cells) > 1 else "")
                 raise CategoryMapError(f"{path}:{line}: {fields}, not 2 (category,label){hint}")
             rows.append((line, cells[0], cells[1]))

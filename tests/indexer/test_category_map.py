@@ -71,11 +71,29 @@ def test_a_spreadsheets_separator_is_read_off_the_header(separator: str, tmp_pat
     assert mapped.lines["Shirts, long sleeve"] == 4
 
 
-def test_a_semicolon_map_with_a_row_of_three_fields_names_the_separator(tmp_path: Path) -> None:
+def test_the_separator_is_read_off_the_header_past_comments_and_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "map.csv"
-    path.write_text("category;label\nShirts; long sleeve;shirt\n", encoding="utf-8")
-    with pytest.raises(CategoryMapError, match=r"map.csv:2: 3 fields, not 2 .*quote a category that holds ';'"):
+    path.write_text('# exported, v2\n\n"Category";"Label"\nT-Shirt;t-shirt\n', encoding="utf-8")
+    assert load_category_map(path, LABELS).entries == {"T-Shirt": "t-shirt"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "category;label\nShirts; long sleeve;shirt\n",
+            "3 fields, not 2 (category,label) (quote a category that holds ';')",
+        ),
+        ("category;label\nHat,hat\n", "1 field, not 2 (category,label) (the header separates its fields with ';')"),
+    ],
+    ids=["three fields", "mixed separators"],
+)
+def test_a_bad_row_of_a_semicolon_map_names_the_separator(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "map.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CategoryMapError) as refused:
         load_category_map(path, LABELS)
+    assert str(refused.value) == f"{path}:2: {message}"
 
 
 def test_a_good_yaml_map_keeps_every_name_as_written(tmp_path: Path) -> None:
