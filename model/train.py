@@ -31,6 +31,7 @@ import random
 import sys
 import time
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,10 @@ class TrainConfig:
     shot_share: float = 0.75  # how often a CCP photo is drawn as shot (or mirrored) rather than reframed
     products_per_epoch: int = 1500  # product photos drawn each epoch beside every CCP photo (0: none)
     product_reframes: int = 1  # random reframings of each product photo besides as shot
+    # Each epoch's product photos drawn (without replacement) with weight n_c ** -product_balance,
+    # n_c their category's count: 0 draws uniformly (T-shirts 18% of the draws, jackets 1.4%), 0.5
+    # is square-root sampling (Mahajan et al., ECCV 2018), 1 every category alike.
+    product_balance: float = 0.0
     backgrounds_per_epoch: int = 150  # street windows with nothing to wear, drawn each epoch (0: none)
     look: bool = True  # train the look head (model.look_training) after the product head
     # Reframed views as wide as the service makes wide drawn at the frame's top, middle or bottom, as
@@ -126,6 +131,10 @@ class TrainConfig:
     # fitting them (train.take_heads): the product head reads the trunk alone; the look head pools
     # where the attention looks, so it was fitted to the donor's attention, not this model's.
     heads_from: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.product_balance <= 1:  # NaN too: refused at the start, not at the second stage
+            raise ValueError(f"product_balance is between 0 and 1, not {self.product_balance}")
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -164,6 +173,7 @@ class ViewData:
             self.tagged[example.views] = float(example.tagged)
         self.photos = [e for e in training.examples if e.source not in ("product", "background")]  # CCP's
         self.products = training.of("product")
+        self.product_weights = self._balance(self.products, cfg.product_balance)
         self.backgrounds = training.of("background")
         self.per_epoch = (
             len(self.photos)
@@ -172,15 +182,25 @@ class ViewData:
         )
         self.steps_per_epoch = math.ceil(self.per_epoch / cfg.batch_size)
 
+    def _balance(self, products: list[Example], power: float) -> torch.Tensor | None:
+        """Each product's draw weight (None: uniform): its category's count to the power ``-power``."""
+        if not products or power == 0:
+            return None
+        categories = [int(self.targets[e.views[0]].argmax()) for e in products]  # its one known label
+        counts = Counter(categories)
+        return torch.tensor([counts[c] ** -power for c in categories], dtype=torch.float64)
+
     def epoch_rows(self) -> list[int]:
         """The views of one epoch, shuffled: a random view of each photo drawn."""
         chosen = list(self.photos)
-        for pool, count in (
-            (self.products, self.cfg.products_per_epoch),
-            (self.backgrounds, self.cfg.backgrounds_per_epoch),
+        for pool, count, weights in (
+            (self.products, self.cfg.products_per_epoch, self.product_weights),
+            (self.backgrounds, self.cfg.backgrounds_per_epoch, None),
         ):
             if pool and count > 0:
-                chosen += [pool[i] for i in torch.randperm(len(pool))[:count].tolist()]
+                count = min(count, len(pool))
+                order = torch.randperm(len(pool)) if weights is None else torch.multinomial(weights, count)
+                chosen += [pool[i] for i in order[:count].tolist()]
         rows = [self._draw(e) for e in chosen]
         return [rows[i] for i in torch.randperm(len(rows)).tolist()]
 

@@ -218,3 +218,36 @@ def test_heads_are_taken_from_a_checkpoint_with_the_same_trunk(tmp_path: Path) -
         take_heads(tmp_path / "bare.pt", tmp_path / "bare.pt")
     with pytest.raises(ValueError, match="add --products"):  # before any training
         train(tiny_config(), TrainConfig(out=tmp_path / "run", heads_from=tmp_path / "donor.pt"), [])
+
+
+def test_product_balance_draws_rare_categories_more_often(tmp_path: Path) -> None:
+    from model.train import ViewData
+    from model.views import TrainingViews, View
+
+    training = TrainingViews()
+    for i in range(100):  # 90 products of label 0, 10 of label 1
+        targets = torch.zeros(2)
+        targets[int(i >= 90)] = 1.0
+        training.add("product", [View(tmp_path / f"{i}.jpg", None, targets, targets.clone())])
+    labels = [int(training.views[r].targets.argmax()) for r in range(100)]
+
+    def rare_share(balance: float) -> float:
+        torch.manual_seed(0)
+        data = ViewData(quick_config(tmp_path, products_per_epoch=20, product_balance=balance), training, [])
+        epochs = [data.epoch_rows() for _ in range(50)]
+        assert all(len(set(rows)) == len(rows) == 20 for rows in epochs)  # no product twice in an epoch
+        drawn = [labels[r] for rows in epochs for r in rows]
+        return sum(drawn) / len(drawn)
+
+    uniform, square_root, alike = rare_share(0.0), rare_share(0.5), rare_share(1.0)
+    assert 0.05 < uniform < 0.15  # the category's share of the products
+    # the weights give the rare category sqrt(10) / (sqrt(10) + sqrt(90)) = 0.25 and 0.5 of the first
+    # draw; drawn without replacement, a little less over an epoch (about 0.22 and 0.35)
+    assert 0.17 < square_root < 0.28
+    assert square_root < alike < 0.5
+
+
+@pytest.mark.parametrize("balance", [-0.5, 1.5, float("nan")])
+def test_a_product_balance_out_of_range_is_refused_before_training(balance: float, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="product_balance is between 0 and 1"):
+        quick_config(tmp_path, product_balance=balance)
