@@ -421,6 +421,12 @@ def add_items(
         return _add_to_live(store, base, Path(checkpoint), items, options, progress, catalogue, skipped)
 
 
+def _merged(skipped: list[dict[str, str]], more: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``skipped`` and the entries of ``more`` it lacks (an entry skipped again is listed once)."""
+    seen = {tuple(sorted(entry.items())) for entry in skipped}
+    return skipped + [entry for entry in more if tuple(sorted(entry.items())) not in seen]
+
+
 def complete_bundle(
     store: BundleStore,
     checkpoint: str | Path,
@@ -434,12 +440,12 @@ def complete_bundle(
     the whole catalogue. Decided under the writer lock: two completions (several API processes may
     each ask) embed the missing items once, and none reports another writer's bundle as its own."""
     with store.writer():
-        live = store.open(mmap=False)
-        if live.complete:
-            log.info("bundle %s already holds the whole catalogue", live.version)
+        if store.manifest().get("catalogue", {}).get("complete", True):  # read before the bundle's indexes
+            log.info("bundle %s already holds the whole catalogue", store.current_version())
             return None
-        left_out = {entry.get("id") for entry in live.manifest.get("skipped", [])}  # skipped again otherwise
-        missing = [item for item in catalogue.items if item.id not in live.keys_by_id and item.id not in left_out]
+        live = store.open(mmap=False)
+        # An entry the slice skipped is tried again (its photo may be fixed); listed once in the bundle.
+        missing = [item for item in catalogue.items if item.id not in live.keys_by_id]
         log.info("completing bundle %s: %d of %d items to add", live.version, len(missing), len(catalogue.items))
         return _add_to_live(store, live, Path(checkpoint), missing, options, progress, catalogue)
 
@@ -491,7 +497,7 @@ def _add_to_live(
         index={"search": search},
         parent=base.version,
         change={"added": [r.id for r in new_records], "skipped": own_skipped},
-        skipped=base.manifest.get("skipped", []) + own_skipped,
+        skipped=_merged(base.manifest.get("skipped", []), own_skipped),
     )
     return _publish(store, manifest, records + new_records, part_indexes, global_index, options.keep, timings)
 

@@ -161,6 +161,17 @@ def test_a_late_announcement_does_not_take_the_service_back(tmp_path: Path, tiny
         while bundles.current.version != second:
             assert time.monotonic() < deadline, "the announcement was not followed"
             time.sleep(0.05)
+        followed: list[bool] = []
+        swap_to = bundles.swap_to
+
+        async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+            followed.append(await swap_to(*args, **kwargs))
+            return followed[-1]
+
+        bundles.swap_to = counted
         client.portal.call(coordinator.announce, first)  # type: ignore[union-attr]  # late: replaced already
-        time.sleep(0.5)
-        assert bundles.current.version == second
+        deadline = time.monotonic() + 10
+        while not followed:
+            assert time.monotonic() < deadline, "the late announcement was not followed"
+            time.sleep(0.05)
+        assert bundles.current.version == second and followed == [False]  # followed, and nothing swapped
