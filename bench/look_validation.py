@@ -235,7 +235,14 @@ def main() -> None:
         help="a checkpoint with the same trunk and attention whose look head (at its own whole share and "
         "colour weight) is scored beside the trained ones and may be chosen",
     )
+    parser.add_argument(
+        "--only-incumbent",
+        action="store_true",
+        help="train nothing: score --incumbent alone (e.g. a refitted checkpoint as --checkpoint and --incumbent)",
+    )
     args = parser.parse_args()
+    if args.only_incumbent and args.incumbent is None:
+        parser.error("--only-incumbent needs --incumbent")
     configure_logging()
     model, payload = load_checkpoint(args.checkpoint)
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
@@ -247,6 +254,8 @@ def main() -> None:
         )
         if not rows:
             metadata, val_samples, parts, colours = ccp_validation(model, payload, ccp, args.products, data.products)
+        if args.only_incumbent:
+            break
         for weight_decay, input_dropout in itertools.product(args.weight_decays, args.input_dropouts):
             cfg = LookConfig(reshots=reshots, weight_decay=weight_decay, input_dropout=input_dropout)
             for region in REGIONS:
