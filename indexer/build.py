@@ -437,11 +437,23 @@ def complete_bundle(
 ) -> str | None:
     """Add the catalogue's items the live bundle lacks (after a first slice); their embeddings
     only are computed. Returns the published version, or None when the live bundle already holds
-    the whole catalogue. Decided under the writer lock: two completions (several API processes may
-    each ask) embed the missing items once, and none reports another writer's bundle as its own."""
+    the whole catalogue or is a slice of another one. Decided under the writer lock: two
+    completions (several API processes may each ask) embed the missing items once, and none
+    reports another writer's bundle as its own."""
     with store.writer():
-        if store.manifest().get("catalogue", {}).get("complete", True):  # read before the bundle's indexes
+        made_from = store.manifest().get("catalogue", {})  # read before the bundle's indexes
+        if made_from.get("complete", True):
             log.info("bundle %s already holds the whole catalogue", store.current_version())
+            return None
+        if (made_from.get("root"), made_from.get("metadata")) != (catalogue.root, catalogue.metadata):
+            # A completion queued for an earlier slice, run after a slice of another catalogue
+            # replaced it: that slice's own completion adds its rest.
+            log.info(
+                "bundle %s is a first slice of %s, not of %s: nothing to add",
+                store.current_version(),
+                made_from.get("metadata") or made_from.get("root"),
+                catalogue.metadata or catalogue.root,
+            )
             return None
         live = store.open(mmap=False)
         # An entry the slice skipped is tried again (its photo may be fixed); listed once in the bundle.

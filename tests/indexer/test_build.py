@@ -337,3 +337,18 @@ def test_a_first_slice_is_completed_once_with_every_readable_item_and_each_skip_
     assert len(skipped) == len(set(skipped)) and {e["id"] for e in bundle.manifest["skipped"]} >= unreadable
     assert complete_bundle(store, tiny_checkpoint, catalogue, options=options) is None  # whole: nothing published
     assert store.current_version() == completed
+
+
+def test_a_completion_queued_for_another_catalogues_slice_adds_nothing(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    # Catalogue A's slice, then a reindex onto catalogue B's slice before A's completion ran: A's
+    # completion must not fill B's bundle with A's items (B's own completion adds B's rest).
+    store = BundleStore(tmp_path / "bundles")
+    options = IndexOptions(threshold=0.0, workers=0)
+    a = load_catalogue(make_catalogue(tmp_path / "a", count=8))
+    b = load_catalogue(make_catalogue(tmp_path / "b", count=8, prefix="q"))
+    build_bundle(store, tiny_checkpoint, a, options, first=3)
+    b_slice = build_bundle(store, tiny_checkpoint, b, options, first=3)
+    assert complete_bundle(store, tiny_checkpoint, a, options=options) is None
+    assert store.current_version() == b_slice and not store.open().complete
+    completed = complete_bundle(store, tiny_checkpoint, b, options=options)
+    assert completed is not None and set(store.open().keys_by_id) == {item.id for item in b.items}
