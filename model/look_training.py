@@ -354,7 +354,7 @@ def look_data(
 ) -> LookData:
     """Every product's catalogue view; the training products re-shot ``cfg.reshots`` times and the
     validation products once, on regions of the ``streets`` photos; their features (cached by the
-    checkpoint's content)."""
+    checkpoint's content). ``cfg.reshots`` 0: no training views (scoring a fitted head needs none)."""
     products = read_products(root)
     splits = split_products(len(products))
     train_rows, val_rows = (
@@ -374,12 +374,13 @@ def look_data(
 
     # The training views are cached one re-shot number at a time, so that asking for more re-shots
     # computes only the new ones.
+    catalogue = features_of([ViewSpec(row, -1) for row in range(len(products))], "catalogue")
     train = [
         features_of([ViewSpec(row, v, street(row, v)) for row in train_rows], f"train-view{v}")
         for v in range(cfg.reshots)
-    ]
+    ] or [ViewFeatures(**{f.name: getattr(catalogue, f.name)[:0] for f in dataclasses.fields(ViewFeatures)})]
     features = {
-        "catalogue": features_of([ViewSpec(row, -1) for row in range(len(products))], "catalogue"),
+        "catalogue": catalogue,
         "train": ViewFeatures(
             **{f.name: np.concatenate([getattr(t, f.name) for t in train]) for f in dataclasses.fields(ViewFeatures)}
         ),

@@ -106,7 +106,7 @@ def test_a_look_head_is_trained_on_a_product_set_and_written_into_the_checkpoint
     assert part.embedding.shape == (8 + 64,)
 
 
-def test_more_reshots_compute_only_the_new_views(tmp_path: Path) -> None:
+def test_more_reshots_compute_only_the_new_views_and_none_need_none(tmp_path: Path) -> None:
     from PIL import Image
 
     from model.checkpoint import save_checkpoint
@@ -130,3 +130,7 @@ def test_more_reshots_compute_only_the_new_views(tmp_path: Path) -> None:
     assert len(two.features["train"].crop) == len(two.train_owner) == 2 * n
     np.testing.assert_array_equal(two.features["train"].crop[:n], one.features["train"].crop)
     assert two.train_owner.tolist() == one.train_owner.tolist() * 2  # view-major: each view owned by its product
+    none = look_data(model, checkpoint, root, [street], LookConfig(reshots=0), cache, workers=0)
+    assert len(none.features["train"].crop) == len(none.train_owner) == 0  # scoring a fitted head needs none
+    assert none.features["train"].crop.shape[1:] == one.features["train"].crop.shape[1:]
+    np.testing.assert_array_equal(none.features["validation"].crop, one.features["validation"].crop)
