@@ -243,6 +243,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.only_incumbent and args.incumbent is None:
         parser.error("--only-incumbent needs --incumbent")
+    if min(args.reshots) < 1:
+        parser.error("--reshots: a head is trained on at least one re-shot view per product")
     configure_logging()
     model, payload = load_checkpoint(args.checkpoint)
     ccp = ClothingCoParsing(data_dir(args.data) / "ccp")
@@ -302,7 +304,9 @@ def main() -> None:
     report = {
         "checkpoint": str(args.checkpoint),
         "settings": dataclasses.asdict(LookConfig()),  # LookConfig's defaults when run (before the choice)
-        "tried": {
+        "tried": {}
+        if args.only_incumbent
+        else {
             "reshots": args.reshots,
             "weight_decay": args.weight_decays,
             "input_dropout": args.input_dropouts,

@@ -449,10 +449,12 @@ def complete_bundle(
             # A completion queued for an earlier slice, run after a slice of another catalogue
             # replaced it: that slice's own completion adds its rest.
             log.info(
-                "bundle %s is a first slice of %s, not of %s: nothing to add",
+                "bundle %s is a first slice of %s (metadata %s), not of %s (metadata %s): nothing to add",
                 store.current_version(),
-                made_from.get("metadata") or made_from.get("root"),
-                catalogue.metadata or catalogue.root,
+                made_from.get("root"),
+                made_from.get("metadata"),
+                catalogue.root,
+                catalogue.metadata,
             )
             return None
         live = store.open(mmap=False)

@@ -388,7 +388,7 @@ def look_data(
             [ViewSpec(row, VALIDATION_VIEW, street(row, VALIDATION_VIEW)) for row in val_rows], "validation"
         ),
     }
-    owner = torch.tensor([row for _ in range(cfg.reshots) for row in train_rows])  # view-major, as "train"
+    owner = torch.tensor([row for _ in range(cfg.reshots) for row in train_rows], dtype=torch.long)  # view-major
     return LookData(products, train_rows, val_rows, features, owner, key)
 
 
