@@ -409,7 +409,7 @@ def answers_in_process(
     return answers
 
 
-THRESHOLDS = (0.4, 0.5, 0.55, 0.6, 0.7)
+THRESHOLDS = (0.4, 0.5, 0.55, 0.575, 0.6, 0.625, 0.65, 0.7)
 WIDE_THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 FLOORS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
 TOLERANCE = 0.005  # how far under the model of before a candidate's CCP precision or recall may fall
