@@ -240,6 +240,14 @@ def main() -> None:
         action="store_true",
         help="train nothing: score --incumbent alone (e.g. a refitted checkpoint as --checkpoint and --incumbent)",
     )
+    parser.add_argument(
+        "--incumbent-whole-shares",
+        type=float,
+        nargs="*",
+        default=None,
+        help="also score --incumbent's head with its products indexed at these whole shares (its own colour "
+        f"weight; no values: {WHOLE_SHARES}), each a candidate for the rule",
+    )
     args = parser.parse_args()
     if args.only_incumbent and args.incumbent is None:
         parser.error("--only-incumbent needs --incumbent")
@@ -283,28 +291,34 @@ def main() -> None:
         same_parts(model, incumbent)
         own = incumbent.config
         trained = incumbent_payload.get("metrics", {}).get("look", {}).get("settings", {})
-        row = {
-            "incumbent": str(args.incumbent),
-            "reshots": trained.get("reshots"),
-            "weight_decay": trained.get("weight_decay"),
-            "input_dropout": trained.get("input_dropout", 0.0),
-            "region": trained.get("region"),
-            **scored(
-                incumbent.look,
-                data,
-                own.look_whole_share,
-                own.look_colour_weight,
-                (metadata, val_samples, parts, colours),
-            ),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        shares = [own.look_whole_share]
+        if args.incumbent_whole_shares is not None:
+            shares += [s for s in args.incumbent_whole_shares or WHOLE_SHARES if s != own.look_whole_share]
+        for whole_share in shares:
+            row = {
+                "incumbent": str(args.incumbent),
+                "reshots": trained.get("reshots"),
+                "weight_decay": trained.get("weight_decay"),
+                "input_dropout": trained.get("input_dropout", 0.0),
+                "region": trained.get("region"),
+                **scored(
+                    incumbent.look,
+                    data,
+                    whole_share,
+                    own.look_colour_weight,
+                    (metadata, val_samples, parts, colours),
+                ),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     chosen = choose(rows)
     print("chosen:", json.dumps(chosen))
     report = {
         "checkpoint": str(args.checkpoint),
         "settings": dataclasses.asdict(LookConfig()),  # LookConfig's defaults when run (before the choice)
-        "tried": {}
+        "tried": {"incumbent_whole_share": args.incumbent_whole_shares or WHOLE_SHARES}
+        if args.only_incumbent and args.incumbent_whole_shares is not None
+        else {}
         if args.only_incumbent
         else {
             "reshots": args.reshots,
