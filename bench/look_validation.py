@@ -169,6 +169,28 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return max(rows, key=lambda r: (round(r["margin"], 9), sum(margins(r))))
 
 
+# A fitted head's other whole share must beat its own by this much in re-shot r1 (the head's seed
+# spread on validation), and may cost this much colour agreement and top share at most (150 photos).
+SHARE_R1_GAIN, SHARE_COLOUR_TOLERANCE, SHARE_TOP_SHARE_TOLERANCE = 0.014, 0.02, 0.03
+
+
+def choose_share(own: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rule for a fitted head's whole share (docs/research-log.md, 2026-12-07): of the other
+    shares whose re-shot r1 beats ``own``'s by SHARE_R1_GAIN, whose r10 is not lower, whose colour
+    agreement is lower by SHARE_COLOUR_TOLERANCE and largest top share higher by
+    SHARE_TOP_SHARE_TOLERANCE at most, the highest r1 (a tie: the widest margin, ``choose``'s);
+    none: ``own``."""
+    kept = [
+        r
+        for r in others
+        if r["reshot"]["r1"] >= own["reshot"]["r1"] + SHARE_R1_GAIN
+        and r["reshot"]["r10"] >= own["reshot"]["r10"]
+        and r["ccp"]["colour_agreement"] >= own["ccp"]["colour_agreement"] - SHARE_COLOUR_TOLERANCE
+        and r["ccp"]["max_group_top_share"] <= own["ccp"]["max_group_top_share"] + SHARE_TOP_SHARE_TOLERANCE
+    ]
+    return max(kept, key=lambda r: (round(r["reshot"]["r1"], 9), round(r["margin"], 9))) if kept else own
+
+
 def scored(
     head: LookHead,
     data: LookData,
@@ -251,6 +273,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.only_incumbent and args.incumbent is None:
         parser.error("--only-incumbent needs --incumbent")
+    if args.incumbent_whole_shares is not None and not args.only_incumbent:
+        parser.error("--incumbent-whole-shares goes with --only-incumbent (a fitted head's indexing, alone)")
     if min(args.reshots) < 1:
         parser.error("--reshots: a head is trained on at least one re-shot view per product")
     configure_logging()
@@ -293,7 +317,7 @@ def main() -> None:
         trained = incumbent_payload.get("metrics", {}).get("look", {}).get("settings", {})
         shares = [own.look_whole_share]
         if args.incumbent_whole_shares is not None:
-            shares += [s for s in args.incumbent_whole_shares or WHOLE_SHARES if s != own.look_whole_share]
+            shares = list(dict.fromkeys([*shares, *(args.incumbent_whole_shares or WHOLE_SHARES)]))
         for whole_share in shares:
             row = {
                 "incumbent": str(args.incumbent),
@@ -311,23 +335,26 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    chosen = choose(rows)
+    tried: dict[str, Any] = {
+        "reshots": args.reshots,
+        "weight_decay": args.weight_decays,
+        "input_dropout": args.input_dropouts,
+        "region": REGIONS,
+        "whole_share": WHOLE_SHARES,
+        "colour_weight": COLOUR_WEIGHTS,
+    }
+    if args.incumbent_whole_shares is not None:
+        own_row = next(r for r in rows if r["whole_share"] == shares[0])
+        chosen = choose_share(own_row, [r for r in rows if r is not own_row])
+        tried = {"incumbent_whole_share": shares}
+    else:
+        chosen = choose(rows)
+        tried = {} if args.only_incumbent else tried
     print("chosen:", json.dumps(chosen))
     report = {
         "checkpoint": str(args.checkpoint),
         "settings": dataclasses.asdict(LookConfig()),  # LookConfig's defaults when run (before the choice)
-        "tried": {"incumbent_whole_share": args.incumbent_whole_shares or WHOLE_SHARES}
-        if args.only_incumbent and args.incumbent_whole_shares is not None
-        else {}
-        if args.only_incumbent
-        else {
-            "reshots": args.reshots,
-            "weight_decay": args.weight_decays,
-            "input_dropout": args.input_dropouts,
-            "region": REGIONS,
-            "whole_share": WHOLE_SHARES,
-            "colour_weight": COLOUR_WEIGHTS,
-        },
+        "tried": tried,
         "targets": TARGETS,
         "chosen": chosen,
         "rows": rows,

@@ -172,7 +172,7 @@ class LookConfig:
     # histogram's share of the look vector.
     region: str = "whole"
     input_dropout: float = 0.0  # 0.3 won on validation and lost on test (reports/look_candidate_dropout.json)
-    whole_share: float = 0.6  # 1.0 before 2026-12-07 (seventh session): reports/look_validation_whole_share.json
+    whole_share: float = 0.6  # 1.0 before 2026-12-07, seventh session: reports/look_validation_whole_share.json
     colour_weight: float = 0.45
 
 

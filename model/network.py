@@ -210,7 +210,8 @@ def part_box(transform: torch.Tensor, placement: Placement) -> tuple[float, floa
 
 # A shopper's photo's part: its group's probability at least (FASHION_PART_THRESHOLD; chosen on
 # validation with the model, by bench/any_photo.py --choose: CCP's photos and the product set's).
-DEFAULT_PART_THRESHOLD = 0.575  # 2026-12-07 (0.55 before): reports/any_photo_validation_rechoose.json
+# 2026-12-07, seventh session (0.55 before): reports/any_photo_validation_rechoose.json
+DEFAULT_PART_THRESHOLD = 0.575
 # When no group reaches the threshold, the most probable one is still answered, marked not
 # confident, unless even it is below this floor: then the photo has nothing to wear in it and the
 # answer is empty (FASHION_PART_FLOOR; chosen on validation with bench/any_photo.py).
@@ -218,7 +219,8 @@ DEFAULT_PART_FLOOR = 0.2  # 0.1 with the model of before 2026-12-07
 # A wide photo (seen at several places in the frame: a half-body shot) shows its items cut at the
 # frame's edge, and the network is less sure of them: its groups are kept from this probability
 # (FASHION_WIDE_PART_THRESHOLD; chosen on validation with bench/any_photo.py --choose --wide-threshold).
-DEFAULT_WIDE_PART_THRESHOLD = 0.4  # 2026-12-07 (0.35 before): reports/any_photo_validation_rechoose.json
+# 2026-12-07, seventh session (0.35 before): reports/any_photo_validation_rechoose.json
+DEFAULT_WIDE_PART_THRESHOLD = 0.4
 # A catalogue item placed by its predicted street labels (no category known): a label's probability
 # at least (FASHION_ITEM_LABEL_THRESHOLD); low, since max fusion over crops makes present labels score high.
 DEFAULT_ITEM_LABEL_THRESHOLD = 0.05
