@@ -335,21 +335,22 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    tried: dict[str, Any] = {
-        "reshots": args.reshots,
-        "weight_decay": args.weight_decays,
-        "input_dropout": args.input_dropouts,
-        "region": REGIONS,
-        "whole_share": WHOLE_SHARES,
-        "colour_weight": COLOUR_WEIGHTS,
-    }
+    tried: dict[str, Any] = {}
     if args.incumbent_whole_shares is not None:
-        own_row = next(r for r in rows if r["whole_share"] == shares[0])
-        chosen = choose_share(own_row, [r for r in rows if r is not own_row])
+        # only the incumbent's rows here (--only-incumbent), its own share first
+        chosen = choose_share(rows[0], rows[1:])
         tried = {"incumbent_whole_share": shares}
     else:
         chosen = choose(rows)
-        tried = {} if args.only_incumbent else tried
+        if not args.only_incumbent:
+            tried = {
+                "reshots": args.reshots,
+                "weight_decay": args.weight_decays,
+                "input_dropout": args.input_dropouts,
+                "region": REGIONS,
+                "whole_share": WHOLE_SHARES,
+                "colour_weight": COLOUR_WEIGHTS,
+            }
     print("chosen:", json.dumps(chosen))
     report = {
         "checkpoint": str(args.checkpoint),
