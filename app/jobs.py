@@ -113,7 +113,10 @@ def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]
         return _with_skipped(job, store, version)
     if job.kind is JobKind.COMPLETE:
         catalogue = uploads.added_to(load_catalogue(params["catalogue"], params.get("metadata")))
-        completed = complete_bundle(store, settings.checkpoint, catalogue, options=options, progress=report)
+        slice_of = (str(params["catalogue"]), params.get("metadata"))  # as the slice's manifest recorded them
+        completed = complete_bundle(
+            store, settings.checkpoint, catalogue, options=options, progress=report, queued_for=slice_of
+        )
         return None if completed is None else _with_skipped(job, store, completed)
     if job.kind is JobKind.ADD:
         items = [CatalogueItem(i["id"], Path(i["path"]), i.get("metadata", {})) for i in params["items"]]

@@ -321,46 +321,60 @@ def build_bundle(
     Fewer than ``min_items`` indexed items (never fewer than one) publish nothing: IndexerError."""
     options = options or IndexOptions()
     checkpoint = Path(checkpoint)
-    model = _load_model(checkpoint, options)
+    model = _load_model(checkpoint, options)  # a bad checkpoint or factory fails before the lock is waited for
     items = first_slice(catalogue.items, first) if first else catalogue.items
     if catalogue.skipped:  # in the manifest too; said here so that a shop sees what was left out
         log.warning("%s", skipped_summary(catalogue.skipped))
     min_items = max(1, min_items)
     if len(items) < min_items:
         raise IndexerError(_too_few(catalogue, len(items), min_items, "lists"))
-    timings: dict[str, float] = {}
     with store.writer():
-        started = time.monotonic()
-        records, parts, whole, skipped = _embed(model, checkpoint, items, 0, options, progress)
-        if len(records) < min_items:
-            raise IndexerError(_too_few(catalogue, len(records), min_items, "has readable images for"))
-        timings["embed_s"] = round(time.monotonic() - started, 3)
-        timings["items_per_s"] = round(len(items) / max(timings["embed_s"], 1e-9), 2)
-        started = time.monotonic()
-        part_indexes = {label: _new_index(*parts.arrays(label), options) for label in parts.keys}
-        global_index = _new_index(*whole.arrays(""), options) if records else _empty(model)
-        contents = {label: parts.arrays(label) for label in parts.keys}
-        if records:
-            contents[GLOBAL_KEY] = whole.arrays("")
-        search = _tune({**part_indexes, GLOBAL_KEY: global_index}, contents)
-        timings["index_s"] = round(time.monotonic() - started, 3)
-        manifest = {
-            "parent": None,
-            "model": _model_manifest(checkpoint, model),
-            "catalogue": _catalogue_manifest(catalogue, complete=len(items) == len(catalogue.items)),
-            "options": {
-                "threshold": options.threshold,
-                "max_parts": options.max_parts,
-                "factory": options.factory or "auto",
-                "labels_from": options.labels_from,
-                "category_map": options.category_map.record() if options.category_map else None,
-                "engine": options.engine,
-                "runtime": options.runtime,
-            },
-            "skipped": catalogue.skipped + skipped,
-            "index": {"search": search},
-        }
-        return _publish(store, manifest, records, part_indexes, global_index, options.keep, timings)
+        return _build(store, checkpoint, model, catalogue, items, options, progress, min_items)
+
+
+def _build(
+    store: BundleStore,
+    checkpoint: Path,
+    model: PartAttentionNetwork,
+    catalogue: Catalogue,
+    items: Sequence[CatalogueItem],
+    options: IndexOptions,
+    progress: Progress | None,
+    min_items: int,
+) -> str:
+    """build_bundle's work on ``items`` of ``catalogue``, the store's writer lock held."""
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    records, parts, whole, skipped = _embed(model, checkpoint, items, 0, options, progress)
+    if len(records) < min_items:
+        raise IndexerError(_too_few(catalogue, len(records), min_items, "has readable images for"))
+    timings["embed_s"] = round(time.monotonic() - started, 3)
+    timings["items_per_s"] = round(len(items) / max(timings["embed_s"], 1e-9), 2)
+    started = time.monotonic()
+    part_indexes = {label: _new_index(*parts.arrays(label), options) for label in parts.keys}
+    global_index = _new_index(*whole.arrays(""), options) if records else _empty(model)
+    contents = {label: parts.arrays(label) for label in parts.keys}
+    if records:
+        contents[GLOBAL_KEY] = whole.arrays("")
+    search = _tune({**part_indexes, GLOBAL_KEY: global_index}, contents)
+    timings["index_s"] = round(time.monotonic() - started, 3)
+    manifest = {
+        "parent": None,
+        "model": _model_manifest(checkpoint, model),
+        "catalogue": _catalogue_manifest(catalogue, complete=len(items) == len(catalogue.items)),
+        "options": {
+            "threshold": options.threshold,
+            "max_parts": options.max_parts,
+            "factory": options.factory or "auto",
+            "labels_from": options.labels_from,
+            "category_map": options.category_map.record() if options.category_map else None,
+            "engine": options.engine,
+            "runtime": options.runtime,
+        },
+        "skipped": catalogue.skipped + skipped,
+        "index": {"search": search},
+    }
+    return _publish(store, manifest, records, part_indexes, global_index, options.keep, timings)
 
 
 def _too_few(catalogue: Catalogue, count: int, needed: int, what: str) -> str:
@@ -434,18 +448,25 @@ def complete_bundle(
     *,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
+    queued_for: tuple[str, str | None] | None = None,
 ) -> str | None:
     """Add the catalogue's items the live bundle lacks (after a first slice); their embeddings
     only are computed. Returns the published version, or None when the live bundle already holds
     the whole catalogue or is a slice of another one. Decided under the writer lock: two
     completions (several API processes may each ask) embed the missing items once, and none
-    reports another writer's bundle as its own."""
+    reports another writer's bundle as its own.
+
+    ``queued_for``: the (root, metadata) the slice's manifest recorded when this completion was
+    asked for (None: the catalogue's own). A folder that has since gained a metadata file reads
+    as another catalogue: the slice is of it, but not of what it holds now, so the whole catalogue
+    is embedded anew instead of the rest being added."""
     with store.writer():
         made_from = store.manifest().get("catalogue", {})  # read before the bundle's indexes
         if made_from.get("complete", True):
             log.info("bundle %s already holds the whole catalogue", store.current_version())
             return None
-        if (made_from.get("root"), made_from.get("metadata")) != (catalogue.root, catalogue.metadata):
+        queued_for = queued_for or (catalogue.root, catalogue.metadata)
+        if (made_from.get("root"), made_from.get("metadata")) != queued_for:
             # A completion queued for an earlier slice, run after a slice of another catalogue
             # replaced it: that slice's own completion adds its rest.
             log.info(
@@ -453,10 +474,23 @@ def complete_bundle(
                 store.current_version(),
                 made_from.get("root"),
                 made_from.get("metadata"),
-                catalogue.root,
-                catalogue.metadata,
+                *queued_for,
             )
             return None
+        if made_from.get("metadata") != catalogue.metadata:
+            # The folder gained a metadata file after its slice was embedded without one: the
+            # slice's items were placed by the model, the rest would be placed by their categories.
+            # Embedded anew as a whole, every item is placed the same way.
+            log.warning(
+                "catalogue %s now reads its metadata from %s, its slice (bundle %s) from %s: indexing it anew",
+                catalogue.root,
+                catalogue.metadata,
+                store.current_version(),
+                made_from.get("metadata"),
+            )
+            options = options or IndexOptions()
+            model = _load_model(Path(checkpoint), options)
+            return _build(store, Path(checkpoint), model, catalogue, catalogue.items, options, progress, 1)
         live = store.open(mmap=False)
         # An entry the slice skipped is tried again (its photo may be fixed); listed once in the bundle.
         missing = [item for item in catalogue.items if item.id not in live.keys_by_id]

@@ -175,3 +175,24 @@ def test_a_late_announcement_does_not_take_the_service_back(tmp_path: Path, tiny
             assert time.monotonic() < deadline, "the late announcement was not followed"
             time.sleep(0.05)
         assert bundles.current.version == second and followed == [False]  # followed, and nothing swapped
+
+
+def test_a_completion_job_indexes_anew_a_slice_whose_folder_has_since_gained_metadata(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """The job carries the slice's own record (no metadata); the folder now has a metadata file."""
+    from app import jobs
+    from app.schemas import Job, JobKind
+
+    folder = make_catalogue(tmp_path / "catalogue", count=10)
+    metadata = (folder / "metadata.csv").rename(tmp_path / "kept.csv")
+    store = BundleStore(tmp_path / "bundles")
+    build_bundle(store, tiny_checkpoint, load_catalogue(folder), IndexOptions(threshold=0.0, workers=0), first=4)
+    made_from = store.manifest()["catalogue"]
+    metadata.rename(folder / "metadata.csv")
+    params = {"catalogue": made_from["root"], "metadata": made_from["metadata"]}  # as app.main queues it
+    job = Job(id="j", kind=JobKind.COMPLETE, state="running", params=params, created=0, updated=0)
+    version = jobs.execute_job(job, make_settings(tiny_checkpoint, store.root), lambda done, total: None)
+    bundle = store.open()
+    assert version == bundle.version and bundle.complete and bundle.manifest["parent"] is None
+    assert bundle.manifest["catalogue"]["metadata"] == str(folder / "metadata.csv") and len(bundle.items) == 10

@@ -352,3 +352,39 @@ def test_a_completion_queued_for_another_catalogues_slice_adds_nothing(tmp_path:
     assert store.current_version() == b_slice and not store.open().complete
     completed = complete_bundle(store, tiny_checkpoint, b, options=options)
     assert completed is not None and set(store.open().keys_by_id) == {item.id for item in b.items}
+
+
+def test_a_slice_whose_folder_has_since_gained_metadata_is_indexed_anew_by_its_completion(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    # The slice was embedded from the bare folder (each item placed by the model); a metadata file
+    # written before its completion ran places the rest by their categories. Adding the rest would
+    # leave the bundle half one way, half the other: the whole catalogue is embedded anew instead.
+    folder = make_catalogue(tmp_path / "cat", count=8)
+    metadata = (folder / "metadata.csv").rename(tmp_path / "kept.csv")
+    store = BundleStore(tmp_path / "bundles")
+    options = IndexOptions(threshold=0.0, max_parts=1, workers=0, labels_from="kind")
+    build_bundle(store, tiny_checkpoint, load_catalogue(folder), options, first=3)
+    made_from = store.manifest()["catalogue"]
+    assert made_from["metadata"] is None and not made_from["complete"]
+    metadata.rename(folder / "metadata.csv")
+    kinds = ["red", "blue", "green", "red", "blue", "green", "red", "blue"]
+    add_field(folder, "kind", kinds)
+    now = load_catalogue(folder)  # as the completion job reads it: the folder, the slice's (no) metadata
+    assert now.metadata == str(folder / "metadata.csv")
+
+    version = complete_bundle(store, tiny_checkpoint, now, options=options, queued_for=(made_from["root"], None))
+    bundle = store.open()
+    assert version == bundle.version and bundle.complete and bundle.manifest["parent"] is None  # not the slice's
+    assert bundle.manifest["catalogue"]["metadata"] == str(folder / "metadata.csv")
+    assert {record.id: record.metadata["parts"] for record in bundle.items.values()} == {
+        f"p{i}": [kind] for i, kind in enumerate(kinds)
+    }
+
+    # A slice of the same folder read with another metadata file: a completion queued for the
+    # slice before it (no metadata) is not for this one, and adds nothing.
+    other = tmp_path / "other.csv"
+    other.write_text((folder / "metadata.csv").read_text())
+    slice_version = build_bundle(store, tiny_checkpoint, load_catalogue(folder, other), options, first=3)
+    assert complete_bundle(store, tiny_checkpoint, now, options=options, queued_for=(made_from["root"], None)) is None
+    assert store.current_version() == slice_version and not store.open().complete
