@@ -64,6 +64,7 @@ log = logging.getLogger("bench.look_validation")
 Score = Callable[[str, np.ndarray], np.ndarray]
 COLOUR_WEIGHTS = (0.0, 0.15, 0.3, 0.45, 0.6)
 WHOLE_SHARES = (0.0, 0.5, 0.6, 0.7, 1.0)  # of an indexed product's look, its whole photo's (the rest its crop's)
+SKIN_WEIGHTS = (0.5, 0.3)  # a skin-coloured pixel's weight in the colour histograms (1: as any other)
 # The look issue's targets: re-shot r1 and r10 at least, colour agreement at least, the largest
 # group top share at most.
 TARGETS = {"r1": 0.6, "r10": 0.85, "colour_agreement": 0.40, "max_group_top_share": 0.10}
@@ -79,9 +80,10 @@ class StreetPart:
 
 @torch.inference_mode()
 def street_parts(
-    model: PartAttentionNetwork, samples: Sequence[Sample], searchable: set[str]
+    model: PartAttentionNetwork, samples: Sequence[Sample], searchable: set[str], skin_weight: float = 1.0
 ) -> list[list[StreetPart]]:
-    """The parts the service would find in each street photo (its defaults), pooled at their crops."""
+    """The parts the service would find in each street photo (its defaults), pooled at their crops,
+    their colours with skin-coloured pixels weighted by ``skin_weight``."""
     size = (model.config.image_height, model.config.image_width)
     anchors = palette()
     out = []
@@ -93,7 +95,7 @@ def street_parts(
         parts = query_parts(model, head, 0, placement, DEFAULT_PART_THRESHOLD, DEFAULT_MAX_PARTS, searchable)
         transforms = head.transforms[0, [p.step for p in parts]][None]  # (1, parts, 4)
         pooled = pooled_crop_features(maps, transforms)[0] if parts else torch.zeros(0)
-        colours = colour_histogram(x[None], transforms, anchors)[0] if parts else torch.zeros(0)
+        colours = colour_histogram(x[None], transforms, anchors, skin_weight)[0] if parts else torch.zeros(0)
         out.append(
             [
                 StreetPart(p.label, str(p.index_label), pooled[i].half().numpy(), colours[i].numpy())
@@ -191,6 +193,28 @@ def choose_share(own: dict[str, Any], others: list[dict[str, Any]]) -> dict[str,
     return max(kept, key=lambda r: (round(r["reshot"]["r1"], 9), round(r["margin"], 9))) if kept else own
 
 
+# A fitted head's skin weight other than its own must raise CCP colour agreement by this much, and
+# may cost this much re-shot r1 and r10 and this much more top share at most (docs/research-log.md,
+# the eighth session of 2026-12-07).
+SKIN_COLOUR_GAIN, SKIN_R1_TOLERANCE, SKIN_R10_TOLERANCE = 0.015, 0.007, 0.01
+
+
+def choose_skin(own: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rule for a fitted head's skin weight: of the other weights whose colour agreement beats
+    ``own``'s by SKIN_COLOUR_GAIN, whose re-shot r1 and r10 are lower by SKIN_R1_TOLERANCE and
+    SKIN_R10_TOLERANCE at most and whose largest top share is higher by SHARE_TOP_SHARE_TOLERANCE at
+    most, the highest colour agreement (a tie: the widest margin); none: ``own``."""
+    kept = [
+        r
+        for r in others
+        if r["ccp"]["colour_agreement"] >= own["ccp"]["colour_agreement"] + SKIN_COLOUR_GAIN
+        and r["reshot"]["r1"] >= own["reshot"]["r1"] - SKIN_R1_TOLERANCE
+        and r["reshot"]["r10"] >= own["reshot"]["r10"] - SKIN_R10_TOLERANCE
+        and r["ccp"]["max_group_top_share"] <= own["ccp"]["max_group_top_share"] + SHARE_TOP_SHARE_TOLERANCE
+    ]
+    return max(kept, key=lambda r: (round(r["ccp"]["colour_agreement"], 9), round(r["margin"], 9))) if kept else own
+
+
 def scored(
     head: LookHead,
     data: LookData,
@@ -223,13 +247,18 @@ def same_parts(model: PartAttentionNetwork, other: PartAttentionNetwork) -> None
 
 
 def ccp_validation(
-    model: PartAttentionNetwork, payload: dict[str, Any], ccp: ClothingCoParsing, root: Path, products: list[Product]
+    model: PartAttentionNetwork,
+    payload: dict[str, Any],
+    ccp: ClothingCoParsing,
+    root: Path,
+    products: list[Product],
+    skin_weight: float = 1.0,
 ) -> tuple[list[dict[str, str]], list[Sample], list[list[StreetPart]], list[dict[str, str | None]]]:
     """The products' metadata, and the CCP validation photos (as the checkpoint's training held them
     out) with the parts the service would find in them and their items' colours."""
     _, samples = validation_split(ccp, payload.get("training", {}))
     searchable = {p.category for p in products} & set(model.config.labels)
-    parts = street_parts(model, samples, searchable)
+    parts = street_parts(model, samples, searchable, skin_weight)
     return read_metadata(root, products), samples, parts, [item_colours(ccp, s) for s in samples]
 
 
@@ -270,7 +299,21 @@ def main() -> None:
         help="also score --incumbent's head with its products indexed at these whole shares (its own colour "
         f"weight; no values: {WHOLE_SHARES}), each a candidate for the rule",
     )
+    parser.add_argument(
+        "--incumbent-skin-weights",
+        type=float,
+        nargs="*",
+        default=None,
+        help="also score --incumbent's head with skin-coloured pixels weighted by these in every colour "
+        f"histogram (its own whole share and colour weight; no values: {SKIN_WEIGHTS}), each a candidate",
+    )
     args = parser.parse_args()
+    if args.incumbent_whole_shares is not None and args.incumbent_skin_weights is not None:
+        parser.error("--incumbent-whole-shares and --incumbent-skin-weights: one choice at a time")
+    if args.incumbent_skin_weights is not None and not args.only_incumbent:
+        parser.error("--incumbent-skin-weights goes with --only-incumbent (a fitted head's colours, alone)")
+    if any(not 0 <= w <= 1 for w in args.incumbent_skin_weights or []):
+        parser.error("--incumbent-skin-weights: weights in [0, 1]")
     if args.only_incumbent and args.incumbent is None:
         parser.error("--only-incumbent needs --incumbent")
     if args.incumbent_whole_shares is not None and not args.only_incumbent:
@@ -318,20 +361,24 @@ def main() -> None:
         shares = [own.look_whole_share]
         if args.incumbent_whole_shares is not None:
             shares = list(dict.fromkeys([*shares, *(args.incumbent_whole_shares or WHOLE_SHARES)]))
-        for whole_share in shares:
+        skins = [own.look_skin_weight]
+        if args.incumbent_skin_weights is not None:
+            skins = list(dict.fromkeys([*skins, *(args.incumbent_skin_weights or SKIN_WEIGHTS)]))
+        for whole_share, skin_weight in itertools.product(shares, skins):
+            ccp_views = (metadata, val_samples, parts, colours)
+            skin_data = data
+            if skin_weight != 1:  # the colours of every view and every CCP part, taken again
+                cfg = LookConfig(reshots=0, skin_weight=skin_weight)
+                skin_data = look_data(model, args.checkpoint, args.products, streets, cfg, args.cache_dir, args.workers)
+                ccp_views = ccp_validation(model, payload, ccp, args.products, data.products, skin_weight)
             row = {
                 "incumbent": str(args.incumbent),
                 "reshots": trained.get("reshots"),
                 "weight_decay": trained.get("weight_decay"),
                 "input_dropout": trained.get("input_dropout", 0.0),
                 "region": trained.get("region"),
-                **scored(
-                    incumbent.look,
-                    data,
-                    whole_share,
-                    own.look_colour_weight,
-                    (metadata, val_samples, parts, colours),
-                ),
+                "skin_weight": skin_weight,
+                **scored(incumbent.look, skin_data, whole_share, own.look_colour_weight, ccp_views),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -340,6 +387,9 @@ def main() -> None:
         # only the incumbent's rows here (--only-incumbent), its own share first
         chosen = choose_share(rows[0], rows[1:])
         tried = {"incumbent_whole_share": shares}
+    elif args.incumbent_skin_weights is not None:
+        chosen = choose_skin(rows[0], rows[1:])  # its own skin weight first
+        tried = {"incumbent_skin_weight": skins}
     else:
         chosen = choose(rows)
         if not args.only_incumbent:

@@ -24,7 +24,14 @@ ANCHOR_LAYOUTS = ("grid", "ring")
 
 # The fields that describe the heads fitted after training on the frozen trunk (model.products,
 # model.look_training): model.train --heads-from copies them with the heads' weights.
-HEAD_FIELDS = ("product_labels", "look_dim", "look_hidden", "look_colour_weight", "look_whole_share")
+HEAD_FIELDS = (
+    "product_labels",
+    "look_dim",
+    "look_hidden",
+    "look_colour_weight",
+    "look_whole_share",
+    "look_skin_weight",
+)
 
 
 @dataclass
@@ -65,6 +72,8 @@ class ModelConfig:
     # A catalogue photo's look: its whole photo's and its category crop's look vectors mixed, the
     # whole photo with this share (1: the whole photo alone; 0: the crop alone), unit length again.
     look_whole_share: float = 0.0
+    # The weight a skin-coloured pixel keeps in a look's colour histogram (1: as any other pixel).
+    look_skin_weight: float = 1.0
     # "sigmoid": BCE per label (chosen on validation); "softmax": the paper's L_cls; "asymmetric":
     # sigmoid scores trained with the asymmetric loss (model.losses.asymmetric_loss)
     classification: str = "sigmoid"
@@ -82,6 +91,8 @@ class ModelConfig:
             raise ValueError("a model needs at least one label")
         if not 0 <= self.look_whole_share <= 1:
             raise ValueError("look_whole_share is a share: in [0, 1]")
+        if not 0 <= self.look_skin_weight <= 1:
+            raise ValueError("look_skin_weight is a weight: in [0, 1]")
         if self.image_height % 16 or self.image_width % 16:
             raise ValueError("image height and width must be multiples of 16 (the trunk's stride)")
         for name in ("channels", "steps", "crop_height", "crop_width", "codewords", "hidden"):

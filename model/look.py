@@ -7,7 +7,8 @@ For each attended crop, and for the whole photo:
   a product's catalogue photo and its re-shot views, model.look_training), L2-normalised;
 - a colour histogram of the crop's pixels: each pixel softly assigned to a fixed palette in CIELAB,
   weighted towards the crop's centre, the white studio backdrop (and the letterbox padding) left
-  out; square-rooted (Hellinger) and L2-normalised;
+  out, skin-coloured pixels weighted by ``look_skin_weight``; square-rooted (Hellinger) and
+  L2-normalised;
 - the two concatenated, the colour with ``look_colour_weight`` of the squared length.
 
 The vectors are unit length: FAISS's L2 distance between two is 2 − 2·cosine, as before.
@@ -30,6 +31,9 @@ PALETTE_LEVELS = 4  # palette: this many levels of each of R, G, B (64 colours)
 COLOUR_SIGMA = 12.0  # CIELAB units: how softly a pixel is shared between palette colours
 BACKDROP = 0.93  # a pixel at least this bright in every channel is backdrop (catalogue white, padding)
 CENTRE_SIGMA = 0.6  # the centre weighting's spread, in the crop's half-sizes
+# Skin-coloured pixels: a soft box in YCbCr (Chai & Ngan, 1999: Cr 133-173, Cb 77-127, 0-255 units),
+# its edges ramped over this many units so that a pixel's weight moves smoothly with its colour.
+SKIN_CR, SKIN_CB, SKIN_EDGE = (133.0, 173.0), (77.0, 127.0), 4.0
 
 
 def srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -68,14 +72,32 @@ def sample_crops(
     return samples.view(B, images.shape[1], K, rows, cols)
 
 
-def colour_histogram(images: torch.Tensor, transforms: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+def skin_likeness(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) sRGB in [0, 1] -> (...,) in [0, 1]: 1 inside the skin box of YCbCr, 0 outside it."""
+    r, g, b = rgb.unbind(-1)
+    cr = 128 + 255 * (0.5 * r - 0.418688 * g - 0.081312 * b)
+    cb = 128 + 255 * (-0.168736 * r - 0.331264 * g + 0.5 * b)
+
+    def inside(value: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+        low, high = bounds
+        return ((value - low) / SKIN_EDGE + 0.5).clamp(0, 1) * ((high - value) / SKIN_EDGE + 0.5).clamp(0, 1)
+
+    return inside(cr, SKIN_CR) * inside(cb, SKIN_CB)
+
+
+def colour_histogram(
+    images: torch.Tensor, transforms: torch.Tensor, anchors: torch.Tensor, skin_weight: float = 1.0
+) -> torch.Tensor:
     """(B, 3, H, W) photos in [0, 1] and (B, K, 4) crops -> (B, K, P) unit-length colour
-    histograms of each crop's pixels (square-rooted shares of the palette)."""
+    histograms of each crop's pixels (square-rooted shares of the palette). ``skin_weight``: the
+    weight a skin-coloured pixel keeps (1: as any other). A part's crop holds the arms, neck or
+    legs around its item; a crop of one colour keeps its histogram whatever the weight."""
     B, K, _ = transforms.shape
     rows, cols = COLOUR_GRID
     pixels = sample_crops(images, transforms, rows, cols, padding_mode="border")  # (B, 3, K, rows, cols)
     pixels = pixels.flatten(3).permute(0, 2, 3, 1).flatten(0, 1)  # (B*K, N, 3)
-    lab = srgb_to_lab(pixels.clamp(0, 1))
+    rgb = pixels.clamp(0, 1)  # clamped once: ONNX's exporter lost the second of two clamps of one tensor
+    lab = srgb_to_lab(rgb)
     # A softmax over the palette needs a pixel's |a - b|² only up to its own |a|²: |b|² - 2 a.b is a
     # matrix product (the (B*K, N, P, 3) difference it replaces was the head's dearest step).
     anchors = anchors.to(lab.dtype)
@@ -88,7 +110,11 @@ def colour_histogram(images: torch.Tensor, transforms: torch.Tensor, anchors: to
     # Weighted by each factor in turn: OpenVINO's saved model computes a reduction over their
     # product (centre * visible, one tensor) wrongly. The sum needs no division: the vector is
     # normalised after.
-    histogram = (share * visible.unsqueeze(-1) * centre.view(1, -1, 1)).sum(1) + 1e-9  # (B*K, P)
+    weighted = share * visible.unsqueeze(-1)
+    if skin_weight < 1:
+        kept = 1 - (1 - skin_weight) * skin_likeness(rgb)  # (B*K, N)
+        weighted = weighted * kept.unsqueeze(-1)
+    histogram = (weighted * centre.view(1, -1, 1)).sum(1) + 1e-9  # (B*K, P)
     return F.normalize(histogram.clamp_min(0).sqrt(), dim=-1).view(B, K, -1)
 
 
@@ -136,6 +162,7 @@ class LookHead(nn.Module):
             nn.Linear(config.look_hidden, config.look_dim),
         )
         self.colour_weight = config.look_colour_weight
+        self.skin_weight = config.look_skin_weight
         self.register_buffer("anchors", palette(), persistent=False)
 
     @property
@@ -162,6 +189,7 @@ class LookHead(nn.Module):
         whole = torch.tensor(WHOLE, dtype=transforms.dtype, device=transforms.device).expand(B, 1, 4)
         crops = torch.cat([transforms, whole], 1)  # (B, K + 1, 4)
         looks = self.combine(
-            self.embed(pooled_crop_features(trunk_maps, crops)), colour_histogram(images, crops, self.anchors)
+            self.embed(pooled_crop_features(trunk_maps, crops)),
+            colour_histogram(images, crops, self.anchors, self.skin_weight),
         )
         return looks[:, :-1], looks[:, -1]

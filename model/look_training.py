@@ -115,8 +115,10 @@ def view_features(
     cache: Path,
     seed: int,
     workers: int = 2,
+    skin_weight: float = 1.0,
 ) -> ViewFeatures:
-    """Each view's pooled features and colours, computed once (cached in ``cache``)."""
+    """Each view's pooled features and colours (skin-coloured pixels weighted by ``skin_weight``,
+    model.look.colour_histogram), computed once (cached in ``cache``)."""
     if cache.is_file():
         stored = np.load(cache)
         if len(stored["crop"]) == len(specs):  # else written for other views: computed again
@@ -140,7 +142,7 @@ def view_features(
         whole = torch.tensor(WHOLE).expand(len(rows), 1, 4)
         regions = torch.cat([crops, whole], 1)
         pooled = pooled_crop_features(maps, regions)
-        colours = colour_histogram(images, regions, anchors)
+        colours = colour_histogram(images, regions, anchors, skin_weight)
         out["crop"].append(pooled[:, 0].half().numpy())
         out["whole"].append(pooled[:, 1].half().numpy())
         out["crop_colour"].append(colours[:, 0].numpy())
@@ -174,6 +176,7 @@ class LookConfig:
     input_dropout: float = 0.0  # 0.3 won on validation and lost on test (reports/look_candidate_dropout.json)
     whole_share: float = 0.6  # 1.0 before 2026-12-07, seventh session: reports/look_validation_whole_share.json
     colour_weight: float = 0.45
+    skin_weight: float = 1.0  # a skin-coloured pixel's weight in the colour histograms (model.look)
 
 
 def info_nce(positives: torch.Tensor, anchors: torch.Tensor, index: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -319,9 +322,9 @@ def fit_look_head(
 
 def head_cache(cache: Path, key: str, cfg: LookConfig, region: str) -> Path:
     """Where a trained head is kept: by its views' key and every training setting (not the
-    indexing-time ones, colour weight and whole share)."""
+    indexing-time ones, colour weight, whole share and skin weight)."""
     settings = dataclasses.asdict(dataclasses.replace(cfg, region=region, colour_weight=0.0))
-    del settings["whole_share"]  # the keys of heads trained before these settings existed hold
+    del settings["whole_share"], settings["skin_weight"]  # the keys of heads trained before these existed hold
     if not settings["input_dropout"]:
         del settings["input_dropout"]
     return cache / f"head-{key}-{zlib.crc32(repr(sorted(settings.items())).encode()):08x}.pt"
@@ -367,10 +370,14 @@ def look_data(
 
     # The views depend on the model, the products and their split, the streets and the seed.
     views = repr(([p.id for p in products], train_rows, val_rows, [str(s) for s in streets], cfg.seed)).encode()
+    # The skin weight changes the views' colours, not their pooled features: a head trained on one
+    # is the head of the other (its cache is named by ``key`` alone).
+    colours = "" if cfg.skin_weight == 1 else f"-skin{cfg.skin_weight:g}"
     key = f"{zlib.crc32(checkpoint.read_bytes()):08x}-{zlib.crc32(views):08x}-{VIEWS_FORMAT}"
 
     def features_of(views: list[ViewSpec], name: str) -> ViewFeatures:
-        return view_features(model, products, views, cache / f"{name}-{key}.npz", cfg.seed, workers)
+        file = cache / f"{name}-{key}{colours}.npz"
+        return view_features(model, products, views, file, cfg.seed, workers, cfg.skin_weight)
 
     # The training views are cached one re-shot number at a time, so that asking for more re-shots
     # computes only the new ones.
@@ -403,6 +410,7 @@ def add_look_head(
         look_hidden=cfg.hidden,
         look_colour_weight=cfg.colour_weight,
         look_whole_share=cfg.whole_share,
+        look_skin_weight=cfg.skin_weight,
     )
     with_look = PartAttentionNetwork(dataclasses.replace(config, pretrained=False, trunk_weights=None))
     with_look.load_state_dict(model.state_dict(), strict=False)

@@ -20,6 +20,7 @@ from model.look import (
     palette,
     pooled_crop_features,
     sample_crops,
+    skin_likeness,
     srgb_to_lab,
 )
 from model.network import PartAttentionNetwork, query_parts, select_parts
@@ -51,6 +52,28 @@ def test_the_colour_histogram_sees_the_crops_colour_and_not_the_white_backdrop()
     assert int(histogram.argmax()) == int(red)
     white = torch.argmin(((palette() - srgb_to_lab(torch.ones(3))) ** 2).sum(-1))
     assert float(histogram[white]) < 0.01  # the white around it is left out
+
+
+SKIN = (0.88, 0.67, 0.55)  # a light skin tone (Cr 147, Cb 111: inside the box)
+
+
+def test_skin_coloured_pixels_count_less_and_a_crop_of_one_colour_keeps_its_histogram() -> None:
+    tones = torch.tensor([SKIN, (0.55, 0.36, 0.26), (0.1, 0.2, 0.8), (0.1, 0.1, 0.1), (0.9, 0.9, 0.9)])
+    likeness = skin_likeness(tones)
+    assert float(likeness[0]) == 1.0 and float(likeness[1]) > 0.9  # light and dark skin
+    assert likeness[2:].max() == 0.0  # blue, black, light grey: not skin
+    whole = torch.tensor([[WHOLE]])
+    half = torch.ones(1, 3, 64, 48) * torch.tensor(SKIN).view(1, 3, 1, 1)  # bare arms beside...
+    half[0, :, :, 24:] = torch.tensor([0.1, 0.2, 0.8]).view(3, 1, 1)  # ...a blue sleeve
+    blue = torch.argmin(((palette() - srgb_to_lab(torch.tensor([0.1, 0.2, 0.8]))) ** 2).sum(-1))
+    shares = [float(colour_histogram(half, whole, palette(), weight)[0, 0, blue]) for weight in (1.0, 0.5, 0.3)]
+    assert shares[0] < shares[1] < shares[2]  # the garment's colour takes more of the histogram
+    one_colour = torch.ones(1, 3, 64, 48) * torch.tensor(SKIN).view(1, 3, 1, 1)
+    torch.testing.assert_close(
+        colour_histogram(one_colour, whole, palette(), 0.3), colour_histogram(one_colour, whole, palette())
+    )
+    with pytest.raises(ValueError, match="look_skin_weight"):
+        tiny_config(look_skin_weight=1.5)
 
 
 def test_pooled_crop_features_are_each_levels_mean_and_max_inside_the_crop() -> None:
@@ -148,9 +171,10 @@ def test_mixing_the_looks_takes_either_side_alone_at_its_ends() -> None:
         tiny_config(look_whole_share=1.5)
 
 
+@pytest.mark.parametrize("skin_weight", [1.0, 0.5])
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
-def test_the_look_exports(runtime: str, tmp_path: Path) -> None:
-    model = with_look()
+def test_the_look_exports(runtime: str, skin_weight: float, tmp_path: Path) -> None:
+    model = with_look(look_skin_weight=skin_weight)
     assert "part_looks" in served_fields(model) and "part_embeddings" not in served_fields(model)
     forward = make_forward(model, runtime, "b" * 64, tmp_path)  # type: ignore[arg-type]
     images = torch.rand(3, 3, 64, 48, generator=torch.Generator().manual_seed(1))

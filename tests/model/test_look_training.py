@@ -53,7 +53,7 @@ def test_a_trained_head_is_kept_by_its_training_settings_only(tmp_path: Path) ->
     base = LookConfig()
     same = head_cache(tmp_path, "k", base, "whole")
     # indexing-time settings do not train another head
-    assert head_cache(tmp_path, "k", LookConfig(whole_share=0.3, colour_weight=0.1), "whole") == same
+    assert head_cache(tmp_path, "k", LookConfig(whole_share=0.3, colour_weight=0.1, skin_weight=0.5), "whole") == same
     without, with_dropout = (head_cache(tmp_path, "k", LookConfig(input_dropout=p), "whole") for p in (0.0, 0.3))
     assert without != with_dropout
     assert head_cache(tmp_path, "k", base, "crop") != same
@@ -85,7 +85,7 @@ def test_a_look_head_is_trained_on_a_product_set_and_written_into_the_checkpoint
         Image.new("RGB", (60, 90), (90 + 40 * i, 90, 90)).save(streets[-1])
     model = PartAttentionNetwork(tiny_config(labels=["bag", "jeans", "belt"], pretrained=True)).eval()
     checkpoint = save_checkpoint(tmp_path / "best.pt", model, with_trunk=False, metrics={"validation": {"x": 1}})
-    cfg = LookConfig(reshots=2, epochs=3, batch_size=16, look_dim=8, hidden=16)
+    cfg = LookConfig(reshots=2, epochs=3, batch_size=16, look_dim=8, hidden=16, skin_weight=0.5)
 
     import model.look_training as look_training
 
@@ -97,6 +97,7 @@ def test_a_look_head_is_trained_on_a_product_set_and_written_into_the_checkpoint
         look_training.street_photos = original  # type: ignore[assignment]
     loaded, payload = load_checkpoint(checkpoint)
     assert loaded.config.look_dim == 8 and loaded.config.look_colour_weight == cfg.colour_weight
+    assert loaded.config.look_skin_weight == 0.5 and loaded.look is not None and loaded.look.skin_weight == 0.5
     assert payload["metrics"]["validation"] == {"x": 1}  # what was there is kept
     look = payload["metrics"]["look"]
     assert len(look["history"]) == 3 and 0 <= look["validation_reshot"]["r1"] <= 1
