@@ -125,7 +125,9 @@ def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]
             raise IndexerError(f"{outside} is outside the catalogue roots")
         return _with_skipped(job, store, add_items(store, settings.checkpoint, items, options, report))
     if job.kind is JobKind.DELETE:
-        return delete_items(store, params["ids"])
+        version = delete_items(store, params["ids"])
+        uploads.remove(params["ids"])  # else the next reindex would bring them back with the uploads
+        return version
     assert_never(job.kind)
 
 

@@ -11,13 +11,13 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from app.schemas import ITEM_ID_PATTERN
-from indexer.catalogue import Catalogue, CatalogueItem, load_catalogue, merge_catalogues
+from indexer.catalogue import Catalogue, CatalogueItem, load_catalogue, merge_catalogues, metadata_text
 from model.imaging import PHOTO_TYPES
 
 ITEMS = "items.jsonl"
@@ -56,7 +56,23 @@ class UploadStore:
             for stale in self.images.glob(f"{item_id}.*"):  # the same id uploaded before in another format
                 if stale != path and stale.stem == item_id:  # not item "a.b"'s photo when "a" is uploaded
                     stale.unlink()
-        return CatalogueItem(item_id, path, {k: str(v) for k, v in metadata.items()})
+        return CatalogueItem(item_id, path, {k: metadata_text(v) for k, v in metadata.items()})  # as a reindex reads it
+
+    def remove(self, ids: Collection[str]) -> list[str]:
+        """Forget the uploaded items among ``ids`` (their rows and photos), so that no later reindex
+        brings a deleted item back; returns those it held."""
+        if not self.index.is_file():
+            return []
+        with self._locked():
+            rows = self._rows()
+            gone = [str(row.get("id")) for row in rows if row.get("id") in ids]
+            if gone:
+                kept = [row for row in rows if row.get("id") not in ids]
+                _write_atomic(self.index, "".join(json.dumps(row) + "\n" for row in kept).encode())
+                for row in rows:
+                    if row.get("id") in ids:
+                        (self.root / str(row.get("path", ""))).unlink(missing_ok=True)
+        return gone
 
     def _rows(self) -> list[dict[str, Any]]:
         if not self.index.is_file():

@@ -524,11 +524,13 @@ def _add_to_live(
         ),
     )
     model = _load_model(checkpoint, options)
-    part_indexes, global_index, records = _changed(base, {item.id for item in items})
     timings: dict[str, float] = {}
     started = time.monotonic()
     first_key = max(base.items, default=-1) + 1
     new_records, parts, whole, unreadable = _embed(model, checkpoint, items, first_key, options, progress)
+    # Only the items embedded replace their old selves: one whose new photo cannot be read keeps
+    # the one it had (and is reported skipped), instead of leaving the bundle.
+    part_indexes, global_index, records = _changed(base, {record.id for record in new_records})
     own_skipped = [*skipped, *unreadable]
     timings["embed_s"] = round(time.monotonic() - started, 3)
     added = {label: parts.arrays(label) for label in parts.keys}

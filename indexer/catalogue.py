@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -61,28 +62,60 @@ class Catalogue:
         return digest.hexdigest()
 
 
+def utf8_text(path: Path, data: bytes, error: type[IndexerError], what: str) -> str:
+    """``data`` (``path``'s bytes) as text: UTF-8, a leading byte-order mark dropped. Anything else
+    is refused with the line and byte that are not UTF-8 (``what``: the file, as the message names
+    it): a Latin-1 or Windows-1252 export read leniently would turn every accented name into
+    replacement characters, unsaid."""
+    if b"\0" in data:
+        raise error(f"{path}: not UTF-8 text (it holds NUL bytes: UTF-16, or not text); save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save {what} as UTF-8") from None
+
+
 def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
+    try:
+        text = utf8_text(path, path.read_bytes(), CatalogueError, "the metadata")
+    except OSError as exc:
+        raise CatalogueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8-sig") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise CatalogueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-                    yield {str(k): "" if v is None else str(v) for k, v in row.items()}
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise CatalogueError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+                if not isinstance(row, dict):
+                    raise CatalogueError(f"{path}:{number}: not a JSON object ({type(row).__name__})")
+                if "id" not in row:
+                    raise CatalogueError(f"{path}:{number}: no 'id' key (its keys: {', '.join(list(row)[:12])})")
+                yield {str(k): metadata_text(v) for k, v in row.items()}
     else:
-        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would otherwise
-        # become part of the first column's name ("\ufeffid")
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-            header = handle.readline()
-            handle.seek(0)
-            reader = csv.DictReader(handle, delimiter=csv_delimiter(header, "id"), skipinitialspace=True)
+        # strict: a quote left open is an error where it starts, not every later row swallowed into one field
+        reader = csv.DictReader(
+            io.StringIO(text, newline=""),
+            delimiter=csv_delimiter(text.split("\n", 1)[0], "id"),
+            skipinitialspace=True,
+            strict=True,
+        )
+        try:
             names = [name.strip() for name in reader.fieldnames or []]
             if "id" not in names:  # said even when no row follows the header
                 raise _no_id_column(path, names)
             reader.fieldnames = names
             yield from reader
+        except csv.Error as exc:
+            raise CatalogueError(f"{path}:{reader.line_num}: not CSV ({exc}); check its quotes") from None
+
+
+def metadata_text(value: object) -> str:
+    """A metadata value as text: a string as it is, null as empty, anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _no_id_column(path: Path, columns: list[str]) -> CatalogueError:
@@ -98,13 +131,47 @@ def csv_delimiter(header: str, column: str) -> str:
     return with_id[0] if with_id else max(CSV_DELIMITERS, key=lambda d: len(split[d]))
 
 
-def _find_image(folder: Path, item_id: str) -> Path | None:
-    for base in (folder, folder / "images"):
-        for suffix in (*IMAGE_SUFFIXES, *(s.upper() for s in IMAGE_SUFFIXES)):  # IMG_0001.HEIC
-            candidate = base / f"{item_id}{suffix}"
-            if candidate.is_file():
-                return candidate
-    return None
+class _ImageFinder:
+    """An item's image by its id: ``<folder>/<id>.<ext>`` or ``<folder>/images/<id>.<ext>``, the
+    suffix's case aside (``123.Jpg``). The exact names are tried first; each folder is listed once,
+    and only when an id is not found so."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.listed: dict[Path, dict[str, Path]] = {}
+
+    def find(self, item_id: str) -> Path | None:
+        bases = (self.folder, self.folder / "images")
+        for base in bases:
+            for suffix in (*IMAGE_SUFFIXES, *(s.upper() for s in IMAGE_SUFFIXES)):  # IMG_0001.HEIC
+                candidate = base / f"{item_id}{suffix}"
+                if _is_file(candidate):
+                    return candidate
+        for base in bases:
+            names = self._names((base / item_id).parent)
+            for suffix in IMAGE_SUFFIXES:
+                found = names.get(f"{Path(item_id).name}{suffix}".lower())
+                if found is not None and _is_file(found):
+                    return found
+        return None
+
+    def _names(self, folder: Path) -> dict[str, Path]:
+        if folder not in self.listed:
+            try:
+                with os.scandir(folder) as entries:
+                    self.listed[folder] = {entry.name.lower(): Path(entry.path) for entry in entries}
+            except OSError:
+                self.listed[folder] = {}
+        return self.listed[folder]
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, but False for any path the system refuses (a name over 255 bytes, a folder
+    it may not read): one such item is skipped, the catalogue is not."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _dedupe(
@@ -116,10 +183,9 @@ def _dedupe(
             skipped.append({"id": "", "path": str(path or ""), "reason": "empty id"})
         elif item_id in seen:
             skipped.append({"id": item_id, "path": str(path or ""), "reason": "duplicate id"})
-        elif path is None or not path.is_file():
+        elif path is None or not _is_file(path):
             seen.add(item_id)
-            reason = "not a regular file" if path is not None and path.exists() else "missing image file"
-            skipped.append({"id": item_id, "path": str(path or ""), "reason": reason})
+            skipped.append({"id": item_id, "path": str(path or ""), "reason": _why_not_a_file(path)})
         else:
             seen.add(item_id)
             items.append(CatalogueItem(item_id, path, metadata))
@@ -130,6 +196,11 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
     """Read a catalogue from a folder (with optional metadata) or a list file."""
     source = Path(source)
     if source.is_file():
+        if metadata:
+            raise CatalogueError(
+                f"{source} is a list of image files, which takes no metadata file; give the folder of the images "
+                f"with {metadata} instead (its rows name each image by id or path)"
+            )
         return _from_list(source)
     if not source.is_dir():
         raise CatalogueError(f"no catalogue at {source}")
@@ -141,24 +212,45 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
     entries: list[tuple[str, Path | None, dict[str, str]]] = []
     if not meta_path.is_file():
         raise CatalogueError(f"no metadata file at {meta_path}")
+    images = _ImageFinder(source)
     for row in _read_metadata(meta_path):
         if "id" not in row:  # a JSON line without one (a CSV's header is checked as it is read)
             raise _no_id_column(meta_path, [k for k in row if k is not None])
         item_id = (row.pop("id") or "").strip()
         given = (row.pop("path", None) or row.pop("image", None) or "").strip()
-        path = source / given if given else _find_image(source, item_id)
+        path = images.find(item_id) if not given else _given_path(source, given)
         entries.append((item_id, path, {k: v for k, v in row.items() if k is not None}))
     return _dedupe(entries, str(meta_path), str(source), str(meta_path))
+
+
+def _given_path(folder: Path, given: str) -> Path:
+    """A metadata row's image path, under ``folder``; one written on Windows (``images\\1.jpg``)
+    is read with its backslashes as separators when no file has the name as written."""
+    path = folder / given
+    if "\\" in given and not _is_file(path):
+        return folder / given.replace("\\", "/")
+    return path
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every file under ``folder``, hidden ones (and hidden folders) aside, through linked folders
+    too (a season's photos linked in from a share), each real folder once (a link to a folder
+    above it is not followed round)."""
+    seen: set[str] = set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        yield from (Path(top) / name for name in names if not name.startswith("."))
 
 
 def _from_folder(folder: Path) -> Catalogue:
     """Every image under ``folder``, its id the file's stem; its other files (hidden ones aside)
     reported as skipped."""
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    files = sorted(p for p in _walk(folder) if _is_file(p))
     catalogue = _dedupe(
         [(p.stem, p, {}) for p in files if p.suffix.lower() in IMAGE_SUFFIXES], str(folder), str(folder)
     )
@@ -166,6 +258,15 @@ def _from_folder(folder: Path) -> Catalogue:
         {"id": "", "path": str(p), "reason": NOT_AN_IMAGE} for p in files if p.suffix.lower() not in IMAGE_SUFFIXES
     ]
     return dataclasses.replace(catalogue, skipped=catalogue.skipped + others)
+
+
+def _why_not_a_file(path: Path | None) -> str:
+    if path is None:
+        return "missing image file"
+    try:
+        return "not a regular file" if path.exists() else "missing image file"
+    except OSError as exc:
+        return f"unreadable path ({exc.strerror or exc})"
 
 
 def skipped_summary(skipped: list[dict[str, str]], examples: int = 3) -> str:
@@ -181,7 +282,11 @@ def skipped_summary(skipped: list[dict[str, str]], examples: int = 3) -> str:
 
 
 def _from_list(list_file: Path) -> Catalogue:
-    lines = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    try:
+        text = utf8_text(list_file, list_file.read_bytes(), CatalogueError, "the list")
+    except OSError as exc:
+        raise CatalogueError(f"{list_file}: cannot be read ({exc.strerror or exc})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     paths = [Path(line) if Path(line).is_absolute() else list_file.parent / line for line in lines]
     return _dedupe([(p.stem, p, {}) for p in paths], str(list_file), str(list_file))
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from indexer.catalogue import CSV_DELIMITERS, csv_delimiter
+from indexer.catalogue import CSV_DELIMITERS, csv_delimiter, utf8_text
 from indexer.errors import IndexerError
 from model.article_types import ARTICLE_TYPE_TO_LABEL, ARTICLE_TYPES_WITHOUT_LABEL
 
@@ -97,7 +97,7 @@ def read_category_map(path: str | os.PathLike[str]) -> CategoryMap:
         raise CategoryMapError(f"{path}: no such file") from None
     except OSError as exc:
         raise CategoryMapError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    text = _decode(path, data)
+    text = utf8_text(path, data, CategoryMapError, "the map")
     if not text.strip():
         raise CategoryMapError(f"{path}: empty file; a map holds a header category,label and one row per category")
     rows = _csv_rows(path, text) if kind == "csv" else _yaml_rows(path, text)
@@ -113,18 +113,6 @@ def category_map_from_mapping(entries: Mapping[str, str], labels: Collection[str
     """A map given as a mapping (the reindex request's ``category_map``), checked as a file is."""
     mapped = _from_rows(REQUEST, [(0, str(k), str(v)) for k, v in entries.items()])
     return mapped.check_labels(labels) if labels is not None else mapped
-
-
-def _decode(path: Path, data: bytes) -> str:
-    if b"\0" in data:
-        raise CategoryMapError(f"{path}: not UTF-8 text (it holds NUL bytes: UTF-16, or not text); save it as UTF-8")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise CategoryMapError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the map as UTF-8"
-        ) from None
 
 
 def _csv_rows(path: Path, text: str) -> list[tuple[int, str, str]]:

@@ -19,7 +19,7 @@ CACHE_CONTROL = "public, max-age=3600"  # an id's photo changes only when the it
 
 
 @router.get(
-    "/items/{item_id}/image",
+    "/items/{item_id:path}/image",  # :path: a shop's ids may hold a slash (AB/123), sent encoded or not
     response_class=FileResponse,
     responses={
         200: {"content": {t.media_type: {} for t in PHOTO_TYPES}},

@@ -54,6 +54,21 @@ def test_uploaded_item_is_indexed_kept_and_found_by_a_later_reindex(client: Test
     assert "upload-1" in bundle.keys_by_id and "p0" in bundle.keys_by_id
 
 
+def test_a_deleted_upload_does_not_come_back_with_a_later_reindex(client: TestClient, settings: Settings) -> None:
+    for item_id in ("gone-1", "kept-1"):
+        job = wait_for_job(client, upload(client, item_id, photo_bytes("PNG", colour="blue")).json()["job_id"])
+        assert job["state"] == "succeeded", job
+    deleted = client.post("/admin/items/delete", headers=KEY, json={"ids": ["gone-1"]})
+    job = wait_for_job(client, deleted.json()["job_id"])
+    assert job["state"] == "succeeded", job
+    assert [p.name for p in (settings.uploads_dir / "images").iterdir()] == ["kept-1.png"]
+    job = wait_for_job(client, client.post("/admin/reindex", headers=KEY).json()["job_id"])
+    assert job["state"] == "succeeded", job
+    wait_for_version(client, job["version"])
+    bundle = client.app.state.recommender.bundles.current  # type: ignore[attr-defined]
+    assert "gone-1" not in bundle.keys_by_id and "kept-1" in bundle.keys_by_id
+
+
 def test_a_large_phone_jpeg_is_checked_as_recommend_decodes_it(client: TestClient) -> None:
     # 4.3 Mpx, over the tests' 4 Mpx limit in full: decoded at a quarter of its side, as /recommend
     # and the indexer decode it, it is accepted; a PNG of that size is decoded in full and is not

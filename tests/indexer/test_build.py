@@ -115,6 +115,23 @@ def test_add_and_delete_make_new_versions_without_reembedding(
     assert store.open().manifest["items"] == 6
 
 
+def test_an_item_replaced_by_an_unreadable_photo_keeps_the_one_it_had(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "a", count=4)), OPTIONS)
+    before = store.open()
+    old_vector = before.global_index.reconstruct(before.keys_by_id["p1"])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    fresh = load_catalogue(make_catalogue(tmp_path / "b", count=4, prefix="q")).items[0]
+    add_items(store, tiny_checkpoint, [CatalogueItem("p1", broken), CatalogueItem("p2", fresh.path)], OPTIONS)
+    after = store.open()
+    assert set(after.keys_by_id) == {"p0", "p1", "p2", "p3"} and after.global_index.ntotal == 4
+    np.testing.assert_array_equal(after.global_index.reconstruct(after.keys_by_id["p1"]), old_vector)
+    assert after.keys_by_id["p2"] != before.keys_by_id["p2"]  # the readable one replaced
+    assert after.manifest["change"]["added"] == ["p2"]
+    assert [e["id"] for e in after.manifest["change"]["skipped"]] == ["p1"]
+
+
 def test_old_versions_are_pruned(tmp_path: Path, tiny_checkpoint: Path) -> None:
     store = BundleStore(tmp_path / "bundles")
     build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "a", count=4)), OPTIONS)

@@ -116,3 +116,80 @@ def test_fingerprint_changes_with_the_files(tmp_path: Path) -> None:
     assert load_catalogue(folder).fingerprint() == before
     Image.new("RGB", (9, 9)).save(folder / "images" / "p1.jpg")
     assert load_catalogue(folder).fingerprint() != before
+
+
+def test_metadata_that_is_not_utf8_is_refused_with_its_line_and_byte(tmp_path: Path) -> None:
+    # Excel's plain "CSV" on Windows is Windows-1252: read leniently, "Hüte" became "H\ufffdte" unsaid
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.jpg")
+    (tmp_path / "metadata.csv").write_bytes("id,kind\nx,Hüte\n".encode("cp1252"))
+    with pytest.raises(CatalogueError, match=r"metadata.csv:2: not UTF-8 text \(byte 0xfc\)"):
+        load_catalogue(tmp_path)
+    (tmp_path / "metadata.csv").write_bytes("id,kind\nx,Hüte\n".encode("utf-16"))  # PowerShell's
+    with pytest.raises(CatalogueError, match="not UTF-8 text .*UTF-16"):
+        load_catalogue(tmp_path)
+    (tmp_path / "metadata.csv").write_text("id,kind\nx,Hüte\n", encoding="utf-8")
+    assert load_catalogue(tmp_path).items[0].metadata["kind"] == "Hüte"
+
+
+def test_a_quote_left_open_is_an_error_at_its_line_not_the_rest_of_the_file_lost(tmp_path: Path) -> None:
+    for name in ("p1", "p2", "p3"):
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{name}.jpg")
+    (tmp_path / "metadata.csv").write_text('id,name\np1,"Tote, black\np2,Boot\np3,Cap\n')
+    with pytest.raises(CatalogueError, match=r"metadata.csv:\d+: not CSV .*check its quotes"):
+        load_catalogue(tmp_path)
+
+
+def test_one_unusable_id_is_skipped_and_the_catalogue_read(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.jpg")
+    long_id = " ".join(["Langer Produktname"] * 20)  # 379 bytes: over the file system's 255 for a name
+    (tmp_path / "metadata.csv").write_text(f"id,name\nx,ok\n{long_id},too long\n")
+    catalogue = load_catalogue(tmp_path)
+    assert [i.id for i in catalogue.items] == ["x"]
+    assert [(s["id"], s["reason"]) for s in catalogue.skipped] == [(long_id, "missing image file")]
+
+
+def test_images_are_found_whatever_their_suffixs_case_or_windows_separators(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "a.Jpg", "JPEG")
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "b.jpeg")
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "c.png")
+    (tmp_path / "metadata.csv").write_text("id,path\na,\nb,\nc,images\\c.png\n")
+    catalogue = load_catalogue(tmp_path)
+    assert {i.id: i.path.name for i in catalogue.items} == {"a": "a.Jpg", "b": "b.jpeg", "c": "c.png"}
+    assert catalogue.skipped == []
+
+
+def test_a_linked_folder_is_read_and_a_link_round_to_its_parent_is_not_followed_again(tmp_path: Path) -> None:
+    shop, share = tmp_path / "shop", tmp_path / "share" / "summer"
+    share.mkdir(parents=True)
+    shop.mkdir()
+    Image.new("RGB", (4, 4)).save(shop / "a.jpg")
+    Image.new("RGB", (4, 4)).save(share / "b.jpg")
+    (shop / "summer").symlink_to(share)  # a season's photos linked in from a share
+    (share / "back").symlink_to(shop)  # and a link round to the shop's folder
+    catalogue = load_catalogue(shop)
+    assert [i.id for i in catalogue.items] == ["a", "b"] and catalogue.skipped == []
+
+
+def test_list_files_are_read_as_utf8_and_take_no_metadata_file(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "ä.png")
+    listing = tmp_path / "list.txt"
+    listing.write_text("\ufeffä.png\n", encoding="utf-8")  # Notepad's UTF-8: a byte-order mark
+    assert [i.id for i in load_catalogue(listing).items] == ["ä"]
+    with pytest.raises(CatalogueError, match="is a list of image files, which takes no metadata file"):
+        load_catalogue(listing, tmp_path / "metadata.csv")
+    listing.write_bytes("ä.png\n".encode("latin-1"))
+    with pytest.raises(CatalogueError, match=r"list.txt:1: not UTF-8 text \(byte 0xe4\)"):
+        load_catalogue(listing)
+
+
+def test_json_lines_name_the_line_that_is_not_an_item_and_keep_values_as_json(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
+    row = {"id": "x", "path": "x.png", "in_stock": True, "sizes": ["S", "M"], "note": None, "name": "Hüte"}
+    for bad, message in (("[1, 2]", "not a JSON object"), ('{"sku": "y"}', "no 'id' key")):
+        (tmp_path / "items.jsonl").write_text(json.dumps(row) + "\n" + bad + "\n")
+        with pytest.raises(CatalogueError, match=f"items.jsonl:2: {message}"):
+            load_catalogue(tmp_path)
+    (tmp_path / "items.jsonl").write_text(json.dumps(row) + "\n")
+    [item] = load_catalogue(tmp_path).items
+    assert item.metadata == {"in_stock": "true", "sizes": '["S", "M"]', "note": "", "name": "Hüte"}
