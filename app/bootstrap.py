@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from app.settings import get_settings
+from app.uploads import UploadStore
 from indexer.build import build_bundle
 from indexer.bundle import BundleError, BundleStore
 from indexer.catalogue import load_catalogue
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> Path:
         build_bundle(
             store,
             checkpoint,
-            load_catalogue(catalogue),
+            UploadStore(settings.uploads_dir).added_to(load_catalogue(catalogue)),  # as every reindex does
             settings.index_options(),
             first=settings.first_slice or None,
         )

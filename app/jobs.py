@@ -95,7 +95,9 @@ def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]
     completion that found the catalogue whole publishes nothing). ``report(done, total)`` follows
     the embedding, item by item; an exception it raises stops the job there."""
     store = BundleStore(settings.bundles_dir)
-    options = settings.index_options()
+    # Only a completion places products by the configured map (when its slice is indexed anew); a
+    # reindex reads its own (reindex_source), an add places items as its bundle was built.
+    options = settings.index_options(with_category_map=job.kind is JobKind.COMPLETE)
     params = job.params
     uploads = UploadStore(settings.uploads_dir)  # items added by upload join every full index
     roots = settings.allowed_roots()
@@ -125,9 +127,10 @@ def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]
             raise IndexerError(f"{outside} is outside the catalogue roots")
         return _with_skipped(job, store, add_items(store, settings.checkpoint, items, options, report))
     if job.kind is JobKind.DELETE:
-        version = delete_items(store, params["ids"])
-        uploads.remove(params["ids"])  # else the next reindex would bring them back with the uploads
-        return version
+        # Uploads first, else the next reindex brings them back: also when this job dies after
+        # publishing and its re-run finds the ids gone from the bundle (and fails, saying so).
+        uploads.remove(params["ids"])
+        return delete_items(store, params["ids"])
     assert_never(job.kind)
 
 

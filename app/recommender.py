@@ -19,6 +19,7 @@ import dataclasses
 import gc
 import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -77,8 +78,9 @@ class RecommendOptions:
     mode: Literal["parts", "global"] = "parts"
 
     def cache_key(self) -> str:
-        labels = ",".join(sorted(self.labels)) if self.labels is not None else "*"
-        return f"{self.mode}|{self.max_parts}|{self.candidates}|{labels}|{','.join(sorted(self.exclude_ids))}"
+        """The options as JSON: ids and labels may hold any character, a separator among them."""
+        labels = sorted(self.labels) if self.labels is not None else None
+        return json.dumps([self.mode, self.max_parts, self.candidates, labels, sorted(self.exclude_ids)])
 
 
 @dataclass(frozen=True)

@@ -121,15 +121,17 @@ class Settings(BaseSettings):
     # measures the two side by side.
     serve_batching: ServeBatching = "micro-batcher"
 
-    def index_options(self) -> IndexOptions:
-        """The indexer's options under this configuration (the run command and the jobs alike)."""
+    def index_options(self, with_category_map: bool = True) -> IndexOptions:
+        """The indexer's options under this configuration (the run command and the jobs alike).
+        ``with_category_map`` False: FASHION_CATEGORY_MAP is not read (a job that places no product
+        by it: a map being edited must not fail an upload or a delete)."""
         return IndexOptions(
             device=self.device,
             runtime=self.runtime,
             runtime_cache=self.runtime_cache,
             threshold=self.item_label_threshold,
             labels_from=self.labels_from,
-            category_map=read_category_map(self.category_map) if self.category_map else None,
+            category_map=read_category_map(self.category_map) if self.category_map and with_category_map else None,
             limits=self.image_limits(),
             engine=self.index_engine,
             ray=RayOptions(address=self.ray_address),

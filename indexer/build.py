@@ -510,6 +510,9 @@ def _add_to_live(
 ) -> str:
     """add_items' work on the live bundle ``base``, its writer lock held."""
     options = options or IndexOptions()
+    # One id given twice is one item, its last entry (as a later upload replaces an earlier one):
+    # two would leave an index vector without a record once either is replaced.
+    items = list({item.id: item for item in items}.values())
     if file_sha256(checkpoint) != base.model_sha256:
         raise BundleError("the checkpoint differs from the live bundle's model: rebuild the whole bundle")
     # New items are embedded the way the bundle's own items were.

@@ -60,8 +60,8 @@ def _first_free(bundle: Bundle, index: Any, vector: np.ndarray, candidates: int,
         for distance, key in zip(distances, keys, strict=True):
             if key < 0:
                 continue
-            record = bundle.items[int(key)]
-            if record.id not in blocked:
+            record = bundle.items.get(int(key))
+            if record is not None and record.id not in blocked:  # None: a vector without a record
                 return Match(record.id, float(distance), record.metadata)
         if k >= index.ntotal or k >= MAX_WIDENING:
             return None

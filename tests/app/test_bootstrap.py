@@ -69,6 +69,27 @@ def test_bootstrap_rebuilds_a_bundle_of_another_model_and_says_so(
     assert f"bundle {first} was built with another model: indexing" in caplog.text
 
 
+def test_a_rebuild_at_start_keeps_the_uploaded_products(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.uploads import UploadStore
+    from tests.app.conftest import photo_bytes
+
+    (tmp_path / "data" / "ccp" / "photos").mkdir(parents=True)
+    UploadStore(tmp_path / "uploads").save("upload-1", photo_bytes("PNG"), "image/png", {"name": "kept"})
+    monkeypatch.setenv("FASHION_CHECKPOINT", str(tiny_checkpoint))
+    monkeypatch.setenv("FASHION_BUNDLES_DIR", str(tmp_path / "bundles"))
+    monkeypatch.setenv("FASHION_UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("FASHION_CATALOGUE", str(make_catalogue(tmp_path / "cat", count=3)))
+    get_settings.cache_clear()
+    try:
+        bootstrap.main(["--data", str(tmp_path / "data")])  # no bundle live: the catalogue and its uploads
+    finally:
+        get_settings.cache_clear()
+    bundle = BundleStore(tmp_path / "bundles").open()
+    assert set(bundle.keys_by_id) == {"p0", "p1", "p2", "upload-1"} and bundle.complete
+
+
 def test_bootstrap_needs_no_data_to_index_a_given_catalogue_with_a_given_model(
     tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

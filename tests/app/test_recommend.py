@@ -104,6 +104,24 @@ def test_response_cache(tiny_checkpoint, bundles_dir) -> None:  # type: ignore[n
         assert first["parts"] == second["parts"]
         assert not post(client, data, max_parts=1).json()["cached"]  # other options: another entry
         assert 'fashion_cache_total{result="hit"} 1.0' in client.get("/metrics").text
+        # one id holding a comma is not two ids; a filter named "*" is not no filter
+        assert post(client, data, exclude="p1,p2").json()["cached"] is False
+        assert post(client, data, exclude=["p1", "p2"]).json()["cached"] is False
+        assert post(client, data, labels="*").json()["cached"] is False
+
+
+def test_options_that_differ_never_share_a_cache_key() -> None:
+    from app.recommender import RecommendOptions
+
+    options = [
+        RecommendOptions(exclude_ids=frozenset({"a,b"})),
+        RecommendOptions(exclude_ids=frozenset({"a", "b"})),
+        RecommendOptions(labels=frozenset({"*"})),
+        RecommendOptions(),
+        RecommendOptions(labels=frozenset({"bag|x"})),
+        RecommendOptions(labels=frozenset({"bag"}), exclude_ids=frozenset({"x"})),
+    ]
+    assert len({o.cache_key() for o in options}) == len(options)
 
 
 def test_processes_sharing_a_cache_under_other_settings_never_take_each_others_answers(  # type: ignore[no-untyped-def]

@@ -211,3 +211,25 @@ def test_a_completion_job_indexes_anew_a_slice_whose_folder_has_since_gained_met
     bundle = store.open()
     assert version == bundle.version and bundle.complete and bundle.manifest["parent"] is None
     assert bundle.manifest["catalogue"]["metadata"] == str(folder / "metadata.csv") and len(bundle.items) == 10
+
+
+def test_a_category_map_broken_while_being_edited_fails_no_add_or_delete(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from app import jobs
+    from app.schemas import Job, JobKind
+    from indexer.catalogue import CatalogueItem
+
+    catalogue = load_catalogue(make_catalogue(tmp_path / "catalogue", count=4))
+    store = BundleStore(tmp_path / "bundles")
+    build_bundle(store, tiny_checkpoint, catalogue, IndexOptions(threshold=0.0, workers=0))
+    broken = tmp_path / "map.csv"
+    broken.write_text("category,label\nTops,red\n")
+    settings = make_settings(tiny_checkpoint, store.root, category_map=broken, labels_from="kind")
+    broken.write_text('category,label\n"Tops,red\n')  # a quote left open, mid-edit, the service up
+    item = CatalogueItem("extra", catalogue.items[0].path)
+    for kind, params in (
+        (JobKind.ADD, {"items": [{"id": item.id, "path": str(item.path)}]}),
+        (JobKind.DELETE, {"ids": ["extra", "p1"]}),
+    ):
+        job = Job(id="j", kind=kind, state="running", params=params, created=0, updated=0)
+        assert jobs.execute_job(job, settings, lambda done, total: None) == store.current_version()
+    assert set(store.open().keys_by_id) == {"p0", "p2", "p3"}

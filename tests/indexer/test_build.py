@@ -132,6 +132,21 @@ def test_an_item_replaced_by_an_unreadable_photo_keeps_the_one_it_had(tmp_path: 
     assert [e["id"] for e in after.manifest["change"]["skipped"]] == ["p1"]
 
 
+def test_an_id_added_twice_in_one_request_is_one_item_its_last_entry(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    store = BundleStore(tmp_path / "bundles")
+    build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "a", count=3)), OPTIONS)
+    photos = load_catalogue(make_catalogue(tmp_path / "b", count=2, prefix="q")).items
+    add_items(store, tiny_checkpoint, [CatalogueItem("sku-1", photos[0].path), CatalogueItem("sku-1", photos[1].path)])
+    bundle = store.open()
+    assert bundle.global_index.ntotal == 4 == len(bundle.items)
+    assert bundle.items[bundle.keys_by_id["sku-1"]].image == str(photos[1].path)
+    delete_items(store, ["sku-1"])  # no vector of it is left behind without its record
+    after = store.open()
+    assert after.global_index.ntotal == 3 == len(after.items)
+    assert all(i.ntotal == len(faiss_ids(i)) for i in after.part_indexes.values())
+    assert {int(k) for i in after.part_indexes.values() for k in faiss_ids(i)} <= set(after.items)
+
+
 def test_old_versions_are_pruned(tmp_path: Path, tiny_checkpoint: Path) -> None:
     store = BundleStore(tmp_path / "bundles")
     build_bundle(store, tiny_checkpoint, load_catalogue(make_catalogue(tmp_path / "a", count=4)), OPTIONS)
