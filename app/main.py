@@ -138,7 +138,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.middleware("http")
     async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        response: Response = await call_next(request)
+        try:
+            response: Response = await call_next(request)
+        except Exception:
+            # an unhandled error is answered 500 by the handler outside this middleware: counted here
+            route = request.scope.get("route")
+            app.state.metrics.requests.labels(getattr(route, "path", "unmatched"), "500").inc()
+            raise
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         app.state.metrics.requests.labels(path, str(response.status_code)).inc()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from app.errors import ServiceError
 from model.imaging import PHOTO_TYPE_NAMES, PHOTO_TYPES, iso_media_type
@@ -41,11 +42,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise ServiceError(413, "too_large", f"upload over the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ServiceError(413, "too_large", f"upload over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ServiceError(413, "too_large", f"upload over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody to answer; counted as nginx counts it, not logged as our error
+        raise ServiceError(499, "client_closed", "the client went away before its upload arrived") from None
     return b"".join(chunks)
 
 

@@ -338,3 +338,38 @@ def test_a_person_small_on_a_plain_margin_is_cut_to_before_the_model(tiny_checkp
             response = post(client, data, name="photo.png", kind="image/png")
             assert response.status_code == 200, response.text
             assert response.json()["image"] == {"width": 400, "height": 600}  # the whole photo's size
+
+
+def test_an_unhandled_error_is_a_500_that_the_metrics_count(tiny_checkpoint, bundles_dir, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from app.main import create_app
+
+    app = create_app(make_settings(tiny_checkpoint, bundles_dir))
+    with TestClient(app, raise_server_exceptions=False) as client:
+
+        async def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(app.state.recommender, "recommend", broken)
+        response = post(client, photo_bytes())
+        assert response.status_code == 500 and response.json()["code"] == "internal_error"
+        assert 'fashion_requests_total{code="500",route="/recommend"} 1.0' in client.get("/metrics").text
+
+
+def test_a_client_gone_mid_upload_is_a_499_not_an_error_of_ours() -> None:
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
+    from app.errors import ServiceError
+    from app.multipart import read_body
+
+    class Gone:
+        headers: dict[str, str] = {}
+
+        async def stream(self):  # type: ignore[no-untyped-def]
+            yield b"part of a photo"
+            raise ClientDisconnect()
+
+    with pytest.raises(ServiceError) as caught:
+        asyncio.run(read_body(Gone(), 1000))  # type: ignore[arg-type]
+    assert caught.value.status == 499 and caught.value.code == "client_closed"
