@@ -6,7 +6,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 # The runtime's exports of the tests' checkpoints go to a folder of this session, not the working
@@ -58,8 +58,8 @@ def free_port() -> int:
 class RedisServer:
     """A real redis-server on a free loopback port, which tests may stop and start again."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port, self.workdir = free_port(), workdir
+    def __init__(self, workdir: Path, options: Sequence[str] = ("--save", "", "--appendonly", "no")) -> None:
+        self.port, self.workdir, self.options = free_port(), workdir, list(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,14 +73,11 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 binary,
+                *self.options,
                 "--port",
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
                 "--dir",
                 str(self.workdir),
             ],

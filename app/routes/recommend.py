@@ -44,7 +44,7 @@ async def recommend(
     settings: SettingsDep,
     max_parts: Annotated[int | None, Query(ge=1, le=20, description="parts (or global items) at most")] = None,
     candidates: Annotated[int | None, Query(ge=1, le=1000, description="neighbours searched per part")] = None,
-    labels: Annotated[list[str] | None, Query(description="only parts of these labels")] = None,
+    labels: Annotated[list[str] | None, Query(description="only parts answered from these indexes")] = None,
     exclude: Annotated[list[str] | None, Query(description="item ids never to return")] = None,
     mode: Annotated[Literal["parts", "global"], Query(description="global: whole-image baseline")] = "parts",
 ) -> Response:

@@ -140,3 +140,42 @@ def test_a_silent_job_is_settled_once_and_a_finished_one_never(redis_server: Red
             await coordinator.close()
 
     asyncio.run(scenario())
+
+
+def test_compose_redis_keeps_a_queued_job_through_its_restart(tmp_path: Path) -> None:
+    """The stack's redis, run with docker-compose.yml's own options: a job accepted (202) but not
+    yet claimed is still queued after redis is killed and started again."""
+    import asyncio
+    import time
+
+    import yaml
+
+    from app.coordination import make_coordinator
+    from app.schemas import Job, JobKind
+
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    command = compose["services"]["redis"]["command"]
+    assert command[0] == "redis-server" and "/data" in compose["services"]["redis"]["volumes"][0]
+    server = RedisServer(tmp_path, command[1:])
+    server.start()
+
+    async def queue(job: Job | None) -> Job | None:
+        coordinator = make_coordinator(server.url)
+        try:
+            if job is not None:
+                await coordinator.enqueue(job)
+                return None
+            return await coordinator.claim_job("worker-1", timeout_s=1, lease_s=30)
+        finally:
+            await coordinator.close()
+
+    try:
+        job = Job.new(JobKind.DELETE, {"ids": ["p1"]})
+        asyncio.run(queue(job))
+        time.sleep(1.5)  # the append-only file is fsync'd every second
+        server.stop()  # killed, as a crash or an OOM kill would
+        server.start()
+        claimed = asyncio.run(queue(None))
+        assert claimed is not None and claimed.id == job.id
+    finally:
+        server.stop()
