@@ -73,7 +73,7 @@ class NotReady(RuntimeError):
 class RecommendOptions:
     max_parts: int = DEFAULT_MAX_PARTS
     candidates: int = DEFAULT_CANDIDATES
-    labels: frozenset[str] | None = None  # only parts of these labels
+    labels: frozenset[str] | None = None  # only parts answered from these labels' indexes
     exclude_ids: frozenset[str] = frozenset()
     mode: Literal["parts", "global"] = "parts"
 
