@@ -101,14 +101,20 @@ def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
             skipinitialspace=True,
             strict=True,
         )
+        started = 1  # the line the row being read starts on (a quoted field may span lines)
         try:
             names = [name.strip() for name in reader.fieldnames or []]
             if "id" not in names:  # said even when no row follows the header
                 raise _no_id_column(path, names)
             reader.fieldnames = names
-            yield from reader
+            started = reader.line_num + 1
+            for row in reader:
+                yield row
+                started = reader.line_num + 1
         except csv.Error as exc:
-            raise CatalogueError(f"{path}:{reader.line_num}: not CSV ({exc}); check its quotes") from None
+            raise CatalogueError(
+                f"{path}:{started}: not CSV ({exc}); a field with a quote in it is quoted whole, its quotes doubled"
+            ) from None
 
 
 def metadata_text(value: object) -> str:

@@ -135,7 +135,10 @@ def test_a_quote_left_open_is_an_error_at_its_line_not_the_rest_of_the_file_lost
     for name in ("p1", "p2", "p3"):
         Image.new("RGB", (4, 4)).save(tmp_path / f"{name}.jpg")
     (tmp_path / "metadata.csv").write_text('id,name\np1,"Tote, black\np2,Boot\np3,Cap\n')
-    with pytest.raises(CatalogueError, match=r"metadata.csv:\d+: not CSV .*check its quotes"):
+    with pytest.raises(CatalogueError, match=r"metadata.csv:2: not CSV \(unexpected end of data\); a field with"):
+        load_catalogue(tmp_path)  # line 2: where the open quote is, not the file's end
+    (tmp_path / "metadata.csv").write_text('id,name\np1,ok\np2,"Nike" Air\np3,Cap\n')
+    with pytest.raises(CatalogueError, match=r"metadata.csv:3: not CSV"):
         load_catalogue(tmp_path)
 
 
