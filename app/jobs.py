@@ -127,10 +127,15 @@ def execute_job(job: Job, settings: Settings, report: Callable[[int, int], None]
             raise IndexerError(f"{outside} is outside the catalogue roots")
         return _with_skipped(job, store, add_items(store, settings.checkpoint, items, options, report))
     if job.kind is JobKind.DELETE:
-        # Uploads first, else the next reindex brings them back: also when this job dies after
-        # publishing and its re-run finds the ids gone from the bundle (and fails, saying so).
-        uploads.remove(params["ids"])
-        return delete_items(store, params["ids"])
+        try:
+            return delete_items(store, params["ids"])
+        finally:
+            # The uploads among the ids the live bundle no longer holds go too, else the next
+            # reindex brings them back: also when a re-run finds them gone (its first run published),
+            # not when the job is refused (an unknown id: the bundle still holds them). An id
+            # uploaded again since the delete was asked for is kept.
+            held = set(store.open().keys_by_id) if store.current_version() else set()
+            uploads.remove([i for i in params["ids"] if i not in held], saved_before=job.created)
     assert_never(job.kind)
 
 

@@ -58,13 +58,20 @@ class UploadStore:
                     stale.unlink()
         return CatalogueItem(item_id, path, {k: metadata_text(v) for k, v in metadata.items()})  # as a reindex reads it
 
-    def remove(self, ids: Collection[str]) -> list[str]:
+    def remove(self, ids: Collection[str], saved_before: float | None = None) -> list[str]:
         """Forget the uploaded items among ``ids`` (their rows and photos), so that no later reindex
-        brings a deleted item back; returns those it held."""
+        brings a deleted item back; returns those it held. ``saved_before`` (a time): only those
+        whose photo was saved before it (an id uploaded again after its delete was asked for stays)."""
         if not self.index.is_file():
             return []
+
+        def older(row: dict[str, Any]) -> bool:
+            photo = self.root / str(row.get("path", ""))
+            return saved_before is None or not photo.is_file() or photo.stat().st_mtime < saved_before
+
         with self._locked():
             rows = self._rows()
+            ids = {str(row.get("id")) for row in rows if row.get("id") in ids and older(row)}
             gone = [str(row.get("id")) for row in rows if row.get("id") in ids]
             if gone:
                 kept = [row for row in rows if row.get("id") not in ids]

@@ -490,7 +490,10 @@ def complete_bundle(
             )
             options = options or IndexOptions()
             model = _load_model(Path(checkpoint), options)
-            return _build(store, Path(checkpoint), model, catalogue, catalogue.items, options, progress, 1)
+            # never fewer items than the slice holds (metadata naming other ids than the photos' would
+            # replace the slice by a handful): refused, the slice stays and serves
+            held = len(store.open().items)
+            return _build(store, Path(checkpoint), model, catalogue, catalogue.items, options, progress, held)
         live = store.open(mmap=False)
         # An entry the slice skipped is tried again (its photo may be fixed); listed once in the bundle.
         missing = [item for item in catalogue.items if item.id not in live.keys_by_id]

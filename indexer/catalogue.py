@@ -82,7 +82,8 @@ def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
     except OSError as exc:
         raise CatalogueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if path.suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), 1):
+        # split at "\n" alone: JSON strings may hold U+2028 and the like, which splitlines() breaks at
+        for number, line in enumerate(text.split("\n"), 1):
             if line.strip():
                 try:
                     row = json.loads(line)
@@ -94,27 +95,46 @@ def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
                     raise CatalogueError(f"{path}:{number}: no 'id' key (its keys: {', '.join(list(row)[:12])})")
                 yield {str(k): metadata_text(v) for k, v in row.items()}
     else:
-        # strict: a quote left open is an error where it starts, not every later row swallowed into one field
+        yield from _csv_rows(path, text)
+
+
+def _csv_rows(path: Path, text: str) -> list[dict[str, str]]:
+    """A metadata CSV's rows. Read strictly first: a quote left open runs to the file's end, every
+    later row swallowed into one field, and is refused at the line it opens on. Other quoting a
+    strict reader refuses (``"Nike" Air``, a space after a closing quote) is read leniently, as a
+    spreadsheet would show it."""
+    delimiter = csv_delimiter(text.split("\n", 1)[0], "id")
+    started = 1  # the line the row being read starts on (a quoted field may span lines)
+
+    def rows(strict: bool) -> list[dict[str, str]]:
+        nonlocal started
         reader = csv.DictReader(
-            io.StringIO(text, newline=""),
-            delimiter=csv_delimiter(text.split("\n", 1)[0], "id"),
-            skipinitialspace=True,
-            strict=True,
+            io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=strict
         )
-        started = 1  # the line the row being read starts on (a quoted field may span lines)
-        try:
-            names = [name.strip() for name in reader.fieldnames or []]
-            if "id" not in names:  # said even when no row follows the header
-                raise _no_id_column(path, names)
-            reader.fieldnames = names
+        names = [name.strip() for name in reader.fieldnames or []]
+        if "id" not in names:  # said even when no row follows the header
+            raise _no_id_column(path, names)
+        reader.fieldnames = names
+        out, started = [], reader.line_num + 1
+        for row in reader:
+            out.append(row)
             started = reader.line_num + 1
-            for row in reader:
-                yield row
-                started = reader.line_num + 1
-        except csv.Error as exc:
-            raise CatalogueError(
-                f"{path}:{started}: not CSV ({exc}); a field with a quote in it is quoted whole, its quotes doubled"
-            ) from None
+        return out
+
+    def refused(exc: csv.Error) -> CatalogueError:
+        return CatalogueError(
+            f"{path}:{started}: not CSV ({exc}); a field with a quote in it is quoted whole, its quotes doubled"
+        )
+
+    try:
+        return rows(strict=True)
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc) or "field larger" in str(exc):
+            raise refused(exc) from None
+    try:
+        return rows(strict=False)
+    except csv.Error as exc:
+        raise refused(exc) from None
 
 
 def metadata_text(value: object) -> str:
@@ -139,12 +159,12 @@ def csv_delimiter(header: str, column: str) -> str:
 
 class _ImageFinder:
     """An item's image by its id: ``<folder>/<id>.<ext>`` or ``<folder>/images/<id>.<ext>``, the
-    suffix's case aside (``123.Jpg``). The exact names are tried first; each folder is listed once,
-    and only when an id is not found so."""
+    suffix's case aside (``123.Jpg``; the id's own case counts). The exact names are tried first;
+    each folder is listed once, and only when an id is not found so."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.listed: dict[Path, dict[str, Path]] = {}
+        self.listed: dict[Path, dict[tuple[str, str], Path]] = {}  # (stem, lower-case suffix) -> file
 
     def find(self, item_id: str) -> Path | None:
         bases = (self.folder, self.folder / "images")
@@ -156,16 +176,17 @@ class _ImageFinder:
         for base in bases:
             names = self._names((base / item_id).parent)
             for suffix in IMAGE_SUFFIXES:
-                found = names.get(f"{Path(item_id).name}{suffix}".lower())
+                found = names.get((Path(item_id).name, suffix))
                 if found is not None and _is_file(found):
                     return found
         return None
 
-    def _names(self, folder: Path) -> dict[str, Path]:
+    def _names(self, folder: Path) -> dict[tuple[str, str], Path]:
         if folder not in self.listed:
             try:
                 with os.scandir(folder) as entries:
-                    self.listed[folder] = {entry.name.lower(): Path(entry.path) for entry in entries}
+                    files = [Path(entry.path) for entry in entries]
+                self.listed[folder] = {(f.stem, f.suffix.lower()): f for f in sorted(files, reverse=True)}
             except OSError:
                 self.listed[folder] = {}
         return self.listed[folder]
@@ -220,8 +241,6 @@ def load_catalogue(source: str | os.PathLike[str], metadata: str | os.PathLike[s
         raise CatalogueError(f"no metadata file at {meta_path}")
     images = _ImageFinder(source)
     for row in _read_metadata(meta_path):
-        if "id" not in row:  # a JSON line without one (a CSV's header is checked as it is read)
-            raise _no_id_column(meta_path, [k for k in row if k is not None])
         item_id = (row.pop("id") or "").strip()
         given = (row.pop("path", None) or row.pop("image", None) or "").strip()
         path = images.find(item_id) if not given else _given_path(source, given)
@@ -240,13 +259,14 @@ def _given_path(folder: Path, given: str) -> Path:
 
 def _walk(folder: Path) -> Iterator[Path]:
     """Every file under ``folder``, hidden ones (and hidden folders) aside, through linked folders
-    too (a season's photos linked in from a share), each real folder once (a link to a folder
-    above it is not followed round)."""
+    too (a season's photos linked in from a share), each real folder once; a link to the folder
+    itself or to one above it is not followed."""
     seen: set[str] = set()
+    root = os.path.realpath(folder)
     for top, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
-        if real in seen:
-            folders[:] = []
+        if real in seen or (real != root and root.startswith(real.rstrip(os.sep) + os.sep)):
+            folders[:] = []  # seen, or a folder above the catalogue's (its neighbours are not its items)
             continue
         seen.add(real)
         folders[:] = sorted(name for name in folders if not name.startswith("."))

@@ -233,3 +233,25 @@ def test_a_category_map_broken_while_being_edited_fails_no_add_or_delete(tmp_pat
         job = Job(id="j", kind=kind, state="running", params=params, created=0, updated=0)
         assert jobs.execute_job(job, settings, lambda done, total: None) == store.current_version()
     assert set(store.open().keys_by_id) == {"p0", "p2", "p3"}
+
+
+def test_a_refused_delete_keeps_the_uploads_and_an_id_uploaded_again_since_stays(
+    client: TestClient, settings: Settings
+) -> None:
+    job = wait_for_job(client, upload(client, "up-1", photo_bytes("PNG")).json()["job_id"])
+    assert job["state"] == "succeeded", job
+    refused = wait_for_job(
+        client, client.post("/admin/items/delete", headers=KEY, json={"ids": ["up-1", "typo"]}).json()["job_id"]
+    )
+    assert refused["state"] == "failed" and "typo" in refused["error"]
+    assert [p.name for p in (settings.uploads_dir / "images").iterdir()] == ["up-1.png"]  # the bundle still has it
+
+    from app import jobs
+    from app.schemas import Job, JobKind
+    from app.uploads import UploadStore
+
+    asked = Job.new(JobKind.DELETE, {"ids": ["up-1"]})  # asked for, then up-1 uploaded again before it ran
+    time.sleep(0.05)
+    UploadStore(settings.uploads_dir).save("up-1", photo_bytes("PNG", colour="green"), "image/png", {})
+    jobs.execute_job(asked, settings, lambda done, total: None)
+    assert [p.name for p in (settings.uploads_dir / "images").iterdir()] == ["up-1.png"]  # its add job adds it back

@@ -413,6 +413,18 @@ def test_a_slice_whose_folder_has_since_gained_metadata_is_indexed_anew_by_its_c
         f"p{i}": [kind] for i, kind in enumerate(kinds)
     }
 
+    # Metadata that names other ids than the photos' does not replace a slice by a handful of items
+    store_b = BundleStore(tmp_path / "bundles-b")
+    (folder / "metadata.csv").rename(tmp_path / "kept-b.csv")
+    build_bundle(store_b, tiny_checkpoint, load_catalogue(folder), options, first=3)
+    (folder / "metadata.csv").write_text("id,kind\nsku-1,red\nsku-2,blue\n")
+    with pytest.raises(IndexerError, match="fewer than the 3 required"):
+        complete_bundle(
+            store_b, tiny_checkpoint, load_catalogue(folder), options=options, queued_for=(str(folder), None)
+        )
+    assert not store_b.open().complete and len(store_b.open().items) == 3  # the slice stays and serves
+    (tmp_path / "kept-b.csv").rename(folder / "metadata.csv")
+
     # A slice of the same folder read with another metadata file: a completion queued for the
     # slice before it (no metadata) is not for this one, and adds nothing.
     other = tmp_path / "other.csv"
