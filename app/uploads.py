@@ -52,18 +52,18 @@ class UploadStore:
             _write_atomic(path, data)
             rows = [row for row in self._rows() if row.get("id") != item_id]
             rows.append({"id": item_id, "path": str(path.relative_to(self.root)), **metadata})
-            _write_atomic(self.index, "".join(json.dumps(row) + "\n" for row in rows).encode())
+            self._write_rows(rows)
             for stale in self.images.glob(f"{item_id}.*"):  # the same id uploaded before in another format
                 if stale != path and stale.stem == item_id:  # not item "a.b"'s photo when "a" is uploaded
                     stale.unlink()
         return CatalogueItem(item_id, path, {k: metadata_text(v) for k, v in metadata.items()})  # as a reindex reads it
 
-    def remove(self, ids: Collection[str], saved_before: float | None = None) -> list[str]:
+    def remove(self, ids: Collection[str], saved_before: float | None = None) -> None:
         """Forget the uploaded items among ``ids`` (their rows and photos), so that no later reindex
-        brings a deleted item back; returns those it held. ``saved_before`` (a time): only those
-        whose photo was saved before it (an id uploaded again after its delete was asked for stays)."""
+        brings a deleted item back. ``saved_before`` (a time): only those whose photo was saved
+        before it (an id uploaded again after its delete was asked for stays)."""
         if not self.index.is_file():
-            return []
+            return
 
         def older(row: dict[str, Any]) -> bool:
             photo = self.root / str(row.get("path", ""))
@@ -71,15 +71,15 @@ class UploadStore:
 
         with self._locked():
             rows = self._rows()
-            ids = {str(row.get("id")) for row in rows if row.get("id") in ids and older(row)}
-            gone = [str(row.get("id")) for row in rows if row.get("id") in ids]
+            gone = {str(row.get("id")) for row in rows if row.get("id") in ids and older(row)}
             if gone:
-                kept = [row for row in rows if row.get("id") not in ids]
-                _write_atomic(self.index, "".join(json.dumps(row) + "\n" for row in kept).encode())
+                self._write_rows([row for row in rows if row.get("id") not in gone])
                 for row in rows:
-                    if row.get("id") in ids:
+                    if row.get("id") in gone:
                         (self.root / str(row.get("path", ""))).unlink(missing_ok=True)
-        return gone
+
+    def _write_rows(self, rows: list[dict[str, Any]]) -> None:
+        _write_atomic(self.index, "".join(json.dumps(row) + "\n" for row in rows).encode())
 
     def _rows(self) -> list[dict[str, Any]]:
         if not self.index.is_file():

@@ -461,7 +461,8 @@ def complete_bundle(
     as another catalogue: the slice is of it, but not of what it holds now, so the whole catalogue
     is embedded anew instead of the rest being added."""
     with store.writer():
-        made_from = store.manifest().get("catalogue", {})  # read before the bundle's indexes
+        manifest = store.manifest()  # read before the bundle's indexes
+        made_from = manifest.get("catalogue", {})
         if made_from.get("complete", True):
             log.info("bundle %s already holds the whole catalogue", store.current_version())
             return None
@@ -492,7 +493,7 @@ def complete_bundle(
             model = _load_model(Path(checkpoint), options)
             # never fewer items than the slice holds (metadata naming other ids than the photos' would
             # replace the slice by a handful): refused, the slice stays and serves
-            held = len(store.open().items)
+            held = manifest["items"]
             return _build(store, Path(checkpoint), model, catalogue, catalogue.items, options, progress, held)
         live = store.open(mmap=False)
         # An entry the slice skipped is tried again (its photo may be fixed); listed once in the bundle.

@@ -76,11 +76,16 @@ def utf8_text(path: Path, data: bytes, error: type[IndexerError], what: str) -> 
         raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save {what} as UTF-8") from None
 
 
-def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
+def _read_text(path: Path, what: str) -> str:
+    """A catalogue's metadata or list file as text (utf8_text); an unreadable one: CatalogueError."""
     try:
-        text = utf8_text(path, path.read_bytes(), CatalogueError, "the metadata")
+        return utf8_text(path, path.read_bytes(), CatalogueError, what)
     except OSError as exc:
         raise CatalogueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_metadata(path: Path) -> Iterator[dict[str, str]]:
+    text = _read_text(path, "the metadata")
     if path.suffix == ".jsonl":
         # split at "\n" alone: JSON strings may hold U+2028 and the like, which splitlines() breaks at
         for number, line in enumerate(text.split("\n"), 1):
@@ -186,6 +191,7 @@ class _ImageFinder:
             try:
                 with os.scandir(folder) as entries:
                     files = [Path(entry.path) for entry in entries]
+                # a.JPG and a.jpg both: the first in name order, as the exact lookup would have it
                 self.listed[folder] = {(f.stem, f.suffix.lower()): f for f in sorted(files, reverse=True)}
             except OSError:
                 self.listed[folder] = {}
@@ -308,11 +314,7 @@ def skipped_summary(skipped: list[dict[str, str]], examples: int = 3) -> str:
 
 
 def _from_list(list_file: Path) -> Catalogue:
-    try:
-        text = utf8_text(list_file, list_file.read_bytes(), CatalogueError, "the list")
-    except OSError as exc:
-        raise CatalogueError(f"{list_file}: cannot be read ({exc.strerror or exc})") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in _read_text(list_file, "the list").splitlines() if line.strip()]
     paths = [Path(line) if Path(line).is_absolute() else list_file.parent / line for line in lines]
     return _dedupe([(p.stem, p, {}) for p in paths], str(list_file), str(list_file))
 

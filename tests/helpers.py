@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from indexer.build import IndexOptions, build_bundle
+from indexer.bundle import BundleStore
+from indexer.catalogue import load_catalogue
 from model.config import ModelConfig
 
 SHARED_DATA = Path(os.environ.get("FASHION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -124,3 +127,17 @@ def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
     else:
         image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+def slice_before_its_metadata(
+    folder: Path, store: BundleStore, checkpoint: Path, options: IndexOptions, first: int
+) -> dict[str, object]:
+    """A first slice of ``folder`` (a ``make_catalogue`` folder) embedded while it had no metadata
+    file, the file put back after: a shop adding one before the slice's completion ran. Returns
+    the catalogue the slice's manifest records."""
+    kept = folder.parent / f"{folder.name}-metadata.csv"
+    (folder / "metadata.csv").rename(kept)
+    build_bundle(store, checkpoint, load_catalogue(folder), options, first=first)
+    kept.rename(folder / "metadata.csv")
+    made_from: dict[str, object] = store.manifest()["catalogue"]
+    return made_from

@@ -18,7 +18,7 @@ from indexer.bundle import BundleStore
 from indexer.catalogue import load_catalogue
 from tests.app.conftest import make_settings, photo_bytes
 from tests.app.test_admin import KEY, wait_for_job, wait_for_version
-from tests.helpers import make_catalogue
+from tests.helpers import make_catalogue, slice_before_its_metadata
 
 MP4_HEADER = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"  # a phone's video: ISO media, not a photo
 
@@ -200,11 +200,8 @@ def test_a_completion_job_indexes_anew_a_slice_whose_folder_has_since_gained_met
     from app.schemas import Job, JobKind
 
     folder = make_catalogue(tmp_path / "catalogue", count=10)
-    metadata = (folder / "metadata.csv").rename(tmp_path / "kept.csv")
     store = BundleStore(tmp_path / "bundles")
-    build_bundle(store, tiny_checkpoint, load_catalogue(folder), IndexOptions(threshold=0.0, workers=0), first=4)
-    made_from = store.manifest()["catalogue"]
-    metadata.rename(folder / "metadata.csv")
+    made_from = slice_before_its_metadata(folder, store, tiny_checkpoint, IndexOptions(threshold=0.0, workers=0), 4)
     params = {"catalogue": made_from["root"], "metadata": made_from["metadata"]}  # as app.main queues it
     job = Job(id="j", kind=JobKind.COMPLETE, state="running", params=params, created=0, updated=0)
     version = jobs.execute_job(job, make_settings(tiny_checkpoint, store.root), lambda done, total: None)

@@ -18,7 +18,7 @@ from indexer.bundle import BundleError, BundleStore
 from indexer.catalogue import CatalogueItem, load_catalogue
 from indexer.errors import IndexerError
 from indexer.search import QueryPart, recommend_parts
-from tests.helpers import add_field, make_catalogue
+from tests.helpers import add_field, make_catalogue, slice_before_its_metadata
 
 OPTIONS = IndexOptions(threshold=0.0, max_parts=2, batch_size=4, workers=0)
 
@@ -393,19 +393,16 @@ def test_a_slice_whose_folder_has_since_gained_metadata_is_indexed_anew_by_its_c
     # written before its completion ran places the rest by their categories. Adding the rest would
     # leave the bundle half one way, half the other: the whole catalogue is embedded anew instead.
     folder = make_catalogue(tmp_path / "cat", count=8)
-    metadata = (folder / "metadata.csv").rename(tmp_path / "kept.csv")
     store = BundleStore(tmp_path / "bundles")
     options = IndexOptions(threshold=0.0, max_parts=1, workers=0, labels_from="kind")
-    build_bundle(store, tiny_checkpoint, load_catalogue(folder), options, first=3)
-    made_from = store.manifest()["catalogue"]
+    made_from = slice_before_its_metadata(folder, store, tiny_checkpoint, options, first=3)
     assert made_from["metadata"] is None and not made_from["complete"]
-    metadata.rename(folder / "metadata.csv")
     kinds = ["red", "blue", "green", "red", "blue", "green", "red", "blue"]
     add_field(folder, "kind", kinds)
     now = load_catalogue(folder)  # as the completion job reads it: the folder, the slice's (no) metadata
     assert now.metadata == str(folder / "metadata.csv")
 
-    version = complete_bundle(store, tiny_checkpoint, now, options=options, queued_for=(made_from["root"], None))
+    version = complete_bundle(store, tiny_checkpoint, now, options=options, queued_for=(str(folder), None))
     bundle = store.open()
     assert version == bundle.version and bundle.complete and bundle.manifest["parent"] is None  # not the slice's
     assert bundle.manifest["catalogue"]["metadata"] == str(folder / "metadata.csv")
@@ -415,20 +412,20 @@ def test_a_slice_whose_folder_has_since_gained_metadata_is_indexed_anew_by_its_c
 
     # Metadata that names other ids than the photos' does not replace a slice by a handful of items
     store_b = BundleStore(tmp_path / "bundles-b")
-    (folder / "metadata.csv").rename(tmp_path / "kept-b.csv")
-    build_bundle(store_b, tiny_checkpoint, load_catalogue(folder), options, first=3)
+    slice_before_its_metadata(folder, store_b, tiny_checkpoint, options, first=3)
+    kinds_file = (folder / "metadata.csv").read_text()
     (folder / "metadata.csv").write_text("id,kind\nsku-1,red\nsku-2,blue\n")
     with pytest.raises(IndexerError, match="fewer than the 3 required"):
         complete_bundle(
             store_b, tiny_checkpoint, load_catalogue(folder), options=options, queued_for=(str(folder), None)
         )
     assert not store_b.open().complete and len(store_b.open().items) == 3  # the slice stays and serves
-    (tmp_path / "kept-b.csv").rename(folder / "metadata.csv")
+    (folder / "metadata.csv").write_text(kinds_file)
 
     # A slice of the same folder read with another metadata file: a completion queued for the
     # slice before it (no metadata) is not for this one, and adds nothing.
     other = tmp_path / "other.csv"
     other.write_text((folder / "metadata.csv").read_text())
     slice_version = build_bundle(store, tiny_checkpoint, load_catalogue(folder, other), options, first=3)
-    assert complete_bundle(store, tiny_checkpoint, now, options=options, queued_for=(made_from["root"], None)) is None
+    assert complete_bundle(store, tiny_checkpoint, now, options=options, queued_for=(str(folder), None)) is None
     assert store.current_version() == slice_version and not store.open().complete
